@@ -25,6 +25,7 @@ mod config;
 pub mod cpu;
 mod element;
 mod error;
+pub mod synthetic;
 mod tensor;
 
 pub use attention::{
