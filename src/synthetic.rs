@@ -77,9 +77,10 @@ impl Qkv {
 }
 
 /// Entity-tracking-like inputs: the sequence is cut into segments of random length
-/// around `segment`; every token's query and key carry its segment's "topic" vector
-/// (strength `strength`, in units of the noise), so most attention mass stays inside
-/// the segment with a light residue across. `strength = 0` gives plain Gaussian heads.
+/// around `segment`; every token's query and key carry its segment's "topic" vector,
+/// scaled so that a same-segment pair gains about `strength` in its logit (with the
+/// default scale `1/sqrt(dk)`). Most attention mass then stays inside the segment,
+/// with a light residue across. `strength = 0` gives plain Gaussian heads.
 ///
 /// ```
 /// use blockres::synthetic::segmented;
@@ -103,7 +104,8 @@ pub fn segmented(dims: [usize; 6], segment: usize, strength: f32, seed: u64) -> 
         i += len;
     }
     let topics: Vec<f32> = rng.normals(count * dk);
-    let inv = 1.0 / (dk as f32).sqrt();
+    // a²·|t|²/sqrt(dk) ≈ a²·sqrt(dk) = strength.
+    let amp = (strength.max(0.0) / (dk as f32).sqrt()).sqrt();
     let mut fill = |heads: usize, with_topic: bool, width: usize| {
         let mut out = rng.normals(b * heads * n * width);
         if with_topic && strength != 0.0 {
@@ -111,7 +113,7 @@ pub fn segmented(dims: [usize; 6], segment: usize, strength: f32, seed: u64) -> 
                 let (r, x) = row;
                 let t = &topics[seg[r % n] * dk..seg[r % n] * dk + dk];
                 for (a, &tt) in x.iter_mut().zip(t) {
-                    *a = (*a + strength * tt * (dk as f32).sqrt()) * inv.sqrt();
+                    *a += amp * tt;
                 }
             }
         }
