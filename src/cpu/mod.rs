@@ -4,6 +4,7 @@
 pub mod block;
 pub mod dense;
 pub(crate) mod small;
+pub mod sparse;
 
 /// One head's inputs, widened to f32.
 #[derive(Debug, Clone, Copy)]

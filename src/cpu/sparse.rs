@@ -1,0 +1,671 @@
+//! Sparse causal structures (SPEC §3): the Sparse Transformer's `strided` and `fixed`
+//! factorized patterns and the `topk` dynamic window. Each row `i` attends to an
+//! allowed set `S_i ∋ …` of columns `j ≤ i` with a softmax over that set, and the
+//! resolvent `Y = (1−γ)·(I − γA)⁻¹·A·V` is evaluated by sparse forward substitution
+//! in O(nnz·d); no n×n matrix is formed.
+//!
+//! The work runs in row panels, in two phases per panel:
+//!
+//! 1. rows in parallel: the allowed columns, their logits (gathered dot products, or
+//!    one GEMM per panel for `topk`, which must score every `j ≤ i` to choose),
+//!    the softmax over the set, and the right side `x_i = Σ_j a_ij·v_j`;
+//! 2. the substitution `w_i = (x_i + γ·Σ_{j<i} a_ij·w_j) / (1 − γ·a_ii)`, which is
+//!    sequential in `i` but independent across value columns, so it runs in parallel
+//!    over column chunks of `W` (each chunk its own contiguous `n × width` buffer).
+//!
+//! γ = 0 needs no substitution: `Y = X` is the Sparse Transformer's own attention and
+//! every row is independent.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::{Head, KernelScratch, small, threads};
+use crate::config::Structure;
+use crate::error::{Error, Result};
+
+/// α used by [`Structure::TopK`] when `alpha = 0`: with [`DEFAULT_TOPK_C_EXP`] the
+/// window `k = ceil(2·√n)` keeps about as many entries per row as the default
+/// `strided` and `fixed` patterns, so the three compare at equal cost.
+pub const DEFAULT_TOPK_ALPHA: f32 = 2.0;
+
+/// Exponent `C` used by [`Structure::TopK`] when both `alpha` and `c_exp` are 0
+/// (see [`topk_window`]).
+pub const DEFAULT_TOPK_C_EXP: f32 = 0.5;
+
+/// `ceil(sqrt(n))`, the default stride / block length `l` of `strided` and `fixed`
+/// (SPEC §3), computed exactly in integers.
+///
+/// ```
+/// use blockres::cpu::sparse::default_stride;
+/// assert_eq!(default_stride(1), 1);
+/// assert_eq!(default_stride(16), 4);
+/// assert_eq!(default_stride(17), 5);
+/// assert_eq!(default_stride(1 << 18), 512);
+/// ```
+pub fn default_stride(n: usize) -> usize {
+    let mut r = (n as f64).sqrt() as usize;
+    while r * r > n {
+        r -= 1;
+    }
+    while r * r < n {
+        r += 1;
+    }
+    r.max(1)
+}
+
+/// The top-k window `ceil(α·n^C)` (clamped to `1..=n`) for `n` tokens, with the
+/// defaults resolved:
+///
+/// - `alpha = 0` selects α = [`DEFAULT_TOPK_ALPHA`] (2); if `c_exp` is 0 as well (both
+///   attributes left unset) it selects C = [`DEFAULT_TOPK_C_EXP`] (½), so the default
+///   window is `k = ceil(2·√n)`;
+/// - with `alpha > 0`, `c_exp` is taken as given, and `c_exp = 0` is the constant
+///   window `k = ceil(α)`.
+///
+/// Row `i` keeps `min(i + 1, k)` entries.
+///
+/// ```
+/// use blockres::cpu::sparse::topk_window;
+/// assert_eq!(topk_window(1024, 0.0, 0.0), 64); // 2·√1024
+/// assert_eq!(topk_window(1024, 3.0, 0.0), 3); // constant window
+/// assert_eq!(topk_window(1000, 1.0, 1.0), 1000); // everything: dense
+/// assert_eq!(topk_window(10, 100.0, 0.5), 10); // never more than n
+/// ```
+pub fn topk_window(n: usize, alpha: f32, c_exp: f32) -> usize {
+    let (alpha, c_exp) = if alpha == 0.0 {
+        let c = if c_exp == 0.0 {
+            DEFAULT_TOPK_C_EXP
+        } else {
+            c_exp
+        };
+        (DEFAULT_TOPK_ALPHA, c)
+    } else {
+        (alpha, c_exp)
+    };
+    let k = (alpha as f64 * (n as f64).powf(c_exp as f64)).ceil();
+    if k.is_finite() {
+        (k as usize).clamp(1, n.max(1))
+    } else {
+        n.max(1)
+    }
+}
+
+/// A sparse structure with its parameters resolved for one sequence length: the
+/// allowed set `S_i` of every row (SPEC §3).
+///
+/// ```
+/// use blockres::Structure;
+/// use blockres::cpu::sparse::Pattern;
+/// let p = Pattern::resolve(Structure::Strided { stride: 0 }, 100).unwrap();
+/// assert_eq!(p, Pattern::Strided { l: 10 });
+/// assert_eq!(p.columns(25), vec![5, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]);
+/// assert!(Pattern::resolve(Structure::Block, 100).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// `j ≤ i` and (`i − j < l` or `(i − j) mod l = 0`).
+    Strided {
+        /// Stride `l ≥ 1`.
+        l: usize,
+    },
+    /// `j ≤ i` and (`⌊j/l⌋ = ⌊i/l⌋` or `j mod l ≥ l − c`). `c ≥ l` makes every
+    /// column a summary column: dense causal attention.
+    Fixed {
+        /// Block length `l ≥ 1`.
+        l: usize,
+        /// Summary columns per block, `c ≥ 1`.
+        c: usize,
+    },
+    /// The `min(i + 1, k)` largest logits among `j ≤ i`, ties broken by lower `j`.
+    TopK {
+        /// Window `k ≥ 1`.
+        k: usize,
+    },
+}
+
+impl Pattern {
+    /// The pattern of a sparse [`Structure`] for `n` tokens (defaults resolved: `l =
+    /// ceil(sqrt(n))` for `stride`/`block` 0, `c = 1` for `summary` 0, the top-k
+    /// window of [`topk_window`]); `None` for `Dense` and `Block`.
+    pub fn resolve(structure: Structure, n: usize) -> Option<Self> {
+        let auto = |l: usize| if l == 0 { default_stride(n) } else { l };
+        match structure {
+            Structure::Strided { stride } => Some(Pattern::Strided { l: auto(stride) }),
+            Structure::Fixed { block, summary } => Some(Pattern::Fixed {
+                l: auto(block),
+                c: summary.max(1),
+            }),
+            Structure::TopK { alpha, c_exp } => Some(Pattern::TopK {
+                k: topk_window(n, alpha, c_exp),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `|S_i|`, the number of columns row `i` attends to.
+    pub fn row_len(&self, i: usize) -> usize {
+        match *self {
+            Pattern::Strided { l } => (i + 1).min(l) + i / l,
+            Pattern::Fixed { l, c } => {
+                let blk = i / l;
+                blk * c.min(l) + (i - blk * l + 1)
+            }
+            Pattern::TopK { k } => (i + 1).min(k),
+        }
+    }
+
+    /// Stored entries of `A` for `n` tokens, `Σ_i |S_i|`.
+    pub fn nnz(&self, n: usize) -> usize {
+        (0..n).map(|i| self.row_len(i)).sum()
+    }
+
+    /// The columns of row `i` in increasing order, for the structures whose set does
+    /// not depend on the data; `topk`'s depends on the logits and gives an empty list.
+    pub fn columns(&self, i: usize) -> Vec<u32> {
+        let mut out = vec![0; if self.is_static() { self.row_len(i) } else { 0 }];
+        self.fill_columns(i, &mut out);
+        out
+    }
+
+    fn is_static(&self) -> bool {
+        !matches!(self, Pattern::TopK { .. })
+    }
+
+    /// Write row `i`'s columns (increasing) into `out`, of length `row_len(i)`.
+    #[inline(always)]
+    fn fill_columns(&self, i: usize, out: &mut [u32]) {
+        match *self {
+            Pattern::Strided { l } => {
+                // Strided columns i − t·l (t ≥ 1, below the local window) start at i mod l.
+                let far = i / l;
+                let r = i % l;
+                for (t, o) in out[..far].iter_mut().enumerate() {
+                    *o = (r + t * l) as u32;
+                }
+                let lo = (i + 1).saturating_sub(l);
+                for (o, j) in out[far..].iter_mut().zip(lo..=i) {
+                    *o = j as u32;
+                }
+            }
+            Pattern::Fixed { l, c } => {
+                let c = c.min(l);
+                let blk = i / l;
+                let mut t = 0;
+                for b in 0..blk {
+                    for j in b * l + l - c..b * l + l {
+                        out[t] = j as u32;
+                        t += 1;
+                    }
+                }
+                for j in blk * l..=i {
+                    out[t] = j as u32;
+                    t += 1;
+                }
+            }
+            Pattern::TopK { .. } => {}
+        }
+    }
+}
+
+/// Rows per panel for the static patterns: enough rows that the parallel phase keeps
+/// every thread busy, few enough that the panel's entries stay in cache.
+const PANEL: usize = 256;
+/// Rows per panel for `topk`, whose panel holds a full `rows × i` logit block.
+const TOPK_PANEL: usize = 64;
+
+/// Evaluate the resolvent of a sparse causal structure for one head.
+pub(crate) fn evaluate(
+    h: &Head<'_>,
+    structure: Structure,
+    causal: bool,
+    y: &mut [f32],
+    s: &mut KernelScratch,
+    par: Par,
+) -> Result<()> {
+    if !causal {
+        return Err(Error::Param {
+            name: "structure",
+            message: format!(
+                "'{}' is defined for causal attention only; set causal = 1 or use 'block' or 'dense'",
+                structure.name()
+            ),
+        });
+    }
+    let pattern = Pattern::resolve(structure, h.n).ok_or_else(|| {
+        Error::Unsupported(format!("'{}' is not a sparse structure", structure.name()))
+    })?;
+    run(h, pattern, y, s, par);
+    Ok(())
+}
+
+/// Value-column chunks for the substitution: one per thread, at least 8 floats wide
+/// (one AVX register) so each chunk's row updates stay vectorized.
+fn column_chunks(dv: usize, t: usize) -> Vec<(usize, usize)> {
+    let w = dv.div_ceil(t.max(1)).next_multiple_of(8).min(dv).max(1);
+    (0..dv)
+        .step_by(w)
+        .map(|c0| (c0, (c0 + w).min(dv)))
+        .collect()
+}
+
+fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par: Par) {
+    let Head { n, dv, gamma, .. } = *h;
+    let t = threads(par);
+    let panel = if pattern.is_static() {
+        PANEL
+    } else {
+        TOPK_PANEL
+    }
+    .min(n);
+    let max_row = pattern.row_len(n - 1);
+    let logit_len = if pattern.is_static() { 0 } else { panel * n };
+    let wlen = if gamma == 0.0 { 0 } else { n * dv };
+    let [vals, logits, wbuf] = s.parts([panel * max_row, logit_len, wlen]);
+    let mut cols = vec![0u32; panel * max_row];
+    let chunks = column_chunks(dv, t);
+    let mut offs = vec![0usize; panel + 1];
+    for p0 in (0..n).step_by(panel) {
+        let p1 = (p0 + panel).min(n);
+        for (r, i) in (p0..p1).enumerate() {
+            offs[r + 1] = offs[r] + pattern.row_len(i);
+        }
+        let nz = offs[p1 - p0];
+        if !pattern.is_static() {
+            // One GEMM scores the whole panel against every key before its end; row r
+            // reads columns 0..=p0 + r of it.
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut logits[..(p1 - p0) * p1], p1 - p0, p1),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&h.q[p0 * h.dk..p1 * h.dk], p1 - p0, h.dk),
+                MatRef::from_row_major_slice(&h.k[..p1 * h.dk], p1, h.dk).transpose(),
+                h.scale,
+                par,
+            );
+        }
+        let panel_rows = PanelRows {
+            h,
+            pattern,
+            p0,
+            offs: &offs,
+            logits: &logits[..if pattern.is_static() {
+                0
+            } else {
+                (p1 - p0) * p1
+            }],
+            ld: p1,
+        };
+        let yp = &mut y[p0 * dv..p1 * dv];
+        let (cp, vp) = (&mut cols[..nz], &mut vals[..nz]);
+        if t > 1 && p1 - p0 > 1 {
+            // Split the panel into row groups with their entries, one task each.
+            let groups = (t * 4).min(p1 - p0);
+            let per = (p1 - p0).div_ceil(groups);
+            let mut tasks = Vec::with_capacity(groups);
+            let (mut yr, mut cr, mut vr) = (yp, cp, vp);
+            let mut r0 = 0;
+            while r0 < p1 - p0 {
+                let r1 = (r0 + per).min(p1 - p0);
+                let len = offs[r1] - offs[r0];
+                let (ya, yb) = std::mem::take(&mut yr).split_at_mut((r1 - r0) * dv);
+                let (ca, cb) = std::mem::take(&mut cr).split_at_mut(len);
+                let (va, vb) = std::mem::take(&mut vr).split_at_mut(len);
+                tasks.push((r0, r1, ya, ca, va));
+                (yr, cr, vr) = (yb, cb, vb);
+                r0 = r1;
+            }
+            tasks
+                .into_par_iter()
+                .for_each(|(r0, r1, ya, ca, va)| panel_rows.rows(r0, r1, ya, ca, va));
+        } else {
+            panel_rows.rows(0, p1 - p0, yp, cp, vp);
+        }
+        if gamma != 0.0 {
+            let sub = Substitution {
+                cols: &cols[..nz],
+                vals: &vals[..nz],
+                offs: &offs,
+                x: &y[p0 * dv..p1 * dv],
+                p0,
+                p1,
+                n,
+                dv,
+                gamma,
+            };
+            let mut parts = split_chunks(wbuf, &chunks, n);
+            if t > 1 && parts.len() > 1 {
+                parts
+                    .par_iter_mut()
+                    .for_each(|(c0, c1, w)| sub.chunk(*c0, *c1, w));
+            } else {
+                for (c0, c1, w) in parts.iter_mut() {
+                    sub.chunk(*c0, *c1, w);
+                }
+            }
+        }
+    }
+    if gamma != 0.0 {
+        // Y = (1−γ)·W, gathered back from the chunk-major buffer.
+        let c = 1.0 - gamma;
+        let wbuf: &[f32] = wbuf;
+        let gather = |i: usize, row: &mut [f32]| {
+            for &(c0, c1) in &chunks {
+                let w = c1 - c0;
+                let src = &wbuf[n * c0 + i * w..n * c0 + i * w + w];
+                for (o, &x) in row[c0..c1].iter_mut().zip(src) {
+                    *o = c * x;
+                }
+            }
+        };
+        if t > 1 {
+            y.par_chunks_mut(dv)
+                .enumerate()
+                .with_min_len(1024)
+                .for_each(|(i, row)| gather(i, row));
+        } else {
+            y.chunks_mut(dv)
+                .enumerate()
+                .for_each(|(i, row)| gather(i, row));
+        }
+    }
+}
+
+/// The chunk-major `W` buffer split into its chunks: chunk `(c0, c1)` is an
+/// `n × (c1 − c0)` row-major block.
+fn split_chunks<'a>(
+    mut wbuf: &'a mut [f32],
+    chunks: &[(usize, usize)],
+    n: usize,
+) -> Vec<(usize, usize, &'a mut [f32])> {
+    chunks
+        .iter()
+        .map(|&(c0, c1)| {
+            let (a, b) = std::mem::take(&mut wbuf).split_at_mut(n * (c1 - c0));
+            wbuf = b;
+            (c0, c1, a)
+        })
+        .collect()
+}
+
+/// Phase 1 of a panel: everything that is independent per row.
+struct PanelRows<'a> {
+    h: &'a Head<'a>,
+    pattern: Pattern,
+    p0: usize,
+    offs: &'a [usize],
+    /// `topk` only: the panel's scaled logits, row stride `ld`.
+    logits: &'a [f32],
+    ld: usize,
+}
+
+impl PanelRows<'_> {
+    /// Rows `r0..r1` of the panel: `y` holds their `x_i` rows on return, `cols`/`vals`
+    /// their entries (starting at `offs[r0]`).
+    fn rows(&self, r0: usize, r1: usize, y: &mut [f32], cols: &mut [u32], vals: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.rows_avx2(r0, r1, y, cols, vals) };
+            return;
+        }
+        self.rows_body(r0, r1, y, cols, vals);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_avx2(
+        &self,
+        r0: usize,
+        r1: usize,
+        y: &mut [f32],
+        cols: &mut [u32],
+        vals: &mut [f32],
+    ) {
+        self.rows_body(r0, r1, y, cols, vals);
+    }
+
+    #[inline(always)]
+    fn rows_body(&self, r0: usize, r1: usize, y: &mut [f32], cols: &mut [u32], vals: &mut [f32]) {
+        let Head {
+            q,
+            k,
+            v,
+            dk,
+            dv,
+            scale,
+            ..
+        } = *self.h;
+        let base = self.offs[r0];
+        let mut order: Vec<u32> = Vec::new();
+        for r in r0..r1 {
+            let i = self.p0 + r;
+            let (o0, o1) = (self.offs[r] - base, self.offs[r + 1] - base);
+            let (cs, vs) = (&mut cols[o0..o1], &mut vals[o0..o1]);
+            if self.pattern.is_static() {
+                self.pattern.fill_columns(i, cs);
+                let qi = &q[i * dk..i * dk + dk];
+                for (a, &j) in vs.iter_mut().zip(cs.iter()) {
+                    let j = j as usize;
+                    *a = scale * dot(qi, &k[j * dk..j * dk + dk]);
+                }
+            } else {
+                let row = &self.logits[r * self.ld..r * self.ld + i + 1];
+                select_top(row, cs, &mut order);
+                for (a, &j) in vs.iter_mut().zip(cs.iter()) {
+                    *a = row[j as usize];
+                }
+            }
+            softmax(vs);
+            let xi = &mut y[(r - r0) * dv..(r - r0 + 1) * dv];
+            xi.fill(0.0);
+            for (&a, &j) in vs.iter().zip(cs.iter()) {
+                let j = j as usize;
+                axpy(xi, a, &v[j * dv..j * dv + dv]);
+            }
+        }
+    }
+}
+
+/// The `out.len()` largest entries of `row` (ties: lower index first), written to
+/// `out` in increasing column order. `order` is scratch.
+fn select_top(row: &[f32], out: &mut [u32], order: &mut Vec<u32>) {
+    let k = out.len();
+    if k >= row.len() {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = j as u32;
+        }
+        return;
+    }
+    order.clear();
+    order.extend(0..row.len() as u32);
+    // Descending logit, then ascending column: a strict total order, so the chosen
+    // set is exactly SPEC §3's whatever the selection algorithm does.
+    let before = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    order.select_nth_unstable_by(k - 1, before);
+    out.copy_from_slice(&order[..k]);
+    out.sort_unstable();
+}
+
+/// Shifted softmax of a row's logits, in place.
+#[inline(always)]
+fn softmax(x: &mut [f32]) {
+    let mx = x.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+    let mut sum = 0.0f32;
+    for a in x.iter_mut() {
+        *a = small::exp(*a - mx);
+        sum += *a;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|a| *a *= inv);
+}
+
+/// Dot product with 16 independent partial sums, so it vectorizes (a plain fold is a
+/// serial dependency chain the compiler may not reorder).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ac, at) = a.split_at(a.len() / 16 * 16);
+    let (bc, bt) = b[..a.len()].split_at(ac.len());
+    for (x, y) in ac.chunks_exact(16).zip(bc.chunks_exact(16)) {
+        for t in 0..16 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    let mut s = 0.0f32;
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    for t in 0..8 {
+        acc[t] += acc[t + 8];
+    }
+    for t in 0..4 {
+        acc[t] += acc[t + 4];
+    }
+    s + (acc[0] + acc[2]) + (acc[1] + acc[3])
+}
+
+#[inline(always)]
+fn axpy(o: &mut [f32], a: f32, x: &[f32]) {
+    for (o, &x) in o.iter_mut().zip(x) {
+        *o += a * x;
+    }
+}
+
+/// Phase 2 of a panel: forward substitution for the panel's rows on one column chunk.
+struct Substitution<'a> {
+    cols: &'a [u32],
+    vals: &'a [f32],
+    offs: &'a [usize],
+    /// The panel's right sides `x_i` (`rows × dv`).
+    x: &'a [f32],
+    p0: usize,
+    p1: usize,
+    n: usize,
+    dv: usize,
+    gamma: f32,
+}
+
+impl Substitution<'_> {
+    fn chunk(&self, c0: usize, c1: usize, w: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.chunk_avx2(c0, c1, w) };
+            return;
+        }
+        self.chunk_body(c0, c1, w);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn chunk_avx2(&self, c0: usize, c1: usize, w: &mut [f32]) {
+        self.chunk_body(c0, c1, w);
+    }
+
+    /// `w` is this chunk's `n × (c1 − c0)` block of `W`; rows before `p0` are final.
+    #[inline(always)]
+    fn chunk_body(&self, c0: usize, c1: usize, w: &mut [f32]) {
+        let wd = c1 - c0;
+        debug_assert_eq!(w.len(), self.n * wd);
+        let g = self.gamma;
+        for i in self.p0..self.p1 {
+            let r = i - self.p0;
+            let (done, cur) = w.split_at_mut(i * wd);
+            let wi = &mut cur[..wd];
+            wi.copy_from_slice(&self.x[r * self.dv + c0..r * self.dv + c1]);
+            let (o0, o1) = (self.offs[r], self.offs[r + 1]);
+            let (cs, vs) = (&self.cols[o0..o1], &self.vals[o0..o1]);
+            // Columns increase, so the diagonal (when in S_i) is the last entry.
+            let (cs, vs, diag) = match cs.last() {
+                Some(&j) if j as usize == i => {
+                    (&cs[..cs.len() - 1], &vs[..vs.len() - 1], vs[vs.len() - 1])
+                }
+                _ => (cs, vs, 0.0),
+            };
+            for (&j, &a) in cs.iter().zip(vs) {
+                let j = j as usize;
+                axpy(wi, g * a, &done[j * wd..j * wd + wd]);
+            }
+            let inv = 1.0 / (1.0 - g * diag);
+            wi.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(p: Pattern, i: usize, j: usize) -> bool {
+        match p {
+            Pattern::Strided { l } => j <= i && (i - j < l || (i - j) % l == 0),
+            Pattern::Fixed { l, c } => j <= i && (j / l == i / l || j % l + c >= l),
+            Pattern::TopK { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn static_columns_match_the_spec_predicates() {
+        for n in [1usize, 2, 7, 30, 65] {
+            for l in [1usize, 2, 3, 5, 8, 70] {
+                for p in [
+                    Pattern::Strided { l },
+                    Pattern::Fixed { l, c: 1 },
+                    Pattern::Fixed { l, c: 2 },
+                    Pattern::Fixed { l, c: l + 3 },
+                ] {
+                    for i in 0..n {
+                        let want: Vec<u32> = (0..n)
+                            .filter(|&j| member(p, i, j))
+                            .map(|j| j as u32)
+                            .collect();
+                        assert_eq!(p.columns(i), want, "{p:?} row {i}");
+                        assert_eq!(p.row_len(i), want.len());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_stride_is_ceil_sqrt() {
+        for n in 1..5000usize {
+            let l = default_stride(n);
+            assert!(l * l >= n && (l - 1) * (l - 1) < n, "n={n} l={l}");
+        }
+    }
+
+    #[test]
+    fn top_selection_breaks_ties_by_lower_column() {
+        let row = [1.0, 3.0, 3.0, 0.5, 3.0, 2.0];
+        let mut out = [0u32; 2];
+        select_top(&row, &mut out, &mut Vec::new());
+        assert_eq!(out, [1, 2]);
+        let mut out = [0u32; 4];
+        select_top(&row, &mut out, &mut Vec::new());
+        assert_eq!(out, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn column_chunks_cover_the_values() {
+        for dv in [1usize, 5, 8, 33, 64, 129] {
+            for t in [1usize, 2, 3, 16] {
+                let c = column_chunks(dv, t);
+                assert_eq!(c[0].0, 0);
+                assert_eq!(c.last().unwrap().1, dv);
+                assert!(c.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
+                assert!(c.len() <= t.max(1));
+            }
+        }
+    }
+
+    #[test]
+    fn dot_matches_a_plain_sum() {
+        for len in [0usize, 1, 15, 16, 17, 64, 100] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.3).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.7).cos()).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-5);
+        }
+    }
+}
