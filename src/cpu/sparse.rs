@@ -208,11 +208,11 @@ impl Pattern {
     }
 }
 
-/// Rows per panel for the static patterns: enough rows that the parallel phase keeps
-/// every thread busy, few enough that the panel's entries stay in cache.
-const PANEL: usize = 256;
-/// Rows per panel for `topk`, whose panel holds a full `rows × i` logit block.
-const TOPK_PANEL: usize = 64;
+/// Rows per panel. Entries of a panel's rows on columns before the panel (the far
+/// part: almost all of them) are settled in the parallel phase; only entries inside
+/// the panel wait for the sequential substitution, O(n·PANEL·dv) in all, so the panel
+/// is kept short.
+const PANEL: usize = 64;
 
 /// Evaluate the resolvent of a sparse causal structure for one head.
 pub(crate) fn evaluate(
@@ -239,73 +239,137 @@ pub(crate) fn evaluate(
     Ok(())
 }
 
-/// Value-column chunks for the substitution: one per thread, at least 8 floats wide
-/// (one AVX register) so each chunk's row updates stay vectorized.
-fn column_chunks(dv: usize, t: usize) -> Vec<(usize, usize)> {
-    let w = dv.div_ceil(t.max(1)).next_multiple_of(8).min(dv).max(1);
-    (0..dv)
-        .step_by(w)
-        .map(|c0| (c0, (c0 + w).min(dv)))
-        .collect()
+/// A compact copy of the rows a pattern reaches with a stride, so that each row's far
+/// entries read one contiguous run of memory instead of one row every `l` rows (a
+/// cache miss and a TLB miss each, at large n).
+///
+/// - `strided`: every row, ordered by residue `j mod l` then `j`: row `i`'s strided
+///   columns `i mod l + t·l` are `start[i mod l] + t`, t = 0..⌊i/l⌋.
+/// - `fixed`: the summary columns only, block by block: row `i`'s are `0..⌊i/l⌋·c`.
+/// - `topk`: none.
+struct Compact {
+    /// Original row of each compact row.
+    rows: Vec<u32>,
+    /// Compact position of each original row (`u32::MAX`: not kept).
+    pos: Vec<u32>,
+    /// `strided`: first compact row of each residue class.
+    start: Vec<usize>,
+}
+
+impl Compact {
+    fn new(p: Pattern, n: usize) -> Self {
+        let mut rows = Vec::new();
+        let mut start = Vec::new();
+        match p {
+            Pattern::Strided { l } => {
+                for r in 0..l.min(n) {
+                    start.push(rows.len());
+                    rows.extend((r..n).step_by(l).map(|j| j as u32));
+                }
+            }
+            Pattern::Fixed { l, c } => {
+                let c = c.min(l);
+                for b in 0..n.div_ceil(l) {
+                    rows.extend((b * l + l - c..(b * l + l).min(n)).map(|j| j as u32));
+                }
+            }
+            Pattern::TopK { .. } => {}
+        }
+        let mut pos = vec![u32::MAX; if rows.is_empty() { 0 } else { n }];
+        for (t, &j) in rows.iter().enumerate() {
+            pos[j as usize] = t as u32;
+        }
+        Self { rows, pos, start }
+    }
+
+    /// Row `i`'s leading entries that live in the compact copy: `(count, first)`.
+    #[inline(always)]
+    fn prefix(&self, p: Pattern, i: usize) -> (usize, usize) {
+        match p {
+            Pattern::Strided { l } if i >= l => (i / l, self.start[i % l]),
+            Pattern::Fixed { l, c } => ((i / l) * c.min(l), 0),
+            _ => (0, 0),
+        }
+    }
+}
+
+fn gather_rows(x: &[f32], d: usize, rows: &[u32], out: &mut [f32]) {
+    for (o, &j) in out.chunks_exact_mut(d).zip(rows) {
+        o.copy_from_slice(&x[j as usize * d..j as usize * d + d]);
+    }
 }
 
 fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par: Par) {
-    let Head { n, dv, gamma, .. } = *h;
+    let Head {
+        k,
+        v,
+        n,
+        dk,
+        dv,
+        gamma,
+        ..
+    } = *h;
     let t = threads(par);
-    let panel = if pattern.is_static() {
-        PANEL
-    } else {
-        TOPK_PANEL
-    }
-    .min(n);
-    let max_row = pattern.row_len(n - 1);
+    let panel = PANEL.min(n);
+    // Not monotone in i for `fixed` (a block's last row is longer than the next one).
+    let max_row = (0..n).map(|i| pattern.row_len(i)).max().unwrap_or(0);
+    let compact = Compact::new(pattern, n);
+    let nc = compact.rows.len();
     let logit_len = if pattern.is_static() { 0 } else { panel * n };
-    let wlen = if gamma == 0.0 { 0 } else { n * dv };
-    let [vals, logits, wbuf] = s.parts([panel * max_row, logit_len, wlen]);
+    // U = V + γ·W for settled rows (the far entries' right-side term), regular and
+    // compact; with γ = 0 it is V itself and needs no buffer.
+    let ulen = if gamma == 0.0 { 0 } else { n * dv };
+    let uclen = if gamma == 0.0 { 0 } else { nc * dv };
+    let [vals, logits, kc, vc, u, uc] =
+        s.parts([panel * max_row, logit_len, nc * dk, nc * dv, ulen, uclen]);
+    gather_rows(k, dk, &compact.rows, kc);
+    gather_rows(v, dv, &compact.rows, vc);
     let mut cols = vec![0u32; panel * max_row];
-    let chunks = column_chunks(dv, t);
     let mut offs = vec![0usize; panel + 1];
     for p0 in (0..n).step_by(panel) {
         let p1 = (p0 + panel).min(n);
+        let rows = p1 - p0;
         for (r, i) in (p0..p1).enumerate() {
             offs[r + 1] = offs[r] + pattern.row_len(i);
         }
-        let nz = offs[p1 - p0];
+        let nz = offs[rows];
         if !pattern.is_static() {
             // One GEMM scores the whole panel against every key before its end; row r
             // reads columns 0..=p0 + r of it.
             matmul(
-                MatMut::from_row_major_slice_mut(&mut logits[..(p1 - p0) * p1], p1 - p0, p1),
+                MatMut::from_row_major_slice_mut(&mut logits[..rows * p1], rows, p1),
                 Accum::Replace,
-                MatRef::from_row_major_slice(&h.q[p0 * h.dk..p1 * h.dk], p1 - p0, h.dk),
-                MatRef::from_row_major_slice(&h.k[..p1 * h.dk], p1, h.dk).transpose(),
+                MatRef::from_row_major_slice(&h.q[p0 * dk..p1 * dk], rows, dk),
+                MatRef::from_row_major_slice(&k[..p1 * dk], p1, dk).transpose(),
                 h.scale,
                 par,
             );
         }
-        let panel_rows = PanelRows {
+        let (ur, ucr): (&[f32], &[f32]) = if gamma == 0.0 { (v, vc) } else { (u, uc) };
+        let phase1 = PanelRows {
             h,
             pattern,
+            compact: &compact,
+            kc,
+            vc,
+            u: ur,
+            uc: ucr,
             p0,
             offs: &offs,
-            logits: &logits[..if pattern.is_static() {
-                0
-            } else {
-                (p1 - p0) * p1
-            }],
+            logits: &logits[..if pattern.is_static() { 0 } else { rows * p1 }],
             ld: p1,
         };
         let yp = &mut y[p0 * dv..p1 * dv];
         let (cp, vp) = (&mut cols[..nz], &mut vals[..nz]);
-        if t > 1 && p1 - p0 > 1 {
+        if t > 1 && rows > 1 {
             // Split the panel into row groups with their entries, one task each.
-            let groups = (t * 4).min(p1 - p0);
-            let per = (p1 - p0).div_ceil(groups);
+            let groups = (t * 2).min(rows);
+            let per = rows.div_ceil(groups);
             let mut tasks = Vec::with_capacity(groups);
             let (mut yr, mut cr, mut vr) = (yp, cp, vp);
             let mut r0 = 0;
-            while r0 < p1 - p0 {
-                let r1 = (r0 + per).min(p1 - p0);
+            while r0 < rows {
+                let r1 = (r0 + per).min(rows);
                 let len = offs[r1] - offs[r0];
                 let (ya, yb) = std::mem::take(&mut yr).split_at_mut((r1 - r0) * dv);
                 let (ca, cb) = std::mem::take(&mut cr).split_at_mut(len);
@@ -316,81 +380,129 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
             }
             tasks
                 .into_par_iter()
-                .for_each(|(r0, r1, ya, ca, va)| panel_rows.rows(r0, r1, ya, ca, va));
+                .for_each(|(r0, r1, ya, ca, va)| phase1.rows(r0, r1, ya, ca, va));
         } else {
-            panel_rows.rows(0, p1 - p0, yp, cp, vp);
+            phase1.rows(0, rows, yp, cp, vp);
         }
         if gamma != 0.0 {
-            let sub = Substitution {
-                cols: &cols[..nz],
-                vals: &vals[..nz],
-                offs: &offs,
-                x: &y[p0 * dv..p1 * dv],
+            substitute(
+                &cols[..nz],
+                &vals[..nz],
+                &offs,
                 p0,
                 p1,
-                n,
-                dv,
                 gamma,
-            };
-            let mut parts = split_chunks(wbuf, &chunks, n);
-            if t > 1 && parts.len() > 1 {
-                parts
-                    .par_iter_mut()
-                    .for_each(|(c0, c1, w)| sub.chunk(*c0, *c1, w));
-            } else {
-                for (c0, c1, w) in parts.iter_mut() {
-                    sub.chunk(*c0, *c1, w);
+                &mut y[p0 * dv..p1 * dv],
+                dv,
+            );
+            // Settle the panel's U rows, regular and compact.
+            for i in p0..p1 {
+                let (vi, wi) = (&v[i * dv..i * dv + dv], &y[i * dv..i * dv + dv]);
+                let ui = &mut u[i * dv..i * dv + dv];
+                for ((o, &a), &b) in ui.iter_mut().zip(vi).zip(wi) {
+                    *o = a + gamma * b;
+                }
+                if let Some(&c) = compact.pos.get(i).filter(|&&c| c != u32::MAX) {
+                    let c = c as usize;
+                    uc[c * dv..c * dv + dv].copy_from_slice(&u[i * dv..i * dv + dv]);
                 }
             }
         }
     }
     if gamma != 0.0 {
-        // Y = (1−γ)·W, gathered back from the chunk-major buffer.
         let c = 1.0 - gamma;
-        let wbuf: &[f32] = wbuf;
-        let gather = |i: usize, row: &mut [f32]| {
-            for &(c0, c1) in &chunks {
-                let w = c1 - c0;
-                let src = &wbuf[n * c0 + i * w..n * c0 + i * w + w];
-                for (o, &x) in row[c0..c1].iter_mut().zip(src) {
-                    *o = c * x;
-                }
-            }
-        };
         if t > 1 {
-            y.par_chunks_mut(dv)
-                .enumerate()
-                .with_min_len(1024)
-                .for_each(|(i, row)| gather(i, row));
+            y.par_chunks_mut(1 << 14)
+                .for_each(|b| b.iter_mut().for_each(|x| *x *= c));
         } else {
-            y.chunks_mut(dv)
-                .enumerate()
-                .for_each(|(i, row)| gather(i, row));
+            y.iter_mut().for_each(|x| *x *= c);
         }
     }
 }
 
-/// The chunk-major `W` buffer split into its chunks: chunk `(c0, c1)` is an
-/// `n × (c1 − c0)` row-major block.
-fn split_chunks<'a>(
-    mut wbuf: &'a mut [f32],
-    chunks: &[(usize, usize)],
-    n: usize,
-) -> Vec<(usize, usize, &'a mut [f32])> {
-    chunks
-        .iter()
-        .map(|&(c0, c1)| {
-            let (a, b) = std::mem::take(&mut wbuf).split_at_mut(n * (c1 - c0));
-            wbuf = b;
-            (c0, c1, a)
-        })
-        .collect()
+/// The sequential part of a panel, in place on its rows `yp` (holding `x_i` on entry,
+/// `w_i` on return): `w_i = (x_i + γ·Σ_{p0 ≤ j < i} a_ij·w_j) / (1 − γ·a_ii)`.
+#[allow(clippy::too_many_arguments)]
+fn substitute(
+    cols: &[u32],
+    vals: &[f32],
+    offs: &[usize],
+    p0: usize,
+    p1: usize,
+    gamma: f32,
+    yp: &mut [f32],
+    dv: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { substitute_avx2(cols, vals, offs, p0, p1, gamma, yp, dv) };
+        return;
+    }
+    substitute_body(cols, vals, offs, p0, p1, gamma, yp, dv);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn substitute_avx2(
+    cols: &[u32],
+    vals: &[f32],
+    offs: &[usize],
+    p0: usize,
+    p1: usize,
+    gamma: f32,
+    yp: &mut [f32],
+    dv: usize,
+) {
+    substitute_body(cols, vals, offs, p0, p1, gamma, yp, dv);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn substitute_body(
+    cols: &[u32],
+    vals: &[f32],
+    offs: &[usize],
+    p0: usize,
+    p1: usize,
+    gamma: f32,
+    yp: &mut [f32],
+    dv: usize,
+) {
+    for i in p0..p1 {
+        let r = i - p0;
+        let (done, cur) = yp.split_at_mut(r * dv);
+        let wi = &mut cur[..dv];
+        let (cs, vs) = (&cols[offs[r]..offs[r + 1]], &vals[offs[r]..offs[r + 1]]);
+        // Columns increase: the in-panel entries are a suffix, the diagonal (when in
+        // S_i) its last element.
+        let first = cs.partition_point(|&j| (j as usize) < p0);
+        let mut diag = 0.0;
+        for (&j, &a) in cs[first..].iter().zip(&vs[first..]) {
+            let j = j as usize;
+            if j == i {
+                diag = a;
+            } else {
+                axpy(wi, gamma * a, &done[(j - p0) * dv..(j - p0) * dv + dv]);
+            }
+        }
+        let inv = 1.0 / (1.0 - gamma * diag);
+        wi.iter_mut().for_each(|x| *x *= inv);
+    }
 }
 
 /// Phase 1 of a panel: everything that is independent per row.
 struct PanelRows<'a> {
     h: &'a Head<'a>,
     pattern: Pattern,
+    compact: &'a Compact,
+    /// Compact copies of K and V (see [`Compact`]).
+    kc: &'a [f32],
+    vc: &'a [f32],
+    /// `U = V + γ·W`, regular and compact; rows before `p0` are settled.
+    u: &'a [f32],
+    uc: &'a [f32],
     p0: usize,
     offs: &'a [usize],
     /// `topk` only: the panel's scaled logits, row stride `ld`.
@@ -399,8 +511,9 @@ struct PanelRows<'a> {
 }
 
 impl PanelRows<'_> {
-    /// Rows `r0..r1` of the panel: `y` holds their `x_i` rows on return, `cols`/`vals`
-    /// their entries (starting at `offs[r0]`).
+    /// Rows `r0..r1` of the panel: `y` holds their right sides on return,
+    /// `x_i = Σ_{j<p0} a_ij·u_j + Σ_{j≥p0} a_ij·v_j`, and `cols`/`vals` their entries
+    /// (starting at `offs[r0]`).
     fn rows(&self, r0: usize, r1: usize, y: &mut [f32], cols: &mut [u32], vals: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -435,16 +548,23 @@ impl PanelRows<'_> {
             scale,
             ..
         } = *self.h;
+        let (p0, u, uc) = (self.p0, self.u, self.uc);
         let base = self.offs[r0];
         let mut order: Vec<u32> = Vec::new();
         for r in r0..r1 {
-            let i = self.p0 + r;
+            let i = p0 + r;
             let (o0, o1) = (self.offs[r] - base, self.offs[r + 1] - base);
             let (cs, vs) = (&mut cols[o0..o1], &mut vals[o0..o1]);
+            // The first `nk` entries are read from the compact copies at `cb..`.
+            let (nk, cb) = self.compact.prefix(self.pattern, i);
             if self.pattern.is_static() {
                 self.pattern.fill_columns(i, cs);
                 let qi = &q[i * dk..i * dk + dk];
-                for (a, &j) in vs.iter_mut().zip(cs.iter()) {
+                for (t, a) in vs[..nk].iter_mut().enumerate() {
+                    let c = cb + t;
+                    *a = scale * dot(qi, &self.kc[c * dk..c * dk + dk]);
+                }
+                for (a, &j) in vs[nk..].iter_mut().zip(cs[nk..].iter()) {
                     let j = j as usize;
                     *a = scale * dot(qi, &k[j * dk..j * dk + dk]);
                 }
@@ -458,9 +578,15 @@ impl PanelRows<'_> {
             softmax(vs);
             let xi = &mut y[(r - r0) * dv..(r - r0 + 1) * dv];
             xi.fill(0.0);
-            for (&a, &j) in vs.iter().zip(cs.iter()) {
+            for (t, (&a, &j)) in vs[..nk].iter().zip(cs[..nk].iter()).enumerate() {
+                let c = cb + t;
+                let src = if (j as usize) < p0 { uc } else { self.vc };
+                axpy(xi, a, &src[c * dv..c * dv + dv]);
+            }
+            for (&a, &j) in vs[nk..].iter().zip(cs[nk..].iter()) {
                 let j = j as usize;
-                axpy(xi, a, &v[j * dv..j * dv + dv]);
+                let src = if j < p0 { u } else { v };
+                axpy(xi, a, &src[j * dv..j * dv + dv]);
             }
         }
     }
@@ -531,67 +657,6 @@ fn axpy(o: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// Phase 2 of a panel: forward substitution for the panel's rows on one column chunk.
-struct Substitution<'a> {
-    cols: &'a [u32],
-    vals: &'a [f32],
-    offs: &'a [usize],
-    /// The panel's right sides `x_i` (`rows × dv`).
-    x: &'a [f32],
-    p0: usize,
-    p1: usize,
-    n: usize,
-    dv: usize,
-    gamma: f32,
-}
-
-impl Substitution<'_> {
-    fn chunk(&self, c0: usize, c1: usize, w: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { self.chunk_avx2(c0, c1, w) };
-            return;
-        }
-        self.chunk_body(c0, c1, w);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn chunk_avx2(&self, c0: usize, c1: usize, w: &mut [f32]) {
-        self.chunk_body(c0, c1, w);
-    }
-
-    /// `w` is this chunk's `n × (c1 − c0)` block of `W`; rows before `p0` are final.
-    #[inline(always)]
-    fn chunk_body(&self, c0: usize, c1: usize, w: &mut [f32]) {
-        let wd = c1 - c0;
-        debug_assert_eq!(w.len(), self.n * wd);
-        let g = self.gamma;
-        for i in self.p0..self.p1 {
-            let r = i - self.p0;
-            let (done, cur) = w.split_at_mut(i * wd);
-            let wi = &mut cur[..wd];
-            wi.copy_from_slice(&self.x[r * self.dv + c0..r * self.dv + c1]);
-            let (o0, o1) = (self.offs[r], self.offs[r + 1]);
-            let (cs, vs) = (&self.cols[o0..o1], &self.vals[o0..o1]);
-            // Columns increase, so the diagonal (when in S_i) is the last entry.
-            let (cs, vs, diag) = match cs.last() {
-                Some(&j) if j as usize == i => {
-                    (&cs[..cs.len() - 1], &vs[..vs.len() - 1], vs[vs.len() - 1])
-                }
-                _ => (cs, vs, 0.0),
-            };
-            for (&j, &a) in cs.iter().zip(vs) {
-                let j = j as usize;
-                axpy(wi, g * a, &done[j * wd..j * wd + wd]);
-            }
-            let inv = 1.0 / (1.0 - g * diag);
-            wi.iter_mut().for_each(|x| *x *= inv);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,19 +709,6 @@ mod tests {
         let mut out = [0u32; 4];
         select_top(&row, &mut out, &mut Vec::new());
         assert_eq!(out, [1, 2, 4, 5]);
-    }
-
-    #[test]
-    fn column_chunks_cover_the_values() {
-        for dv in [1usize, 5, 8, 33, 64, 129] {
-            for t in [1usize, 2, 3, 16] {
-                let c = column_chunks(dv, t);
-                assert_eq!(c[0].0, 0);
-                assert_eq!(c.last().unwrap().1, dv);
-                assert!(c.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
-                assert!(c.len() <= t.max(1));
-            }
-        }
     }
 
     #[test]
