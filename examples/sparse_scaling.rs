@@ -9,7 +9,8 @@
 //! attention, segments of ~64 tokens, strength 4) and plain Gaussian (strength 0).
 //! The error is relative (Frobenius) against the exact dense resolvent, where dense
 //! is affordable. Times are the best of a few runs (one run above 2^14). Ends with the
-//! fitted time exponents of `strided` and `fixed` over n = 2^12 … 2^max.
+//! fitted time exponents of `strided` and `fixed` over n = 2^12 … 2^max. `--seq` runs
+//! on one thread and times its CPU time, which a busy machine disturbs far less.
 
 use std::time::Instant;
 
@@ -22,6 +23,14 @@ fn arg(args: &[String], name: &str, default: f64) -> f64 {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse().expect("a number"))
         .unwrap_or(default)
+}
+
+/// CPU time of the calling thread (Linux), so `--seq` timings hold up on a busy
+/// machine; `None` elsewhere (wall time is used then).
+fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns * 1e-9)
 }
 
 fn rel_err(y: &[f32], r: &[f32]) -> f64 {
@@ -45,12 +54,23 @@ fn exponent(pts: &[(f64, f64)]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let epoch = Instant::now();
     let max_log2 = arg(&args, "--max-log2", 18.0) as u32;
     let min_log2 = arg(&args, "--min-log2", 10.0) as u32;
     let dense_max = arg(&args, "--dense-max-log2", 14.0) as u32;
     let topk_max = arg(&args, "--topk-max-log2", 16.0) as u32;
     let d = arg(&args, "--d", 64.0) as usize;
     let gamma = arg(&args, "--gamma", 0.5) as f32;
+    // `--seq`: one thread, timed by its CPU time rather than the wall clock.
+    let seq = args.iter().any(|a| a == "--seq");
+    let par = if seq { Par::Seq } else { Par::rayon(0) };
+    let clock = || {
+        if seq {
+            thread_cpu_seconds().unwrap_or_else(|| epoch.elapsed().as_secs_f64())
+        } else {
+            epoch.elapsed().as_secs_f64()
+        }
+    };
     // `--only NAME` restricts the run to one structure (plus dense for the error).
     let only = args
         .iter()
@@ -69,10 +89,14 @@ fn main() {
             c_exp: 0.0,
         },
     ];
-    println!(
-        "# sparse_scaling: one head, d = {d}, γ = {gamma}, {} threads",
-        rayon::current_num_threads()
-    );
+    if seq {
+        println!("# sparse_scaling: one head, d = {d}, γ = {gamma}, one thread, thread CPU time");
+    } else {
+        println!(
+            "# sparse_scaling: one head, d = {d}, γ = {gamma}, {} threads, wall time",
+            rayon::current_num_threads()
+        );
+    }
     println!("| input | n | structure | time (ms) | rel. error vs dense |");
     println!("|---|---:|---|---:|---:|");
     let mut fits: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
@@ -115,9 +139,9 @@ fn main() {
                 let mut best = f64::INFINITY;
                 let mut y = Vec::new();
                 for _ in 0..reps {
-                    let t0 = Instant::now();
-                    y = resolvent_attention_alloc(q, k, v, &cfg, Par::rayon(0)).unwrap();
-                    best = best.min(t0.elapsed().as_secs_f64());
+                    let t0 = clock();
+                    y = resolvent_attention_alloc(q, k, v, &cfg, par).unwrap();
+                    best = best.min(clock() - t0);
                 }
                 let err = match (&dense, s) {
                     (_, Structure::Dense) => "0 (reference)".to_string(),
