@@ -99,7 +99,7 @@ pub fn topk_window(n: usize, alpha: f32, c_exp: f32) -> usize {
 /// use blockres::cpu::sparse::Pattern;
 /// let p = Pattern::resolve(Structure::Strided { stride: 0 }, 100).unwrap();
 /// assert_eq!(p, Pattern::Strided { l: 10 });
-/// assert_eq!(p.columns(25), vec![5, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]);
+/// assert_eq!(p.columns(25), vec![5, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]);
 /// assert!(Pattern::resolve(Structure::Block, 100).is_none());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
