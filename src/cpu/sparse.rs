@@ -550,7 +550,7 @@ impl PanelRows<'_> {
         } = *self.h;
         let (p0, u, uc) = (self.p0, self.u, self.uc);
         let base = self.offs[r0];
-        let mut order: Vec<u32> = Vec::new();
+        let mut order: Vec<f32> = Vec::new();
         for r in r0..r1 {
             let i = p0 + r;
             let (o0, o1) = (self.offs[r] - base, self.offs[r + 1] - base);
@@ -593,8 +593,12 @@ impl PanelRows<'_> {
 }
 
 /// The `out.len()` largest entries of `row` (ties: lower index first), written to
-/// `out` in increasing column order. `order` is scratch.
-fn select_top(row: &[f32], out: &mut [u32], order: &mut Vec<u32>) {
+/// `out` in increasing column order. `buf` is scratch.
+///
+/// One quickselect on a copy of the values finds the k-th largest value `t`; one scan
+/// then keeps every column above `t` and, in increasing column order, as many columns
+/// equal to `t` as are still needed: exactly SPEC §3's set, already sorted.
+fn select_top(row: &[f32], out: &mut [u32], buf: &mut Vec<f32>) {
     let k = out.len();
     if k >= row.len() {
         for (j, o) in out.iter_mut().enumerate() {
@@ -602,14 +606,33 @@ fn select_top(row: &[f32], out: &mut [u32], order: &mut Vec<u32>) {
         }
         return;
     }
-    order.clear();
-    order.extend(0..row.len() as u32);
-    // Descending logit, then ascending column: a strict total order, so the chosen
-    // set is exactly SPEC §3's whatever the selection algorithm does.
-    let before = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-    order.select_nth_unstable_by(k - 1, before);
-    out.copy_from_slice(&order[..k]);
-    out.sort_unstable();
+    // Compare values, not bit patterns: −0 and +0 are one value (x + 0.0 maps −0 to
+    // +0), and a NaN logit ranks lowest.
+    let key = |x: f32| {
+        if x.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            x + 0.0
+        }
+    };
+    buf.clear();
+    buf.extend(row.iter().map(|&x| key(x)));
+    let (_, t, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let t = *t;
+    let above = row.iter().filter(|&&x| key(x) > t).count();
+    let mut ties = k - above;
+    let mut o = 0;
+    for (j, &x) in row.iter().enumerate() {
+        let x = key(x);
+        if x > t || (x == t && ties > 0) {
+            if x == t {
+                ties -= 1;
+            }
+            out[o] = j as u32;
+            o += 1;
+        }
+    }
+    debug_assert_eq!(o, k);
 }
 
 /// Shifted softmax of a row's logits, in place.
@@ -709,6 +732,14 @@ mod tests {
         let mut out = [0u32; 4];
         select_top(&row, &mut out, &mut Vec::new());
         assert_eq!(out, [1, 2, 4, 5]);
+        // −0 and +0 tie; a NaN never wins.
+        let row = [f32::NAN, 0.0, -0.0, -1.0, 0.0];
+        let mut out = [0u32; 2];
+        select_top(&row, &mut out, &mut Vec::new());
+        assert_eq!(out, [1, 2]);
+        let mut out = [0u32; 4];
+        select_top(&row, &mut out, &mut Vec::new());
+        assert_eq!(out, [1, 2, 3, 4]);
     }
 
     #[test]
