@@ -21,20 +21,22 @@ use crate::error::Result;
 /// width `d` (the larger of dk and dv).
 ///
 /// The cost is about `c₁·n·b·d` for the local blocks plus `c₂·(n/b)²·d` for the
-/// reduced system, minimized at `b ∝ n^{1/3}`; the constant was fitted to
-/// measurements on x86-64 (see BENCHMARKS.md). Short sequences (`n ≤ 2·b`) use a
-/// single block, which is the exact dense operator.
+/// reduced system, minimized at `b ∝ n^{1/3}`. The rule `b ≈ 1.5·n^{1/3}`, rounded to
+/// a multiple of 16 (the SIMD-friendly widths) within [16, 512], is the optimum of
+/// sweeps over b at n = 2^14, 2^16, 2^18 with d = 64 on x86-64 (BENCHMARKS.md); the
+/// measured optimum did not move with d over 32–128. Sequences of at most `2·b`
+/// tokens use a single block, which is the exact dense operator.
 ///
 /// ```
 /// use blockres::auto_block_size;
-/// assert_eq!(auto_block_size(100, 64), 100);
+/// assert_eq!(auto_block_size(20, 64), 20);
+/// assert_eq!(auto_block_size(1 << 16, 64), 64);
 /// let b = auto_block_size(1 << 20, 64);
-/// assert!(b >= 64 && b <= 512);
+/// assert!(b >= 128 && b <= 176);
 /// ```
 pub fn auto_block_size(n: usize, d: usize) -> usize {
     let _ = d;
-    let b = (4.0 * (n as f64).cbrt()).round() as usize;
-    let b = b.clamp(32, 512);
+    let b = ((1.5 * (n as f64).cbrt() / 16.0).round() as usize * 16).clamp(16, 512);
     if n <= 2 * b { n.max(1) } else { b }
 }
 
