@@ -23,8 +23,8 @@ use crate::error::Result;
 /// The cost is about `c₁·n·b·d` for the local blocks plus `c₂·(n/b)²·d` for the
 /// reduced system, minimized at `b ∝ n^{1/3}`. The rule `b ≈ 1.5·n^{1/3}`, rounded to
 /// a multiple of 16 (the SIMD-friendly widths) within [16, 512], is the optimum of
-/// sweeps over b at n = 2^14, 2^16, 2^18 with d = 64 on x86-64 (BENCHMARKS.md); the
-/// measured optimum did not move with d over 32–128. Sequences of at most `2·b`
+/// sweeps over b at n = 2^14, 2^16, 2^18 with d = 64 on x86-64 (BENCHMARKS.md).
+/// `d` is accepted for rules fitted on other widths. Sequences of at most `2·b`
 /// tokens use a single block, which is the exact dense operator.
 ///
 /// ```
