@@ -342,13 +342,9 @@ fn dispatch(
 }
 
 fn first_non_finite(x: &[f32]) -> Option<usize> {
-    // Fast vectorizable scan first; locate only on failure.
-    let ok = x
-        .chunks(1024)
-        .all(|c| c.iter().fold(0.0f32, |a, &v| a + (v - v)) == 0.0);
-    if ok {
-        None
-    } else {
+    if cpu::small::any_non_finite(x) {
         x.iter().position(|v| !v.is_finite())
+    } else {
+        None
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod dense;
+#[macro_use]
 pub(crate) mod small;
 pub mod sparse;
 
