@@ -84,15 +84,15 @@ fn allowed(s: Structure, n: usize, i: usize, logits: &[f64]) -> Vec<bool> {
     match s {
         Structure::Strided { stride } => {
             let l = if stride == 0 { ceil_sqrt(n) } else { stride };
-            for j in 0..=i {
-                keep[j] = i - j < l || (i - j) % l == 0;
+            for (j, kp) in keep[..=i].iter_mut().enumerate() {
+                *kp = i - j < l || (i - j) % l == 0;
             }
         }
         Structure::Fixed { block, summary } => {
             let l = if block == 0 { ceil_sqrt(n) } else { block };
             let c = if summary == 0 { 1 } else { summary };
-            for j in 0..=i {
-                keep[j] = j / l == i / l || (j % l) as isize >= l as isize - c as isize;
+            for (j, kp) in keep[..=i].iter_mut().enumerate() {
+                *kp = j / l == i / l || (j % l) as isize >= l as isize - c as isize;
             }
         }
         Structure::TopK { alpha, c_exp } => {
