@@ -1,17 +1,23 @@
 //! Sparse causal structures (SPEC §3): the Sparse Transformer's `strided` and `fixed`
 //! factorized patterns and the `topk` dynamic window. Each row `i` attends to an
-//! allowed set `S_i ∋ …` of columns `j ≤ i` with a softmax over that set, and the
+//! allowed set `S_i` of columns `j ≤ i` with a softmax over that set, and the
 //! resolvent `Y = (1−γ)·(I − γA)⁻¹·A·V` is evaluated by sparse forward substitution
 //! in O(nnz·d); no n×n matrix is formed.
 //!
-//! The work runs in row panels, in two phases per panel:
+//! With `W = (I − γA)⁻¹·A·V` row `i` is `w_i = (Σ_j a_ij·v_j + γ·Σ_{j<i} a_ij·w_j) /
+//! (1 − γ·a_ii)`. The rows run in panels of `PANEL` (64) rows `p0..p1`, two phases each:
 //!
 //! 1. rows in parallel: the allowed columns, their logits (gathered dot products, or
-//!    one GEMM per panel for `topk`, which must score every `j ≤ i` to choose),
-//!    the softmax over the set, and the right side `x_i = Σ_j a_ij·v_j`;
-//! 2. the substitution `w_i = (x_i + γ·Σ_{j<i} a_ij·w_j) / (1 − γ·a_ii)`, which is
-//!    sequential in `i` but independent across value columns, so it runs in parallel
-//!    over column chunks of `W` (each chunk its own contiguous `n × width` buffer).
+//!    one GEMM per panel for `topk`, which must score every `j ≤ i` to choose), the
+//!    softmax over the set, and the right side `x_i = Σ_{j<p0} a_ij·u_j +
+//!    Σ_{j≥p0} a_ij·v_j` with `u_j = v_j + γ·w_j`: every entry on a row finished
+//!    before the panel (nearly all of them) is settled here, in parallel;
+//! 2. sequentially, only the entries inside the panel:
+//!    `w_i = (x_i + γ·Σ_{p0≤j<i} a_ij·w_j) / (1 − γ·a_ii)`, O(n·PANEL·d) in all.
+//!
+//! `strided` reaches its far columns `i − t·l` one every `l` rows, `fixed` its summary
+//! columns likewise; compact copies of K, V and U ordered by residue (resp. holding
+//! the summary rows only) make those reads contiguous (`Compact`).
 //!
 //! γ = 0 needs no substitution: `Y = X` is the Sparse Transformer's own attention and
 //! every row is independent.
