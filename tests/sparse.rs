@@ -491,3 +491,27 @@ fn invalid_parameters_are_refused() {
         }
     }
 }
+
+#[test]
+fn long_sequences_span_several_chunks() {
+    // n = 2500: the default strided l = 50 precomputes its far part in chunks of
+    // 32·l rows (rounded to 64), so rows of the second chunk fold in settled "old"
+    // columns; fixed and an explicit stride likewise at this length.
+    let dims = [1, 1, 1, 2500, 16, 8];
+    let x = random_inputs(dims, 4242);
+    for s in [
+        Structure::Strided { stride: 0 },
+        Structure::Strided { stride: 9 },
+        Structure::Fixed {
+            block: 0,
+            summary: 2,
+        },
+    ] {
+        for gamma in [0.0f32, 0.6] {
+            let y = run::<f32>(&x, &cfg(s, gamma), Par::rayon(0)).unwrap();
+            let r = reference(&x, gamma as f64, s, false);
+            let e = rel_err(&y, &r);
+            assert!(e <= tol_f32(dims[3]), "{s:?} γ={gamma}: {e:e}");
+        }
+    }
+}

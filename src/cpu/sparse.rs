@@ -17,7 +17,10 @@
 //!
 //! `strided` reaches its far columns `i − t·l` one every `l` rows, `fixed` its summary
 //! columns likewise; compact copies of K, V and U ordered by residue (resp. holding
-//! the summary rows only) make those reads contiguous (`Compact`).
+//! the summary rows only) make those reads contiguous (`Compact`). For `strided`, the
+//! far part of ~32·l rows at a time is computed ahead residue by residue, so each
+//! compact run is read from cache by the ~32 rows that share it (`FarLogits`); the
+//! settled far columns enter each row's softmax as one rescaled partial sum.
 //!
 //! γ = 0 needs no substitution: `Y = X` is the Sparse Transformer's own attention and
 //! every row is independent.
@@ -299,74 +302,102 @@ impl Compact {
     }
 }
 
-/// `strided` only: the far logits (`scale·q_i·k_j` for the strided columns
-/// `j = i mod l + t·l`, t < ⌊i/l⌋) of a chunk of rows, computed ahead in residue
-/// order. Rows sharing a residue read the same compact run of K, so taking the ~32
-/// rows of each residue in a chunk together reads that run from cache instead of
-/// memory: at large n this halves the memory traffic of the pattern.
+/// `strided` only: the far part of a chunk of rows `c0..c1`, computed ahead in
+/// residue order. Row `i`'s far columns are `j = i mod l + t·l`, t < ⌊i/l⌋, a
+/// contiguous run of the compact copies; the ~32 rows of one residue in a chunk share
+/// that run, so taking them together reads it from cache instead of memory.
+///
+/// Per row: the far logits, and for the *old* far columns (`j < c0`, settled before the
+/// chunk: all but the last ~32) their softmax pieces relative to their own maximum
+/// `m_old`: `z_old = Σ exp(ℓ_j − m_old)` and `s_old = Σ exp(ℓ_j − m_old)·u_j`. The panel
+/// pass rescales these into the row's softmax, so the old `u_j` (the bulk of the memory
+/// traffic at large n) are read once per residue and chunk, not once per row.
 #[derive(Default)]
 struct FarLogits {
     c0: usize,
     c1: usize,
-    /// Offset of row `c0 + r`'s logits in `buf` (laid out residue by residue).
+    /// Per chunk row: offset of its logits in `buf` (laid out residue by residue).
     off: Vec<usize>,
+    /// Per chunk row: its number of old far columns.
+    told: Vec<usize>,
+    /// Per chunk row: its record in `mz`/`sold` (residue by residue).
+    rec: Vec<usize>,
     buf: Vec<f32>,
+    /// `(m_old, z_old)` per record.
+    mz: Vec<f32>,
+    /// `s_old` per record, `dv` wide.
+    sold: Vec<f32>,
 }
 
 /// Rows of a residue class taken together by [`FarLogits`].
 const FAR_ROWS_PER_RESIDUE: usize = 32;
 
 impl FarLogits {
+    /// `u_c`: the compact `U` (`V` when γ = 0), settled for rows before `c0`.
     #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
         h: &Head<'_>,
         l: usize,
         compact: &Compact,
-        kc: &[f32],
+        [kc, u_c]: [&[f32]; 2],
         c0: usize,
         c1: usize,
         par: Par,
     ) {
-        let dk = h.dk;
+        let (dk, dv) = (h.dk, h.dv);
         self.c0 = c0;
         self.c1 = c1;
-        self.off.clear();
-        self.off.resize(c1 - c0, 0);
+        let rows = c1 - c0;
+        for v in [&mut self.off, &mut self.told, &mut self.rec] {
+            v.clear();
+            v.resize(rows, 0);
+        }
         // Rows of residue r in the chunk: the first at or after c0, then every l.
         let first = |r: usize| c0 + (r + l - c0 % l) % l;
+        let old = |r: usize| if r < c0 { (c0 - r).div_ceil(l) } else { 0 };
         let mut sizes = Vec::with_capacity(l);
-        let mut total = 0;
+        let (mut total, mut nrec) = (0, 0);
         for r in 0..l {
-            let start = total;
+            let (start, rstart) = (total, nrec);
             for i in (first(r)..c1).step_by(l) {
                 self.off[i - c0] = total;
+                self.told[i - c0] = old(r);
+                self.rec[i - c0] = nrec;
                 total += i / l;
+                nrec += 1;
             }
-            sizes.push(total - start);
+            sizes.push((total - start, nrec - rstart));
         }
         self.buf.resize(total, 0.0);
-        let mut rest = &mut self.buf[..];
+        self.mz.resize(2 * nrec, 0.0);
+        self.sold.resize(nrec * dv, 0.0);
+        let (mut rb, mut rm, mut rs) = (&mut self.buf[..], &mut self.mz[..], &mut self.sold[..]);
         let mut tasks = Vec::with_capacity(l);
-        for (r, &len) in sizes.iter().enumerate() {
-            let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
-            rest = b;
-            if len > 0 {
-                tasks.push((r, a));
+        for (r, &(len, nr)) in sizes.iter().enumerate() {
+            let (a, b) = std::mem::take(&mut rb).split_at_mut(len);
+            let (ma, mb) = std::mem::take(&mut rm).split_at_mut(2 * nr);
+            let (sa, sb) = std::mem::take(&mut rs).split_at_mut(nr * dv);
+            (rb, rm, rs) = (b, mb, sb);
+            if nr > 0 {
+                tasks.push((r, a, ma, sa));
             }
         }
-        let one = |(r, out): (usize, &mut [f32])| {
+        let one = |(r, out, mz, sold): (usize, &mut [f32], &mut [f32], &mut [f32])| {
             let base = compact.start[r];
+            let t_old = old(r);
             let mut o = 0;
-            for i in (first(r)..c1).step_by(l) {
+            for (x, i) in (first(r)..c1).step_by(l).enumerate() {
                 let far = i / l;
-                let qi = &h.q[i * dk..i * dk + dk];
                 far_row(
-                    qi,
+                    &h.q[i * dk..i * dk + dk],
                     &kc[base * dk..(base + far) * dk],
-                    dk,
+                    &u_c[base * dv..(base + t_old) * dv],
                     h.scale,
                     &mut out[o..o + far],
+                    t_old,
+                    &mut mz[2 * x..2 * x + 2],
+                    &mut sold[x * dv..x * dv + dv],
                 );
                 o += far;
             }
@@ -379,28 +410,76 @@ impl FarLogits {
     }
 }
 
-/// `out[t] = scale·q·k_t` for the consecutive rows `k_t` of `keys`.
-fn far_row(q: &[f32], keys: &[f32], dk: usize, scale: f32, out: &mut [f32]) {
+/// One row of [`FarLogits`]: `out[t] = scale·q·k_t` for the consecutive rows `k_t` of
+/// `keys`; then, over the first `t_old`, `mz = (m_old, z_old)` and `s_old` from the
+/// consecutive rows of `uold`. The old entries of `out` are left as weights.
+#[allow(clippy::too_many_arguments)]
+fn far_row(
+    q: &[f32],
+    keys: &[f32],
+    uold: &[f32],
+    scale: f32,
+    out: &mut [f32],
+    t_old: usize,
+    mz: &mut [f32],
+    sold: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { far_row_avx2(q, keys, dk, scale, out) };
+        unsafe { far_row_avx2(q, keys, uold, scale, out, t_old, mz, sold) };
         return;
     }
-    far_row_body::<false>(q, keys, dk, scale, out);
+    far_row_body::<false>(q, keys, uold, scale, out, t_old, mz, sold);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn far_row_avx2(q: &[f32], keys: &[f32], dk: usize, scale: f32, out: &mut [f32]) {
-    far_row_body::<true>(q, keys, dk, scale, out);
+#[allow(clippy::too_many_arguments)]
+unsafe fn far_row_avx2(
+    q: &[f32],
+    keys: &[f32],
+    uold: &[f32],
+    scale: f32,
+    out: &mut [f32],
+    t_old: usize,
+    mz: &mut [f32],
+    sold: &mut [f32],
+) {
+    far_row_body::<true>(q, keys, uold, scale, out, t_old, mz, sold);
 }
 
 #[inline(always)]
-fn far_row_body<const FMA: bool>(q: &[f32], keys: &[f32], dk: usize, scale: f32, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn far_row_body<const FMA: bool>(
+    q: &[f32],
+    keys: &[f32],
+    uold: &[f32],
+    scale: f32,
+    out: &mut [f32],
+    t_old: usize,
+    mz: &mut [f32],
+    sold: &mut [f32],
+) {
+    let dk = q.len();
+    let dv = sold.len();
     for (o, kt) in out.iter_mut().zip(keys.chunks_exact(dk)) {
         *o = scale * dot::<FMA>(q, kt);
     }
+    sold.fill(0.0);
+    if t_old == 0 {
+        mz[0] = f32::NEG_INFINITY;
+        mz[1] = 0.0;
+        return;
+    }
+    let w = &mut out[..t_old];
+    let m = small::max_f32(w);
+    for a in w.iter_mut() {
+        *a = small::exp(*a - m);
+    }
+    mz[0] = m;
+    mz[1] = small::sum_f32(w);
+    gather_axpy::<FMA>(sold, w, |t| &uold[t * dv..t * dv + dv]);
 }
 
 fn gather_rows(x: &[f32], d: usize, rows: &[u32], out: &mut [f32]) {
@@ -447,7 +526,8 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
         if let Some(l) = far_l {
             if p0 >= far.c1 {
                 let c1 = (p0 + (FAR_ROWS_PER_RESIDUE * l).next_multiple_of(panel)).min(n);
-                far.fill(h, l, &compact, kc, p0, c1, par);
+                let u_c: &[f32] = if gamma == 0.0 { vc } else { uc };
+                far.fill(h, l, &compact, [kc, u_c], p0, c1, par);
             }
         }
         for (r, i) in (p0..p1).enumerate() {
@@ -686,15 +766,18 @@ impl PanelRows<'_> {
             let i = p0 + r;
             let (o0, o1) = (self.offs[r] - base, self.offs[r + 1] - base);
             let (cs, vs) = (&mut cols[o0..o1], &mut vals[o0..o1]);
-            // The first `nk` entries are read from the compact copies at `cb..`.
+            // The first `nk` entries are read from the compact copies at `cb..`; with
+            // `far`, the first `t_old` of them are already summed in `far`.
             let (nk, cb) = self.compact.prefix(self.pattern, i);
+            let mut t_old = 0;
             if self.pattern.is_static() {
                 self.pattern.fill_columns(i, cs);
                 let qi = &q[i * dk..i * dk + dk];
                 match self.far {
                     Some(f) => {
-                        let o = f.off[i - f.c0];
-                        vs[..nk].copy_from_slice(&f.buf[o..o + nk]);
+                        let (o, t) = (f.off[i - f.c0], f.told[i - f.c0]);
+                        t_old = t;
+                        vs[t..nk].copy_from_slice(&f.buf[o + t..o + nk]);
                     }
                     None => {
                         for (t, a) in vs[..nk].iter_mut().enumerate() {
@@ -714,13 +797,41 @@ impl PanelRows<'_> {
                     *a = row[j as usize];
                 }
             }
-            softmax(vs);
             let xi = &mut y[(r - r0) * dv..(r - r0 + 1) * dv];
-            xi.fill(0.0);
+            match self.far {
+                Some(f) if t_old > 0 => {
+                    // Softmax over the entries after the old ones, with the old ones'
+                    // (m_old, z_old, s_old) folded in; `vs[..t_old]` is left unused
+                    // (those columns precede the panel, so the substitution never
+                    // reads them).
+                    let x = f.rec[i - f.c0];
+                    let (m_old, z_old) = (f.mz[2 * x], f.mz[2 * x + 1]);
+                    let rest = &mut vs[t_old..];
+                    let m = m_old.max(small::max_f32(rest));
+                    for a in rest.iter_mut() {
+                        *a = small::exp(*a - m);
+                    }
+                    let sc = small::exp(m_old - m);
+                    let inv = 1.0 / (z_old * sc + small::sum_f32(rest));
+                    rest.iter_mut().for_each(|a| *a *= inv);
+                    let w = sc * inv;
+                    for (o, &s) in xi.iter_mut().zip(&f.sold[x * dv..x * dv + dv]) {
+                        *o = w * s;
+                    }
+                }
+                _ => {
+                    softmax(vs);
+                    xi.fill(0.0);
+                }
+            }
             let (vc, cf, cw) = (self.vc, &cs[..nk], &cs[nk..]);
-            gather_axpy::<FMA>(xi, &vs[..nk], |t| {
-                let c = cb + t;
-                let src = if (cf[t] as usize) < p0 { uc } else { vc };
+            gather_axpy::<FMA>(xi, &vs[t_old..nk], |t| {
+                let c = cb + t_old + t;
+                let src = if (cf[t_old + t] as usize) < p0 {
+                    uc
+                } else {
+                    vc
+                };
                 &src[c * dv..c * dv + dv]
             });
             gather_axpy::<FMA>(xi, &vs[nk..], |t| {
