@@ -4,7 +4,7 @@
 //! blockres-diagnose --q Q.npy --k K.npy --v V.npy [options]
 //! blockres-diagnose --dir DIR [options]            # DIR/q.npy, DIR/k.npy, DIR/v.npy
 //! blockres-diagnose --synthetic DIR [--n 2048 --d 64 --heads 2 --kv-heads 2
-//!                   --segment 64 --strength 4 --seed 1] [options]
+//!                   --segment 64 --strength 8 --seed 1] [options]
 //!
 //! options: --gamma 0.5  --scale 0  --blocks 8,16,32,...  --eps 0.01  --tol 0.05
 //!          --stride 0  --block-l 0  --summary 1  --alpha 0  --c-exp 0
@@ -78,7 +78,7 @@ fn write_synthetic(dir: &Path, a: &Args) -> Result<(), String> {
     let h = a.num("--heads", 2usize)?;
     let hkv = a.num("--kv-heads", h)?;
     let segment = a.num("--segment", 64usize)?;
-    let strength = a.num("--strength", 4.0f32)?;
+    let strength = a.num("--strength", 8.0f32)?;
     let seed = a.num("--seed", 1u64)?;
     if n == 0 || d == 0 || h == 0 || hkv == 0 || h % hkv != 0 {
         return Err(
