@@ -335,10 +335,9 @@ fn dispatch(
             };
             cpu::block::evaluate(head, b, cfg.causal, y, s, par)
         }
-        other => Err(Error::Unsupported(format!(
-            "structure '{}' is not available in this build",
-            other.name()
-        ))),
+        Structure::Strided { .. } | Structure::Fixed { .. } | Structure::TopK { .. } => {
+            cpu::sparse::evaluate(head, cfg.structure, cfg.causal, y, s, par)
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 mod attention;
 mod config;
 pub mod cpu;
+pub mod diagnostics;
 mod element;
 mod error;
 pub mod synthetic;
