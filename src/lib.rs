@@ -25,6 +25,7 @@ mod config;
 pub mod cpu;
 mod element;
 mod error;
+mod ort_op;
 pub mod synthetic;
 mod tensor;
 
