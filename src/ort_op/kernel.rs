@@ -467,6 +467,12 @@ unsafe extern "system" fn infer_output_shape<T: OnnxElement>(
         };
         let q = input(0)?;
         let v = input(2)?;
+        // The output takes Q's type: ORT builds one schema for the three registrations
+        // and calls the shape function of the first one whatever the node's type.
+        let elem = [f32::ONNX, f16::ONNX, bf16::ONNX]
+            .into_iter()
+            .find(|&t| type_code(t) == q.elem);
+        let Some(elem) = elem else { return Ok(()) };
         if q.dims.len() != 4 || v.dims.len() != 4 {
             return Ok(());
         }
@@ -490,7 +496,7 @@ unsafe extern "system" fn infer_output_shape<T: OnnxElement>(
         unsafe {
             api.check((t.CreateTensorTypeAndShapeInfo)(&mut info))?;
             let r = (|| {
-                api.check((t.SetTensorElementType)(info, T::ONNX))?;
+                api.check((t.SetTensorElementType)(info, elem))?;
                 api.check((t.SetDimensions)(info, dims.as_ptr(), dims.len()))?;
                 api.check((t.SetSymbolicDimensions)(
                     info,
