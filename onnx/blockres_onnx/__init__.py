@@ -49,14 +49,17 @@ def library_path() -> str:
     """Path of ``libblockres.so``.
 
     ``$BLOCKRES_LIBRARY`` wins; otherwise the cargo build output of the repository this
-    package sits in (``target/release``, then ``target/debug``).
+    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``).
     """
     env = os.environ.get("BLOCKRES_LIBRARY")
     if env:
         return env
     root = Path(__file__).resolve().parents[2]
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
+    if not target.is_absolute():
+        target = root / target
     for profile in ("release", "debug"):
-        p = root / "target" / profile / _LIB_NAME
+        p = target / profile / _LIB_NAME
         if p.exists():
             return str(p)
     raise FileNotFoundError(

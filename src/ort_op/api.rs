@@ -103,7 +103,7 @@ impl Api {
     }
 
     /// Turn a result into what a V2 callback returns.
-    pub(crate) fn into_status(&self, r: Result<(), Fail>) -> OrtStatusPtr {
+    pub(crate) fn status_of(&self, r: Result<(), Fail>) -> OrtStatusPtr {
         match r {
             Ok(()) => OrtStatusPtr(ptr::null_mut()),
             Err(Fail::Status(s)) => OrtStatusPtr(s),

@@ -88,7 +88,7 @@ fn guarded(api: Api, f: impl FnOnce() -> Result<(), Fail>) -> OrtStatusPtr {
             ),
         ))
     });
-    api.into_status(r)
+    api.status_of(r)
 }
 
 /// Run a value-returning callback that has no way to report an error; a panic (which

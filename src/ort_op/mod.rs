@@ -105,7 +105,7 @@ pub unsafe extern "C" fn RegisterCustomOps(
             "blockres: internal error (panic) while registering the custom op".into(),
         ))
     });
-    api.into_status(r).0
+    api.status_of(r).0
 }
 
 /// The error for a host older than API version 18, built with the version-1 table
