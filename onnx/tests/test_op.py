@@ -488,3 +488,43 @@ def test_refuses_onnxruntime_older_than_1_18_with_a_message():
 def test_current_onnxruntime_version():
     major, minor = (int(x) for x in ort.__version__.split(".")[:2])
     assert (major, minor) >= (1, 23)
+
+
+def test_random_shapes_never_crash():
+    """Random, mostly inconsistent shapes: every run either matches the reference or
+    raises an error naming an input; the process survives all of them."""
+    model = br.make_model(q_shape=None, k_shape=None, v_shape=None, block_size=3)
+    sess = br.session(model)
+    rng = rng_for(77)
+    ok = failed = 0
+    for _ in range(150):
+        bsz, hkv, n, dk, dv = (int(x) for x in rng.integers(1, 5, size=5))
+        h = hkv * int(rng.integers(1, 3))
+        shapes = [[bsz, h, n, dk], [bsz, hkv, n, dk], [bsz, hkv, n, dv]]
+        if rng.random() < 0.6:  # one corruption: a dimension off by one or zero, or a rank change
+            t, kind = int(rng.integers(3)), int(rng.integers(4))
+            if kind == 0:
+                shapes[t].append(2)
+            elif kind == 1:
+                shapes[t].pop(int(rng.integers(4)))
+            else:
+                i = int(rng.integers(4))
+                shapes[t][i] = 0 if kind == 2 else shapes[t][i] + 1
+        feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip("QKV", shapes)}
+        try:
+            (y,) = sess.run(None, feeds)
+        except Exception as e:
+            assert "blockres.ResolventAttention: input " in str(e), str(e)
+            failed += 1
+            continue
+        ref = reference(feeds["Q"], feeds["K"], feeds["V"], block_size=3)
+        assert rel_err(y, ref) <= 1e-5
+        ok += 1
+    assert ok > 0 and failed > 0
+
+
+def test_package_doctests():
+    import doctest
+
+    result = doctest.testmod(br)
+    assert result.attempted > 0 and result.failed == 0
