@@ -65,6 +65,14 @@ struct Kernel<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+// ORT may run one kernel from several threads at once: keep its state Sync.
+const _: () = {
+    const fn assert_sync<K: Sync>() {}
+    assert_sync::<Kernel<f32>>();
+    assert_sync::<Kernel<f16>>();
+    assert_sync::<Kernel<bf16>>();
+};
+
 const INPUTS: [&str; 3] = ["Q", "K", "V"];
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
