@@ -26,6 +26,7 @@ pub mod cpu;
 pub mod diagnostics;
 mod element;
 mod error;
+mod ort_op;
 pub mod synthetic;
 mod tensor;
 
