@@ -25,6 +25,8 @@ mod config;
 pub mod cpu;
 mod element;
 mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod synthetic;
 mod tensor;
 
