@@ -45,6 +45,9 @@ impl Rng {
     }
 }
 
+/// Standard deviation of the token-level noise in structured queries and keys.
+const NOISE: f32 = 0.5;
+
 /// Q, K, V for `[B, H, n, dk]` / `[B, Hkv, n, dk]` / `[B, Hkv, n, dv]`, row-major f32.
 #[derive(Debug, Clone)]
 pub struct Qkv {
@@ -76,11 +79,12 @@ impl Qkv {
     }
 }
 
-/// Entity-tracking-like inputs: the sequence is cut into segments of random length
-/// around `segment`; every token's query and key carry its segment's "topic" vector,
-/// scaled so that a same-segment pair gains about `strength` in its logit (with the
-/// default scale `1/sqrt(dk)`). Most attention mass then stays inside the segment,
-/// with a light residue across. `strength = 0` gives plain Gaussian heads.
+/// Entity-tracking-like inputs: the sequence is cut into spans of `segment` tokens
+/// (one entity's context each); every token's query and key carry its span's "topic"
+/// vector, scaled so that a same-span pair gains about `strength` in its logit (with
+/// the default scale `1/sqrt(dk)`). Most attention mass then stays inside the span,
+/// with a light residue across; values carry the span's state vector plus noise of
+/// the same size. `strength = 0` gives plain Gaussian heads.
 ///
 /// ```
 /// use blockres::synthetic::segmented;
@@ -91,27 +95,20 @@ impl Qkv {
 pub fn segmented(dims: [usize; 6], segment: usize, strength: f32, seed: u64) -> Qkv {
     let [b, h, hkv, n, dk, dv] = dims;
     let mut rng = Rng::new(seed);
-    // Segment id of each position, shared by all heads of a batch entry.
-    let mut seg = vec![0usize; n];
-    let mut count = 0;
-    let mut i = 0;
-    while i < n {
-        let len = ((segment.max(1) as f64) * (0.5 + rng.uniform())).ceil() as usize;
-        for s in seg.iter_mut().skip(i).take(len) {
-            *s = count;
-        }
-        count += 1;
-        i += len;
-    }
+    let segment = segment.max(1);
+    let count = n.div_ceil(segment);
+    let seg: Vec<usize> = (0..n).map(|i| i / segment).collect();
     let topics: Vec<f32> = rng.normals(count * dk);
+    // The entity's state: every value of a span carries it, beside per-token noise.
+    let states: Vec<f32> = rng.normals(count * dv);
     // a²·|t|²/sqrt(dk) ≈ a²·sqrt(dk) = strength.
     let amp = (strength.max(0.0) / (dk as f32).sqrt()).sqrt();
-    let mut fill = |heads: usize, with_topic: bool, width: usize| {
+    let mut fill = |heads: usize, table: &[f32], amp: f32, width: usize, noise: f32| {
         let mut out = rng.normals(b * heads * n * width);
-        if with_topic && strength != 0.0 {
-            for row in out.chunks_exact_mut(width).enumerate() {
-                let (r, x) = row;
-                let t = &topics[seg[r % n] * dk..seg[r % n] * dk + dk];
+        out.iter_mut().for_each(|x| *x *= noise);
+        if amp != 0.0 {
+            for (r, x) in out.chunks_exact_mut(width).enumerate() {
+                let t = &table[seg[r % n] * width..seg[r % n] * width + width];
                 for (a, &tt) in x.iter_mut().zip(t) {
                     *a += amp * tt;
                 }
@@ -119,8 +116,17 @@ pub fn segmented(dims: [usize; 6], segment: usize, strength: f32, seed: u64) -> 
         }
         out
     };
-    let q = fill(h, true, dk);
-    let k = fill(hkv, true, dk);
-    let v = fill(hkv, false, dv);
+    // Token-level noise in queries and keys is what block means cannot represent
+    // (mean of exponentials ≠ exponential of means); structured inputs keep it small.
+    let qk_noise = if strength > 0.0 { NOISE } else { 1.0 };
+    let q = fill(h, &topics, amp, dk, qk_noise);
+    let k = fill(hkv, &topics, amp, dk, qk_noise);
+    let v = fill(
+        hkv,
+        &states,
+        if strength > 0.0 { 1.0 } else { 0.0 },
+        dv,
+        1.0,
+    );
     Qkv { q, k, v, dims }
 }

@@ -195,8 +195,10 @@ pub(crate) fn evaluate(
             gsum[bi],
             wb,
         );
+        // The product goes to the contiguous output block first: faer's small-matrix
+        // kernels may store whole vectors past the last column of a strided row.
         matmul(
-            MatMut::from_row_major_slice_with_stride_mut(&mut xb[..nb * ldx - 1], nb, dv, ldx),
+            MatMut::from_row_major_slice_mut(yb, nb, dv),
             Accum::Replace,
             MatRef::from_row_major_slice(sblk, nb, nb),
             MatRef::from_row_major_slice(&v[r0 * dv..(r0 + nb) * dv], nb, dv),
@@ -204,9 +206,13 @@ pub(crate) fn evaluate(
             Par::Seq,
         );
         let hrow = &hm[bi * dv..(bi + 1) * dv];
-        for (xr, &z) in xb.chunks_exact_mut(ldx).zip(wb.iter()) {
-            for (a, &hh) in xr[..dv].iter_mut().zip(hrow) {
-                *a += z * hh;
+        for ((xr, &z), yr) in xb
+            .chunks_exact_mut(ldx)
+            .zip(wb.iter())
+            .zip(yb.chunks_exact(dv))
+        {
+            for ((a, &hh), &p) in xr[..dv].iter_mut().zip(hrow).zip(yr) {
+                *a = p + z * hh;
             }
             xr[dv] = z;
         }

@@ -95,6 +95,7 @@ pub(crate) fn unit_minus_full_solve(
     w: usize,
     t: &mut [f32],
 ) {
+    let t = &mut t[..n * n];
     for i in 0..n {
         for j in 0..n {
             t[i * n + j] = -gamma * d[i * ldd + j] + if i == j { 1.0 } else { 0.0 };
