@@ -223,6 +223,12 @@ impl GpuWorkspace {
     }
 }
 
+/// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
+const REDUCED_CW: usize = 8;
+/// Dynamic shared memory a kernel may ask for here (H100: 227 KiB per block, less the
+/// static arrays).
+const MAX_SMEM: usize = 200 * 1024;
+
 fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (grid.0, grid.1, 1),
@@ -322,13 +328,22 @@ pub fn resolvent_attention_device<T: GpuElement>(
     if m > 65535 {
         return Err(Error::Unsupported(format!("n/b = {m} blocks exceed the GPU grid limit 65535")));
     }
-    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, u, s.
+    if m * REDUCED_CW * 4 > MAX_SMEM {
+        return Err(Error::Unsupported(format!(
+            "n/b = {m} blocks: the GPU reduced solve takes at most {} blocks; use a larger block_size",
+            MAX_SMEM / (REDUCED_CW * 4)
+        )));
+    }
+    if n * dv.max(dk) >= i32::MAX as usize {
+        return Err(Error::Unsupported(format!("n·d = {} exceeds the GPU path's 32-bit per-head index range", n * dv.max(dk))));
+    }
+    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s.
     ws.ensure(
         gpu,
-        &[bh * m * dk, bhkv * m * dk, bhkv * m * dv, bh * m * m, bh * m, bh * m, bh * m * dv, bh * n, bh * m * dv, bh * m, bh * m * dv, bh * m * dv],
+        &[bh * m * dk, bhkv * m * dk, bhkv * m * dv, bh * m * m, bh * m, bh * m, bh * m * dv, bh * n, bh * m * dv, bh * m, bh * m * dv],
     )?;
-    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, u, s] = &mut ws.bufs[..] else {
-        unreachable!("ensure made 12 buffers")
+    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s] = &mut ws.bufs[..] else {
+        unreachable!("ensure made 11 buffers")
     };
     let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
     let st = &gpu.stream;
@@ -356,14 +371,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let d = to_i32(d, "d")?;
         let mut lb = st.launch_builder(f);
         lb.arg(x).arg(out).arg(&mut bad_view).arg(&ni).arg(&d).arg(&bi).arg(&mi);
-        launch(unsafe { lb.launch(cfg1((m as u32, rows as u32), 128, 0)) }, "launching block_means")?;
+        launch(unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) }, "launching block_means")?;
     }
     // 1b. Coarse logits, G̃, σ, gsum, h.
     {
+        kx.allow_smem(&kx.coarse, m * 4)?;
         let mut lb = st.launch_builder(&kx.coarse);
         lb.arg(&*qbar).arg(&*kbar).arg(&*vbar).arg(&mut *g).arg(&mut *sigma).arg(&mut *gsum).arg(&mut *h);
         lb.arg(&hi).arg(&hkvi).arg(&ni).arg(&dki).arg(&dvi).arg(&bi).arg(&mi).arg(&scale).arg(&causal);
-        launch(unsafe { lb.launch(cfg1((m as u32, bh as u32), 128, (dk * 4) as u32)) }, "launching coarse")?;
+        launch(unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, (m * 4) as u32)) }, "launching coarse")?;
     }
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
@@ -378,18 +394,19 @@ pub fn resolvent_attention_device<T: GpuElement>(
     }
     // 6. Reduced system.
     {
+        let smem = m * REDUCED_CW * 4;
+        kx.allow_smem(&kx.reduced, smem)?;
         let mut lb = st.launch_builder(&kx.reduced);
-        lb.arg(&*g).arg(&*pbar).arg(&*cvec).arg(&mut *u).arg(&mut *s).arg(&mi).arg(&dvi).arg(&gamma);
-        launch(unsafe { lb.launch(cfg1((dv.div_ceil(8) as u32, bh as u32), 256, 0)) }, "launching reduced_causal")?;
+        lb.arg(&*g).arg(&*pbar).arg(&*cvec).arg(&mut *s).arg(&mi).arg(&dvi).arg(&gamma);
+        launch(unsafe { lb.launch(cfg1((dv.div_ceil(REDUCED_CW) as u32, bh as u32), 256, smem as u32)) }, "launching reduced_causal")?;
     }
     // 7. Combine in place.
     {
-        let total = (bh * n * dv) as i64;
         let f = &kx.combine[T::INDEX];
         let mut lb = st.launch_builder(f);
-        lb.arg(&mut *y).arg(&*w).arg(&*s).arg(&total).arg(&ni).arg(&dvi).arg(&bi).arg(&mi).arg(&gamma);
-        let blocks = (total as usize).div_ceil(256).min(132 * 16) as u32;
-        launch(unsafe { lb.launch(cfg1((blocks, 1), 256, 0)) }, "launching combine")?;
+        lb.arg(&mut *y).arg(&*w).arg(&*s).arg(&ni).arg(&dvi).arg(&bi).arg(&mi).arg(&gamma);
+        let blocks = (n * dv).div_ceil(256).min(1024) as u32;
+        launch(unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) }, "launching combine")?;
     }
     Ok(())
 }
