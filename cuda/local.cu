@@ -16,8 +16,10 @@
 // of Y that step 7 completes in place), w into `wout`, and the block means p̄_I, c_I
 // into `pbar`, `cvec`.
 //
-// Logits use the tensor cores (m16n8k16, f32 accumulation) for f16/bf16 and f32 FMA
-// for f32; everything after the logits is f32. Later tiles read earlier tiles' P back
+// f16/bf16: the logits and the product D·U use the tensor cores (m16n8k16, f32
+// accumulation; D and U rounded to the element type for the product, U stored
+// transposed as the column-major B operand). f32: both in f32 FMA. Softmax, z, the
+// triangular solves and the block means are f32 for every type. Later tiles read earlier tiles' P back
 // from y, i.e. rounded to the element type: for f16/bf16 that is a relative
 // perturbation of 2^-11/2^-8 of a term already of that precision in the output.
 //
@@ -27,7 +29,10 @@
 #define TILE 64
 #define NT 256
 #define SS 65            // row stride of the probability tile
-#define NCOL 17          // ceil((128 + 1) / 8): columns per thread of the accumulator
+#define NCOL 17          // ceil((128 + 1) / 8): columns per thread of the f32 accumulator
+#define PS 72            // row stride (16-bit) of the probability and Uᵀ tiles: 64 + 8
+#define NTW 9            // 8-column tiles of D·U per warp: ceil(17 / 2)
+#define SPANEL 8         // rows per panel of the in-tile triangular solve
 
 template <class T> struct Storage { typedef u16 type; static const bool half = true; };
 template <> struct Storage<float> { typedef float type; static const bool half = false; };
@@ -162,8 +167,16 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
     St* ks = reinterpret_cast<St*>(smem + qbytes);
     float* ss = reinterpret_cast<float*>(smem + 2 * qbytes);
     const int uw = dv + 1;  // augmented width: dv value columns and the w column
-    float* us = ss + TILE * SS;
-    float* xs = us + TILE * uw;
+    const int ntu = (uw + 7) >> 3;  // 8-column tiles of the augmented width
+    // After ss: f32 path: us (64×uw f32); half path: ps (64×PS) and ut (8·ntu×PS),
+    // 16-bit. Then xs (64×uw f32) and zs (64 f32). Mirrored by local_smem() in Rust.
+    unsigned char* after = smem + 2 * qbytes + TILE * SS * 4;
+    float* us = reinterpret_cast<float*>(after);
+    u16* ps = reinterpret_cast<u16*>(after);
+    u16* ut = ps + TILE * PS;
+    const int mid = Storage<T>::half ? (TILE * PS + 8 * ntu * PS) * 2 : TILE * uw * 4;
+    float* xs = reinterpret_cast<float*>(after + ((mid + 15) & ~15));
+    float* zs = xs + TILE * uw;
 
     const int I = blockIdx.x;
     const int bh = blockIdx.y;
@@ -217,7 +230,75 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
         const float invz = live ? 1.0f / (l + ecross * gs) : 0.0f;
         const float zrow = ecross * invz;
 
+        if (spart == 0) zs[srow] = zrow;
+
         // Pass 2: probabilities and R = D·U + z⊗[h | 1].
+        if constexpr (Storage<T>::half) {
+            const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+            const int rs = (warp >> 1) * 16, par = warp & 1;
+            float acc[NTW][4];
+#pragma unroll
+            for (int i = 0; i < NTW; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[i][e] = 0.0f;
+            for (int c0 = 0; c0 <= r0; c0 += TILE) {
+                const int kv = min(TILE, nb - c0);
+                load_tile<T>(ks, kh + (long long)c0 * dk, kv, dk, dpad, ld);
+                const bool prev = c0 < r0;  // a chunk of already solved rows
+                for (int idx = tid; idx < TILE * uw; idx += NT) {
+                    const int j = idx / uw, c = idx - j * uw;
+                    float u = 0.0f;
+                    if (j < kv) {
+                        if (c < dv) {
+                            u = to_f(vh[(long long)(c0 + j) * dv + c]);
+                            if (prev) u += gamma * to_f(yh[(long long)(c0 + j) * dv + c]);
+                        } else if (prev) {
+                            u = gamma * wh[c0 + j];
+                        }
+                    }
+                    ut[c * PS + j] = from_f<T>(u).x;
+                }
+                __syncthreads();
+                logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
+                __syncthreads();
+                for (int jj = 0; jj < 16; ++jj) {
+                    const int j = spart * 16 + jj;
+                    float* p = &ss[srow * SS + j];
+                    const float pv = live ? __expf(*p - mu) * invz : 0.0f;
+                    *p = pv;
+                    ps[srow * PS + j] = from_f<T>(pv).x;
+                }
+                __syncthreads();
+#pragma unroll
+                for (int kk = 0; kk < TILE; kk += 16) {
+                    u32 af[4];
+                    af[0] = *reinterpret_cast<const u32*>(&ps[(rs + g) * PS + kk + 2 * t]);
+                    af[1] = *reinterpret_cast<const u32*>(&ps[(rs + g + 8) * PS + kk + 2 * t]);
+                    af[2] = *reinterpret_cast<const u32*>(&ps[(rs + g) * PS + kk + 2 * t + 8]);
+                    af[3] = *reinterpret_cast<const u32*>(&ps[(rs + g + 8) * PS + kk + 2 * t + 8]);
+#pragma unroll
+                    for (int tt = 0; tt < NTW; ++tt) {
+                        const int n0 = (2 * tt + par) * 8;
+                        if (n0 < 8 * ntu) {
+                            u32 bf[2];
+                            bf[0] = *reinterpret_cast<const u32*>(&ut[(n0 + g) * PS + kk + 2 * t]);
+                            bf[1] = *reinterpret_cast<const u32*>(&ut[(n0 + g) * PS + kk + 2 * t + 8]);
+                            Mma<T>::run(acc[tt], af, bf);
+                        }
+                    }
+                }
+                __syncthreads();
+            }
+#pragma unroll
+            for (int tt = 0; tt < NTW; ++tt) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = rs + g + (e >> 1) * 8;
+                    const int c = (2 * tt + par) * 8 + 2 * t + (e & 1);
+                    if (c < uw) xs[r * uw + c] = acc[tt][e] + zs[r] * (c < dv ? hI[c] : 1.0f);
+                }
+            }
+        } else {
         float acc[2][NCOL];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
@@ -262,25 +343,24 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
             }
             __syncthreads();
         }
-        // z_i of the accumulator's rows: held by the statistics threads of those rows.
-        const float z0 = __shfl_sync(0xffffffffu, zrow, ((arow & 7) * 4) & 31);
-        const float z1 = __shfl_sync(0xffffffffu, zrow, (((arow + 1) & 7) * 4) & 31);
 #pragma unroll
         for (int kq = 0; kq < NCOL; ++kq) {
             const int c = acol + 8 * kq;
             if (c < uw) {
                 const float hc = c < dv ? hI[c] : 1.0f;
-                xs[arow * uw + c] = acc[0][kq] + z0 * hc;
-                xs[(arow + 1) * uw + c] = acc[1][kq] + z1 * hc;
+                xs[arow * uw + c] = acc[0][kq] + zs[arow] * hc;
+                xs[(arow + 1) * uw + c] = acc[1][kq] + zs[arow + 1] * hc;
             }
+        }
         }
         __syncthreads();
 
         // Solve (I − γ·D_tt)·X = R in place; D_tt is the diagonal chunk's probability
-        // tile, still in ss (the last chunk of pass 2).
-        for (int sp = 0; sp < rows; sp += 16) {
+        // tile, still in ss (the last chunk of pass 2). Panels of SPANEL rows keep the
+        // sequential part (one thread per column) short; the rest is a parallel product.
+        for (int sp = 0; sp < rows; sp += SPANEL) {
             if (sp > 0) {
-                const int pr = min(16, rows - sp);
+                const int pr = min(SPANEL, rows - sp);
                 for (int idx = tid; idx < pr * uw; idx += NT) {
                     const int r = sp + idx / uw, c = idx % uw;
                     float s = 0.0f;
@@ -289,7 +369,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
                 }
                 __syncthreads();
             }
-            const int pe = min(sp + 16, rows);
+            const int pe = min(sp + SPANEL, rows);
             for (int c = tid; c < uw; c += NT) {
                 for (int i = sp; i < pe; ++i) {
                     float s = 0.0f;
@@ -323,7 +403,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
 }
 
 #define LOCAL(T, S)                                                                           \
-    extern "C" __global__ void __launch_bounds__(NT) local_causal_##S(                       \
+    extern "C" __global__ void __launch_bounds__(NT, 2) local_causal_##S(                       \
         const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \
         const float* sigma, const float* gsum, const float* hvec, int H, int Hkv, int n,     \
         int dk, int dv, int b, int m, float scale, float gamma) {                             \

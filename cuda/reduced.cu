@@ -19,6 +19,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
     extern __shared__ float us[];            // m × CW: this CTA's columns of u
     __shared__ float gp[PANEL][PANEL + 1];   // diagonal block of the panel
     __shared__ float sp[PANEL][CW];          // the panel's partial s
+    __shared__ float pp[PANEL][CW];          // the panel's p̄ and c, staged so the
+    __shared__ float cp[PANEL];              // sequential part reads no global memory
     const int bh = blockIdx.y;
     const int c0 = blockIdx.x * CW;
     const float* gh = g + (long long)bh * m * m;
@@ -34,7 +36,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
         if (i < e) {
             const float* gi = gh + (long long)i * m;
             int j = 0;
-#pragma unroll 4
+#pragma unroll 8
             for (; j + 1 < a; j += 2) {
                 acc0 = fmaf(gi[j], us[j * CW + cc], acc0);
                 acc1 = fmaf(gi[j + 1], us[(j + 1) * CW + cc], acc1);
@@ -42,19 +44,19 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
             if (j < a) acc0 = fmaf(gi[j], us[j * CW + cc], acc0);
         }
         sp[ri][cc] = acc0 + acc1;
+        pp[ri][cc] = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
+        if (tid < PANEL) cp[tid] = a + tid < e ? ch[a + tid] : 0.0f;
         for (int idx = tid; idx < PANEL * PANEL; idx += blockDim.x) {
             const int r = idx / PANEL, k = idx - r * PANEL;
             gp[r][k] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
         }
         __syncthreads();
         if (tid < CW) {
-            const int c = c0 + tid;
             for (int r = 0; r < e - a; ++r) {
                 float si = sp[r][tid];
                 for (int k = 0; k < r; ++k) si = fmaf(gp[r][k], us[(a + k) * CW + tid], si);
                 sp[r][tid] = si;
-                const float pv = c < dv ? ph[(long long)(a + r) * dv + c] : 0.0f;
-                us[(a + r) * CW + tid] = pv + gamma * ch[a + r] * si;
+                us[(a + r) * CW + tid] = pp[r][tid] + gamma * cp[r] * si;
             }
         }
         __syncthreads();
