@@ -48,15 +48,85 @@ template <class T> __device__ __forceinline__ int qk_stride(int dk) {
 
 // Copy rows [row0, row0 + rows) of a head (row-major, width d) into a tile of 64 rows
 // and stride `ld`, zero-filling the padding (rows ≥ rows, columns ≥ d, up to dpad).
+// 16-byte loads when d is a multiple of 16 bytes' worth of elements.
 template <class T>
 __device__ __forceinline__ void load_tile(typename Storage<T>::type* dst, const T* src,
                                           int rows, int d, int dpad, int ld) {
+    typedef typename Storage<T>::type St;
+    constexpr int V = 16 / sizeof(T);
+    if (d % V == 0) {
+        const int dvec = d / V;
+        for (int idx = threadIdx.x; idx < TILE * dvec; idx += NT) {
+            const int r = idx / dvec, cv = idx - r * dvec;
+            uint4 raw = make_uint4(0, 0, 0, 0);
+            if (r < rows) raw = *reinterpret_cast<const uint4*>(&src[(long long)r * d + cv * V]);
+            const St* e = reinterpret_cast<const St*>(&raw);
+#pragma unroll
+            for (int k = 0; k < V; ++k) dst[r * ld + cv * V + k] = e[k];
+        }
+        for (int idx = threadIdx.x; idx < TILE * (dpad - d); idx += NT) {
+            const int r = idx / (dpad - d), c = d + idx - r * (dpad - d);
+            dst[r * ld + c] = 0;
+        }
+        return;
+    }
     const int total = TILE * dpad;
     for (int idx = threadIdx.x; idx < total; idx += NT) {
         const int r = idx / dpad, c = idx - r * dpad;
-        typename Storage<T>::type v = 0;
-        if (r < rows && c < d) v = *reinterpret_cast<const typename Storage<T>::type*>(&src[(long long)r * d + c]);
+        St v = 0;
+        if (r < rows && c < d) v = *reinterpret_cast<const St*>(&src[(long long)r * d + c]);
         dst[r * ld + c] = v;
+    }
+}
+
+// The augmented right-side chunk U (rows j < 64 of the chunk starting at c0, width
+// dv + 1): [V_j + γ·P_j | γ·w_j] for rows already solved (prev), [V_j | 0] for the
+// diagonal chunk, 0 beyond the block. put(j, c, u) stores one value (transposed 16-bit
+// for the tensor cores, row-major f32 otherwise). 16-byte loads when dv allows.
+template <class T, class Put>
+__device__ __forceinline__ void load_u(const T* vh, const T* yh, const float* wh, int c0, int kv,
+                                       int dv, bool prev, float gamma, Put put) {
+    constexpr int V = 16 / sizeof(T);
+    const int uw = dv + 1;
+    if (dv % V == 0) {
+        const int dvec = dv / V;
+        for (int idx = threadIdx.x; idx < TILE * dvec; idx += NT) {
+            const int j = idx / dvec, cv = idx - j * dvec;
+            float u[V];
+#pragma unroll
+            for (int k = 0; k < V; ++k) u[k] = 0.0f;
+            if (j < kv) {
+                const long long off = (long long)(c0 + j) * dv + cv * V;
+                uint4 rv = *reinterpret_cast<const uint4*>(&vh[off]);
+                const T* ev = reinterpret_cast<const T*>(&rv);
+#pragma unroll
+                for (int k = 0; k < V; ++k) u[k] = to_f(ev[k]);
+                if (prev) {
+                    uint4 ry = *reinterpret_cast<const uint4*>(&yh[off]);
+                    const T* ey = reinterpret_cast<const T*>(&ry);
+#pragma unroll
+                    for (int k = 0; k < V; ++k) u[k] += gamma * to_f(ey[k]);
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < V; ++k) put(j, cv * V + k, u[k]);
+        }
+        for (int j = threadIdx.x; j < TILE; j += NT)
+            put(j, dv, (j < kv && prev) ? gamma * wh[c0 + j] : 0.0f);
+        return;
+    }
+    for (int idx = threadIdx.x; idx < TILE * uw; idx += NT) {
+        const int j = idx / uw, c = idx - j * uw;
+        float u = 0.0f;
+        if (j < kv) {
+            if (c < dv) {
+                u = to_f(vh[(long long)(c0 + j) * dv + c]);
+                if (prev) u += gamma * to_f(yh[(long long)(c0 + j) * dv + c]);
+            } else if (prev) {
+                u = gamma * wh[c0 + j];
+            }
+        }
+        put(j, c, u);
     }
 }
 
@@ -245,19 +315,8 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
                 const int kv = min(TILE, nb - c0);
                 load_tile<T>(ks, kh + (long long)c0 * dk, kv, dk, dpad, ld);
                 const bool prev = c0 < r0;  // a chunk of already solved rows
-                for (int idx = tid; idx < TILE * uw; idx += NT) {
-                    const int j = idx / uw, c = idx - j * uw;
-                    float u = 0.0f;
-                    if (j < kv) {
-                        if (c < dv) {
-                            u = to_f(vh[(long long)(c0 + j) * dv + c]);
-                            if (prev) u += gamma * to_f(yh[(long long)(c0 + j) * dv + c]);
-                        } else if (prev) {
-                            u = gamma * wh[c0 + j];
-                        }
-                    }
-                    ut[c * PS + j] = from_f<T>(u).x;
-                }
+                load_u<T>(vh, yh, wh, c0, kv, dv, prev, gamma,
+                          [&](int j, int c, float u) { ut[c * PS + j] = from_f<T>(u).x; });
                 __syncthreads();
                 logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
                 __syncthreads();
@@ -308,19 +367,8 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
             const int kv = min(TILE, nb - c0);
             load_tile<T>(ks, kh + (long long)c0 * dk, kv, dk, dpad, ld);
             const bool prev = c0 < r0;  // a chunk of already solved rows
-            for (int idx = tid; idx < TILE * uw; idx += NT) {
-                const int j = idx / uw, c = idx - j * uw;
-                float u = 0.0f;
-                if (j < kv) {
-                    if (c < dv) {
-                        u = to_f(vh[(long long)(c0 + j) * dv + c]);
-                        if (prev) u += gamma * to_f(yh[(long long)(c0 + j) * dv + c]);
-                    } else if (prev) {
-                        u = gamma * wh[c0 + j];
-                    }
-                }
-                us[idx] = u;
-            }
+            load_u<T>(vh, yh, wh, c0, kv, dv, prev, gamma,
+                      [&](int j, int c, float u) { us[j * uw + c] = u; });
             __syncthreads();
             logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
             __syncthreads();
@@ -383,13 +431,29 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
         }
         // P into y, w into wout; the next tile reads them back (same CTA, after the
         // barrier, so the global writes are visible to it).
-        for (int idx = tid; idx < rows * uw; idx += NT) {
-            const int r = idx / uw, c = idx - r * uw;
-            const float x = xs[idx];
-            if (c < dv)
-                yh[(long long)(r0 + r) * dv + c] = from_f<T>(x);
-            else
-                wh[r0 + r] = x;
+        {
+            constexpr int V = 16 / sizeof(T);
+            if (dv % V == 0) {
+                const int dvec = dv / V;
+                for (int idx = tid; idx < rows * dvec; idx += NT) {
+                    const int r = idx / dvec, cv = idx - r * dvec;
+                    uint4 raw;
+                    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+                    for (int k = 0; k < V; ++k) e[k] = from_f<T>(xs[r * uw + cv * V + k]);
+                    *reinterpret_cast<uint4*>(&yh[(long long)(r0 + r) * dv + cv * V]) = raw;
+                }
+                for (int r = tid; r < rows; r += NT) wh[r0 + r] = xs[r * uw + dv];
+            } else {
+                for (int idx = tid; idx < rows * uw; idx += NT) {
+                    const int r = idx / uw, c = idx - r * uw;
+                    const float x = xs[idx];
+                    if (c < dv)
+                        yh[(long long)(r0 + r) * dv + c] = from_f<T>(x);
+                    else
+                        wh[r0 + r] = x;
+                }
+            }
         }
         __syncthreads();
     }

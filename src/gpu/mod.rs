@@ -376,13 +376,17 @@ pub fn resolvent_attention_device<T: GpuElement>(
         lb.arg(x).arg(out).arg(&mut bad_view).arg(&ni).arg(&d).arg(&bi).arg(&mi);
         launch(unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) }, "launching block_means")?;
     }
-    // 1b. Coarse logits, G̃, σ, gsum, h.
+    // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
+    // in shared memory.
     {
-        kx.allow_smem(&kx.coarse, m * 4)?;
+        let ig = (MAX_SMEM / (4 * m)).clamp(1, 8);
+        let igi = ig as i32;
+        let smem = ig * m * 4;
+        kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
         lb.arg(&*qbar).arg(&*kbar).arg(&*vbar).arg(&mut *g).arg(&mut *sigma).arg(&mut *gsum).arg(&mut *h);
-        lb.arg(&hi).arg(&hkvi).arg(&ni).arg(&dki).arg(&dvi).arg(&bi).arg(&mi).arg(&scale).arg(&causal);
-        launch(unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, (m * 4) as u32)) }, "launching coarse")?;
+        lb.arg(&hi).arg(&hkvi).arg(&ni).arg(&dki).arg(&dvi).arg(&bi).arg(&mi).arg(&scale).arg(&causal).arg(&igi);
+        launch(unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) }, "launching coarse")?;
     }
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
