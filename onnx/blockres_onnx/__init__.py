@@ -19,6 +19,8 @@ optional) runs an eager reference in PyTorch and exports as this op.
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 
@@ -191,7 +193,8 @@ def session(model=None, session_options=None, providers=("CPUExecutionProvider",
 def auto_block_size(n: int, d: int = 64) -> int:
     """The block size ``block_size = 0`` resolves to (mirrors
     ``blockres::auto_block_size``, used by the eager PyTorch reference)."""
-    b = min(max(int(round(4.0 * n ** (1.0 / 3.0))), 32), 512)
+    # Rust's f64::round rounds halves away from zero, Python's round() to even.
+    b = min(max(math.floor(1.5 * n ** (1.0 / 3.0) / 16.0 + 0.5) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
 
