@@ -61,9 +61,6 @@ const REDUCED_PANEL: usize = 128;
 /// Rows of G̃ computed per parallel task.
 const COARSE_PANEL: usize = 32;
 
-/// Rows per tile of a causal local block: tiles skip the logits and products above
-/// the diagonal, which are masked anyway.
-const LOCAL_TILE: usize = 32;
 
 pub(crate) fn evaluate(
     h: &Head<'_>,
@@ -199,7 +196,7 @@ pub(crate) fn evaluate(
         let nb = wb.len();
         let r0 = bi * b;
         let ldx = dv + 1;
-        let need = nb * nb + nb * ldx + nb * nb;
+        let need = nb * nb + nb * ldx + nb * nb.max(dk);
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
@@ -208,28 +205,15 @@ pub(crate) fn evaluate(
         let qb = &q[r0 * dk..(r0 + nb) * dk];
         let kb = &k[r0 * dk..(r0 + nb) * dk];
         let vb = &v[r0 * dv..(r0 + nb) * dv];
-        let tile = if causal { LOCAL_TILE } else { nb };
-        for t0 in (0..nb).step_by(tile) {
-            let t1 = (t0 + tile).min(nb);
-            let cols = if causal { t1 } else { nb };
-            // faer's kernels may store past the last column of a strided destination
-            // row, so the product goes to a contiguous tile first.
-            let st = &mut tb[..(t1 - t0) * cols];
-            matmul(
-                MatMut::from_row_major_slice_mut(st, t1 - t0, cols),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&qb[t0 * dk..t1 * dk], t1 - t0, dk),
-                MatRef::from_row_major_slice(&kb[..cols * dk], cols, dk).transpose(),
-                scale,
-                Par::Seq,
-            );
-            for (dst, src) in sblk[t0 * nb..t1 * nb]
-                .chunks_exact_mut(nb)
-                .zip(st.chunks_exact(cols))
-            {
-                dst[..cols].copy_from_slice(src);
+        // Kᵀ of the block (dk × nb), so both products stream rows of B.
+        let kt = &mut tb[..dk * nb];
+        for (j, row) in kb.chunks_exact(dk).enumerate() {
+            for (t, &x) in row.iter().enumerate() {
+                kt[t * nb + j] = x;
             }
         }
+        let upto = |iend: usize| if causal { iend } else { nb };
+        small::gemm_rm(sblk, nb, qb, dk, kt, nb, nb, nb, scale, upto, |_| dk);
         small::softmax_rows(
             sblk,
             nb,
@@ -239,18 +223,7 @@ pub(crate) fn evaluate(
             gsum[bi],
             wb,
         );
-        for t0 in (0..nb).step_by(tile) {
-            let t1 = (t0 + tile).min(nb);
-            let cols = if causal { t1 } else { nb };
-            matmul(
-                MatMut::from_row_major_slice_mut(&mut yb[t0 * dv..t1 * dv], t1 - t0, dv),
-                Accum::Replace,
-                MatRef::from_row_major_slice_with_stride(&sblk[t0 * nb..], t1 - t0, cols, nb),
-                MatRef::from_row_major_slice(&vb[..cols * dv], cols, dv),
-                1.0,
-                Par::Seq,
-            );
-        }
+        small::gemm_rm(yb, dv, sblk, nb, vb, dv, nb, dv, 1.0, |_| dv, upto);
         let hrow = &hm[bi * dv..(bi + 1) * dv];
         for ((xr, &z), yr) in xb
             .chunks_exact_mut(ldx)

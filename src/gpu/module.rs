@@ -39,7 +39,13 @@ fn expand(src: &str) -> String {
     let (hname, htext) = embedded::HEADER;
     let inc = format!("#include \"{hname}\"");
     src.lines()
-        .map(|l| if l.trim() == inc { htext.replace("#pragma once", "") } else { l.to_string() })
+        .map(|l| {
+            if l.trim() == inc {
+                htext.replace("#pragma once", "")
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -67,7 +73,8 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
                      and no NVRTC library (libnvrtc.so) was found to compile them"
                 )));
             }
-            let arch: &'static str = Box::leak(format!("compute_{cc_major}{cc_minor}").into_boxed_str());
+            let arch: &'static str =
+                Box::leak(format!("compute_{cc_major}{cc_minor}").into_boxed_str());
             let opts = CompileOptions {
                 arch: Some(arch),
                 options: vec!["--std=c++17".into()],
@@ -86,11 +93,16 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
 }
 
 fn func(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
-    m.load_function(name).map_err(|e| dev_err(&format!("kernel {name}"), e))
+    m.load_function(name)
+        .map_err(|e| dev_err(&format!("kernel {name}"), e))
 }
 
 fn typed(m: &Arc<CudaModule>, base: &str) -> Result<[CudaFunction; 3]> {
-    Ok([func(m, &format!("{base}_f32"))?, func(m, &format!("{base}_f16"))?, func(m, &format!("{base}_bf16"))?])
+    Ok([
+        func(m, &format!("{base}_f32"))?,
+        func(m, &format!("{base}_f16"))?,
+        func(m, &format!("{base}_bf16"))?,
+    ])
 }
 
 impl Kernels {
