@@ -19,6 +19,7 @@ optional) runs an eager reference in PyTorch and exports as this op.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def library_path() -> str:
     """Path of ``libblockres.so``.
 
     ``$BLOCKRES_LIBRARY`` wins; otherwise the cargo build output of the repository this
-    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``).
+    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``;
+    the newer of ``<profile>/`` and ``<profile>/deps/``).
     """
     env = os.environ.get("BLOCKRES_LIBRARY")
     if env:
@@ -59,9 +61,11 @@ def library_path() -> str:
     if not target.is_absolute():
         target = root / target
     for profile in ("release", "debug"):
-        p = target / profile / _LIB_NAME
-        if p.exists():
-            return str(p)
+        # `cargo build` copies the library to target/<profile>/; `cargo test` builds it
+        # in target/<profile>/deps/ only. Take the newer of the two.
+        found = [p for p in (target / profile / _LIB_NAME, target / profile / "deps" / _LIB_NAME) if p.exists()]
+        if found:
+            return str(max(found, key=lambda p: p.stat().st_mtime))
     raise FileNotFoundError(
         f"{_LIB_NAME} not found: build it with `cargo build --release` in {root} "
         "or set BLOCKRES_LIBRARY to its path"
@@ -189,9 +193,16 @@ def session(model=None, session_options=None, providers=("CPUExecutionProvider",
 
 
 def auto_block_size(n: int, d: int = 64) -> int:
-    """The block size ``block_size = 0`` resolves to (mirrors
-    ``blockres::auto_block_size``, used by the eager PyTorch reference)."""
-    b = min(max(int(round(4.0 * n ** (1.0 / 3.0))), 32), 512)
+    """The block size ``block_size = 0`` resolves to: ``1.5·n^(1/3)`` rounded to a
+    multiple of 16 within [16, 512], one block when ``n ≤ 2·b``. Mirrors
+    ``blockres::auto_block_size`` (keep the two in step); used by the eager PyTorch
+    reference.
+
+    >>> auto_block_size(20), auto_block_size(1 << 16), 128 <= auto_block_size(1 << 20) <= 176
+    (20, 64, True)
+    """
+    del d  # the rule does not depend on the head width (yet)
+    b = min(max(math.floor(1.5 * n ** (1.0 / 3.0) / 16.0 + 0.5) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
 
