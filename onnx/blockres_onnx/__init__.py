@@ -36,8 +36,8 @@ ATTRIBUTES = {
     "structure": "block",
     "stride": 0,
     "summary": 1,
-    "alpha": 1.0,
-    "c_exp": 0.5,
+    "alpha": 0.0,  # 0: the default window k = ceil(2·sqrt(n))
+    "c_exp": 0.0,
 }
 _FLOAT_ATTRS = {"gamma", "scale", "alpha", "c_exp"}
 _INT_ATTRS = {"block_size", "causal", "stride", "summary"}
@@ -206,6 +206,20 @@ def auto_block_size(n: int, d: int = 64) -> int:
     return max(n, 1) if n <= 2 * b else b
 
 
+def topk_window(n: int, alpha: float = 0.0, c_exp: float = 0.0) -> int:
+    """The ``topk`` window ``ceil(alpha · n^c_exp)`` clamped to ``1..n``, with the op's
+    defaults: ``alpha = 0`` means α = 2, and then ``c_exp = 0`` means C = ½. Mirrors
+    ``blockres::cpu::sparse::topk_window``.
+
+    >>> topk_window(1024), topk_window(1024, 3.0), topk_window(10, 100.0, 0.5)
+    (64, 3, 10)
+    """
+    if alpha == 0.0:
+        alpha, c_exp = 2.0, (c_exp if c_exp != 0.0 else 0.5)
+    k = math.ceil(alpha * n**c_exp)
+    return min(max(k, 1), max(n, 1))
+
+
 def __getattr__(name):
     # torch is optional: import the module only when its classes are asked for.
     if name in ("ResolventAttention", "resolvent_attention_reference"):
@@ -229,4 +243,5 @@ __all__ = [
     "register",
     "resolvent_attention_reference",
     "session",
+    "topk_window",
 ]
