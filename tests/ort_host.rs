@@ -111,14 +111,15 @@ fn model(elem: i64, attrs: &[(&str, Attr)]) -> Vec<u8> {
 
 // ----------------------------------------------------------------------------- host
 
-/// The cdylib cargo built next to this test binary (`target/<profile>/deps/..`).
+/// The cdylib cargo built with this test binary: `cargo test` leaves it in
+/// `target/<profile>/deps/`, next to the test executable (it is copied up to
+/// `target/<profile>/` only by `cargo build`).
 fn library() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
+    let deps = exe
         .parent()
-        .and_then(|d| d.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let lib = dir.join("libblockres.so");
+    let lib = deps.join("libblockres.so");
     assert!(
         lib.exists(),
         "{} is missing: the cdylib is built with the crate (crate-type includes cdylib)",

@@ -20,7 +20,10 @@ optional) runs an eager reference in PyTorch and exports as this op.
 from __future__ import annotations
 
 import math
+<<<<<<< HEAD
 
+=======
+>>>>>>> ort
 import os
 from pathlib import Path
 
@@ -37,8 +40,8 @@ ATTRIBUTES = {
     "structure": "block",
     "stride": 0,
     "summary": 1,
-    "alpha": 1.0,
-    "c_exp": 0.5,
+    "alpha": 0.0,  # 0: the default window k = ceil(2·sqrt(n))
+    "c_exp": 0.0,
 }
 _FLOAT_ATTRS = {"gamma", "scale", "alpha", "c_exp"}
 _INT_ATTRS = {"block_size", "causal", "stride", "summary"}
@@ -51,7 +54,8 @@ def library_path() -> str:
     """Path of ``libblockres.so``.
 
     ``$BLOCKRES_LIBRARY`` wins; otherwise the cargo build output of the repository this
-    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``).
+    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``;
+    the newer of ``<profile>/`` and ``<profile>/deps/``).
     """
     env = os.environ.get("BLOCKRES_LIBRARY")
     if env:
@@ -61,9 +65,11 @@ def library_path() -> str:
     if not target.is_absolute():
         target = root / target
     for profile in ("release", "debug"):
-        p = target / profile / _LIB_NAME
-        if p.exists():
-            return str(p)
+        # `cargo build` copies the library to target/<profile>/; `cargo test` builds it
+        # in target/<profile>/deps/ only. Take the newer of the two.
+        found = [p for p in (target / profile / _LIB_NAME, target / profile / "deps" / _LIB_NAME) if p.exists()]
+        if found:
+            return str(max(found, key=lambda p: p.stat().st_mtime))
     raise FileNotFoundError(
         f"{_LIB_NAME} not found: build it with `cargo build --release` in {root} "
         "or set BLOCKRES_LIBRARY to its path"
@@ -191,11 +197,37 @@ def session(model=None, session_options=None, providers=("CPUExecutionProvider",
 
 
 def auto_block_size(n: int, d: int = 64) -> int:
+<<<<<<< HEAD
     """The block size ``block_size = 0`` resolves to (mirrors
     ``blockres::auto_block_size``, used by the eager PyTorch reference)."""
     # Rust's f64::round rounds halves away from zero, Python's round() to even.
+=======
+    """The block size ``block_size = 0`` resolves to: ``1.5·n^(1/3)`` rounded to a
+    multiple of 16 within [16, 512], one block when ``n ≤ 2·b``. Mirrors
+    ``blockres::auto_block_size`` (keep the two in step); used by the eager PyTorch
+    reference.
+
+    >>> auto_block_size(20), auto_block_size(1 << 16), 128 <= auto_block_size(1 << 20) <= 176
+    (20, 64, True)
+    """
+    del d  # the rule does not depend on the head width (yet)
+>>>>>>> ort
     b = min(max(math.floor(1.5 * n ** (1.0 / 3.0) / 16.0 + 0.5) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
+
+
+def topk_window(n: int, alpha: float = 0.0, c_exp: float = 0.0) -> int:
+    """The ``topk`` window ``ceil(alpha · n^c_exp)`` clamped to ``1..n``, with the op's
+    defaults: ``alpha = 0`` means α = 2, and then ``c_exp = 0`` means C = ½. Mirrors
+    ``blockres::cpu::sparse::topk_window``.
+
+    >>> topk_window(1024), topk_window(1024, 3.0), topk_window(10, 100.0, 0.5)
+    (64, 3, 10)
+    """
+    if alpha == 0.0:
+        alpha, c_exp = 2.0, (c_exp if c_exp != 0.0 else 0.5)
+    k = math.ceil(alpha * n**c_exp)
+    return min(max(k, 1), max(n, 1))
 
 
 def __getattr__(name):
@@ -221,4 +253,5 @@ __all__ = [
     "register",
     "resolvent_attention_reference",
     "session",
+    "topk_window",
 ]

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from . import ATTRIBUTES, DOMAIN, OP_TYPE, OPSET_VERSION, STRUCTURES, auto_block_size
+from . import ATTRIBUTES, DOMAIN, OP_TYPE, OPSET_VERSION, STRUCTURES, auto_block_size, topk_window
 
 
 def _attention_matrix(q, k, *, scale, causal, structure, block_size, stride, summary, alpha, c_exp):
@@ -52,9 +52,9 @@ def _attention_matrix(q, k, *, scale, causal, structure, block_size, stride, sum
         ok = allowed & (((i - j) < l) | (((i - j) % l) == 0))
     elif structure == "fixed":
         l = stride or math.ceil(math.sqrt(n))
-        ok = allowed & (((j // l) == (i // l)) | ((j % l) >= l - summary))
+        ok = allowed & (((j // l) == (i // l)) | ((j % l) >= l - (summary or 1)))
     elif structure == "topk":
-        kk = min(n, math.ceil(alpha * n**c_exp))
+        kk = topk_window(n, alpha, c_exp)
         masked = logits.masked_fill(~allowed, -math.inf)
         # Stable sort: among equal logits the lower j comes first.
         order = torch.sort(-masked, dim=-1, stable=True).indices

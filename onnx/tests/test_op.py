@@ -36,7 +36,7 @@ VENV = ROOT / ".venv"
 # --------------------------------------------------------------------------- reference
 
 
-def attention_matrix(q, k, *, scale, causal, structure, b=None, stride=0, summary=1, alpha=1.0, c_exp=0.5):
+def attention_matrix(q, k, *, scale, causal, structure, b=None, stride=0, summary=1, alpha=0.0, c_exp=0.0):
     """Row-stochastic A (n×n, float64) of one head, per SPEC §1–§3."""
     n = q.shape[0]
     logits = scale * (q @ k.T)
@@ -60,7 +60,9 @@ def attention_matrix(q, k, *, scale, causal, structure, b=None, stride=0, summar
         l = stride or math.ceil(math.sqrt(n))
         allowed = allowed & (((j // l) == (i // l)) | ((j % l) >= l - summary))
     elif structure == "topk":
-        kk = min(n, math.ceil(alpha * n**c_exp))
+        if alpha == 0.0:  # the op's defaults: α = 2, and C = ½ when c_exp is 0 too
+            alpha, c_exp = 2.0, (c_exp or 0.5)
+        kk = max(1, min(n, math.ceil(alpha * n**c_exp)))
         keep = np.zeros((n, n), bool)
         for r in range(n):
             cols = np.arange(r + 1)
@@ -253,12 +255,16 @@ def test_large_logits_stay_finite():
 
 
 @pytest.mark.parametrize("structure", ["strided", "fixed", "topk"])
-def test_sparse_structures_match_or_report_unsupported(structure):
-    """The op passes sparse structures to the crate: either the result matches the
-    float64 reference, or the crate's 'not available' error comes back as a status."""
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "defaults"])
+def test_sparse_structures_match_or_report_unsupported(structure, explicit):
+    """The op passes sparse structures and their attributes (or their defaults) to the
+    crate: either the result matches the float64 reference, or the crate's 'not
+    available' error comes back as a status."""
     rng = rng_for(5)
     q, k, v = random_qkv(rng, 1, 2, 1, 50, 8, 4)
-    attrs = dict(structure=structure, stride=6, summary=2, alpha=1.5, c_exp=0.5, gamma=0.5)
+    attrs = dict(structure=structure, gamma=0.5)
+    if explicit:
+        attrs.update(stride=6, summary=2, alpha=1.5, c_exp=0.5)
     try:
         y = run(q, k, v, **attrs)
     except ort.capi.onnxruntime_pybind11_state.NotImplemented as e:

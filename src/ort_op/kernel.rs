@@ -23,11 +23,10 @@ use crate::{
 /// The op type name in the `blockres` domain.
 pub(crate) const OP_NAME: &std::ffi::CStr = c"ResolventAttention";
 
-/// Defaults of the sparse-structure attributes that SPEC §5 leaves open: `alpha = 1`,
-/// `c_exp = 0.5` give the dynamic window `k = ceil(sqrt(n))`, the same growth as the
-/// automatic stride of `strided` and `fixed`.
-const DEFAULT_ALPHA: f32 = 1.0;
-const DEFAULT_C_EXP: f32 = 0.5;
+/// Defaults of the `topk` attributes: 0 leaves the window to the crate, whose default
+/// is `k = ceil(2·sqrt(n))` (see `blockres::cpu::sparse::topk_window`).
+const DEFAULT_ALPHA: f32 = 0.0;
+const DEFAULT_C_EXP: f32 = 0.0;
 
 /// An element type together with its ONNX type code.
 pub(crate) trait OnnxElement: Element {
@@ -311,7 +310,7 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
         }
     };
     let stride = count_attr(a, "stride", 0, "an int >= 0 (0 = automatic)")?;
-    let summary = count_attr(a, "summary", 1, "an int >= 1")?;
+    let summary = count_attr(a, "summary", 1, "an int >= 1 (0 also means 1)")?;
     let alpha = float_attr(a, "alpha", DEFAULT_ALPHA)?;
     let c_exp = float_attr(a, "c_exp", DEFAULT_C_EXP)?;
     let structure = match structure_name.as_str() {
