@@ -20,10 +20,6 @@ optional) runs an eager reference in PyTorch and exports as this op.
 from __future__ import annotations
 
 import math
-<<<<<<< HEAD
-
-=======
->>>>>>> ort
 import os
 from pathlib import Path
 
@@ -197,11 +193,6 @@ def session(model=None, session_options=None, providers=("CPUExecutionProvider",
 
 
 def auto_block_size(n: int, d: int = 64) -> int:
-<<<<<<< HEAD
-    """The block size ``block_size = 0`` resolves to (mirrors
-    ``blockres::auto_block_size``, used by the eager PyTorch reference)."""
-    # Rust's f64::round rounds halves away from zero, Python's round() to even.
-=======
     """The block size ``block_size = 0`` resolves to: ``1.5·n^(1/3)`` rounded to a
     multiple of 16 within [16, 512], one block when ``n ≤ 2·b``. Mirrors
     ``blockres::auto_block_size`` (keep the two in step); used by the eager PyTorch
@@ -211,7 +202,7 @@ def auto_block_size(n: int, d: int = 64) -> int:
     (20, 64, True)
     """
     del d  # the rule does not depend on the head width (yet)
->>>>>>> ort
+    # Rust's f64::round rounds halves away from zero, Python's round() to even.
     b = min(max(math.floor(1.5 * n ** (1.0 / 3.0) / 16.0 + 0.5) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
