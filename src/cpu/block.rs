@@ -15,7 +15,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Head, KernelScratch, small, threads};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The block size `block_size = 0` resolves to, for sequence length `n` and head
 /// width `d` (the larger of dk and dv).
@@ -40,18 +40,20 @@ pub fn auto_block_size(n: usize, d: usize) -> usize {
     if n <= 2 * b { n.max(1) } else { b }
 }
 
-fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
-    for (j, o) in out.chunks_exact_mut(d).enumerate() {
-        let r0 = j * b;
-        let r1 = (r0 + b).min(n);
-        o.fill(0.0);
-        for row in x[r0 * d..r1 * d].chunks_exact(d) {
-            for (a, &v) in o.iter_mut().zip(row) {
-                *a += v;
+small::multiversion! {
+    fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
+        for (j, o) in out.chunks_exact_mut(d).enumerate() {
+            let r0 = j * b;
+            let r1 = (r0 + b).min(n);
+            o.fill(0.0);
+            for row in x[r0 * d..r1 * d].chunks_exact(d) {
+                for (a, &v) in o.iter_mut().zip(row) {
+                    *a += v;
+                }
             }
+            let inv = 1.0 / (r1 - r0) as f32;
+            o.iter_mut().for_each(|a| *a *= inv);
         }
-        let inv = 1.0 / (r1 - r0) as f32;
-        o.iter_mut().for_each(|a| *a *= inv);
     }
 }
 
@@ -60,7 +62,6 @@ const REDUCED_PANEL: usize = 128;
 
 /// Rows of G̃ computed per parallel task.
 const COARSE_PANEL: usize = 32;
-
 
 pub(crate) fn evaluate(
     h: &Head<'_>,
@@ -114,9 +115,20 @@ pub(crate) fn evaluate(
     ]);
 
     // 1. Block means and the shifted coarse matrix G̃.
-    block_means(q, dk, b, n, qbar);
-    block_means(k, dk, b, n, kbar);
-    block_means(v, dv, b, n, vbar);
+    for (name, x, d, out) in [
+        ("Q", q, dk, &mut *qbar),
+        ("K", k, dk, &mut *kbar),
+        ("V", v, dv, &mut *vbar),
+    ] {
+        block_means(x, d, b, n, out);
+        if small::any_non_finite(out) {
+            // The caller locates the offending element.
+            return Err(Error::NonFinite {
+                tensor: name,
+                index: 0,
+            });
+        }
+    }
     // Row panels of G̃ are independent: logits, shift and exponentials, and their
     // share of H = G̃·v̄, computed panel by panel in parallel. Causal rows need only
     // the columns before the panel's end.

@@ -27,6 +27,8 @@ macro_rules! multiversion {
     };
 }
 
+pub(crate) use multiversion;
+
 multiversion! {
     /// Masked, shifted row softmax of `s` (`rows×cols`, row stride `ld`) in place.
     /// Row `r` keeps columns `< limit(r)`, later ones become 0. `extra` is an extra
