@@ -293,6 +293,7 @@ pub(crate) fn evaluate(
             .zip(pbar.par_chunks_mut(dv))
             .zip(cvec.par_iter_mut())
             .enumerate()
+            .with_min_len(4)
             .for_each_init(Vec::new, local);
     } else {
         let mut buf = Vec::new();
