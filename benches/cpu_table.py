@@ -68,15 +68,24 @@ def numpy_peer(folder, structure, reps, warmup, timeout=900):
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(bt)
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, os.path.join(HERE, "peer.py"), folder, "--structure", structure,
-             "--reps", str(reps), "--warmup", str(warmup)],
-            capture_output=True, text=True, timeout=timeout, env=env,
-        )
+        # A setting that takes several times the first one's wall time cannot win;
+        # stop it rather than spend the driver's budget on it.
+        limit = timeout if best is None else max(30.0, 4 * best["wall"])
+        try:
+            out = subprocess.run(
+                [sys.executable, os.path.join(HERE, "peer.py"), folder, "--structure",
+                 structure, "--reps", str(reps), "--warmup", str(warmup)],
+                capture_output=True, text=True, timeout=limit, env=env,
+            )
+        except subprocess.TimeoutExpired:
+            tried[bt] = f"stopped after {limit:.0f} s"
+            log(f"numpy {structure} {folder} (BLAS threads {bt}): stopped after {limit:.0f} s")
+            continue
         if out.returncode != 0:
             raise RuntimeError(f"peer.py {structure} {folder}: {out.stderr.strip()[-2000:]}")
         rec = json.loads(out.stdout.splitlines()[-1])
         rec["blas_threads"] = bt
+        rec["wall"] = time.perf_counter() - t0
         tried[bt] = rec["seconds"]
         log(f"numpy {structure} {folder} (BLAS threads {bt}): "
             f"{time.perf_counter() - t0:.1f} s wall, median {rec['seconds']:.4f} s")
