@@ -254,7 +254,7 @@ def main():
     fit_n = [n for n in ns if n >= 1 << 12]
     x = np.log([float(n) for n in fit_n])
     y = np.log([rows[n]["block"]["seconds"] for n in fit_n])
-    slope = float(np.polyfit(x, y, 1)[0])
+    slope = float(np.polyfit(x, y, 1)[0]) if len(fit_n) >= 2 else None
     raw["exponent"] = slope
     raw["driver_seconds"] = time.perf_counter() - t_start
 
@@ -294,7 +294,7 @@ def main():
           f"(VmHWM; getrusage children: {rss['ru_maxrss_children'] / GIB:.2f} GiB), "
           f"inputs and output alone {4 * nmax * 4 * D / GIB:.2f} GiB")
     print(f"- fitted exponent of blockres block time over n = 2^12 … 2^{a.max_log2}: "
-          f"{slope:.3f}")
+          f"{'—' if slope is None else f'{slope:.3f}'}")
     s1, s2 = raw["threads_scaling"][1]["seconds"], raw["threads_scaling"][2]["seconds"]
     print(f"- B = 1, H = 16, n = 8192, block: 1 thread {s1:.4f} s, 2 threads {s2:.4f} s, "
           f"throughput ×{s1 / s2:.2f}")
