@@ -68,15 +68,24 @@ def numpy_peer(folder, structure, reps, warmup, timeout=900):
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(bt)
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, os.path.join(HERE, "peer.py"), folder, "--structure", structure,
-             "--reps", str(reps), "--warmup", str(warmup)],
-            capture_output=True, text=True, timeout=timeout, env=env,
-        )
+        # A setting that takes several times the first one's wall time cannot win;
+        # stop it rather than spend the driver's budget on it.
+        limit = timeout if best is None else max(30.0, 4 * best["wall"])
+        try:
+            out = subprocess.run(
+                [sys.executable, os.path.join(HERE, "peer.py"), folder, "--structure",
+                 structure, "--reps", str(reps), "--warmup", str(warmup)],
+                capture_output=True, text=True, timeout=limit, env=env,
+            )
+        except subprocess.TimeoutExpired:
+            tried[bt] = f"stopped after {limit:.0f} s"
+            log(f"numpy {structure} {folder} (BLAS threads {bt}): stopped after {limit:.0f} s")
+            continue
         if out.returncode != 0:
             raise RuntimeError(f"peer.py {structure} {folder}: {out.stderr.strip()[-2000:]}")
         rec = json.loads(out.stdout.splitlines()[-1])
         rec["blas_threads"] = bt
+        rec["wall"] = time.perf_counter() - t0
         tried[bt] = rec["seconds"]
         log(f"numpy {structure} {folder} (BLAS threads {bt}): "
             f"{time.perf_counter() - t0:.1f} s wall, median {rec['seconds']:.4f} s")
@@ -245,7 +254,7 @@ def main():
     fit_n = [n for n in ns if n >= 1 << 12]
     x = np.log([float(n) for n in fit_n])
     y = np.log([rows[n]["block"]["seconds"] for n in fit_n])
-    slope = float(np.polyfit(x, y, 1)[0])
+    slope = float(np.polyfit(x, y, 1)[0]) if len(fit_n) >= 2 else None
     raw["exponent"] = slope
     raw["driver_seconds"] = time.perf_counter() - t_start
 
@@ -285,7 +294,7 @@ def main():
           f"(VmHWM; getrusage children: {rss['ru_maxrss_children'] / GIB:.2f} GiB), "
           f"inputs and output alone {4 * nmax * 4 * D / GIB:.2f} GiB")
     print(f"- fitted exponent of blockres block time over n = 2^12 … 2^{a.max_log2}: "
-          f"{slope:.3f}")
+          f"{'—' if slope is None else f'{slope:.3f}'}")
     s1, s2 = raw["threads_scaling"][1]["seconds"], raw["threads_scaling"][2]["seconds"]
     print(f"- B = 1, H = 16, n = 8192, block: 1 thread {s1:.4f} s, 2 threads {s2:.4f} s, "
           f"throughput ×{s1 / s2:.2f}")
