@@ -247,6 +247,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
     const int mid = Storage<T>::half ? (TILE * PS + 8 * ntu * PS) * 2 : TILE * uw * 4;
     float* xs = reinterpret_cast<float*>(after + ((mid + 15) & ~15));
     float* zs = xs + TILE * uw;
+    float* dinv = zs + TILE;  // 1 / (1 − γ·D_ii) of the tile's rows
 
     const int I = blockIdx.x;
     const int bh = blockIdx.y;
@@ -401,6 +402,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
         }
+        for (int r = tid; r < TILE; r += NT) dinv[r] = 1.0f / (1.0f - gamma * ss[r * SS + r]);
         __syncthreads();
 
         // Solve (I − γ·D_tt)·X = R in place; D_tt is the diagonal chunk's probability
@@ -419,12 +421,21 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
             }
             const int pe = min(sp + SPANEL, rows);
             for (int c = tid; c < uw; c += NT) {
-                for (int i = sp; i < pe; ++i) {
-                    float s = 0.0f;
-                    for (int j = sp; j < i; ++j) s = fmaf(ss[i * SS + j], xs[j * uw + c], s);
-                    const float x = (xs[i * uw + c] + gamma * s) / (1.0f - gamma * ss[i * SS + i]);
-                    xs[i * uw + c] = x;
-                    colsum += x;
+                // Fully unrolled: the panel's solved values stay in registers.
+                float xv[SPANEL];
+#pragma unroll
+                for (int ii = 0; ii < SPANEL; ++ii) {
+                    const int i = sp + ii;
+                    xv[ii] = 0.0f;
+                    if (i < pe) {
+                        float s = 0.0f;
+#pragma unroll
+                        for (int jj = 0; jj < ii; ++jj) s = fmaf(ss[i * SS + sp + jj], xv[jj], s);
+                        const float x = (xs[i * uw + c] + gamma * s) * dinv[i];
+                        xv[ii] = x;
+                        xs[i * uw + c] = x;
+                        colsum += x;
+                    }
                 }
             }
             __syncthreads();
