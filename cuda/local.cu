@@ -406,29 +406,29 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
         __syncthreads();
 
         // Solve (I − γ·D_tt)·X = R in place; D_tt is the diagonal chunk's probability
-        // tile, still in ss (the last chunk of pass 2). Panels of SPANEL rows keep the
-        // sequential part (one thread per column) short; the rest is a parallel product.
-        for (int sp = 0; sp < rows; sp += SPANEL) {
-            if (sp > 0) {
-                const int pr = min(SPANEL, rows - sp);
-                for (int idx = tid; idx < pr * uw; idx += NT) {
-                    const int r = sp + idx / uw, c = idx % uw;
-                    float s = 0.0f;
-                    for (int j = 0; j < sp; ++j) s = fmaf(ss[r * SS + j], xs[j * uw + c], s);
-                    xs[r * uw + c] += gamma * s;
+        // tile, still in ss (the last chunk of pass 2). Columns are independent, so
+        // one thread owns a column for the whole tile and no barrier is needed until
+        // the end. Rows go in panels of SPANEL: the finished rows' contribution as a
+        // register-blocked product (one x_j load serves SPANEL rows), then a fully
+        // unrolled substitution inside the panel with its values in registers.
+        for (int c = tid; c < uw; c += NT) {
+            for (int sp = 0; sp < rows; sp += SPANEL) {
+                float acc[SPANEL];
+#pragma unroll
+                for (int r = 0; r < SPANEL; ++r) acc[r] = 0.0f;
+                for (int j = 0; j < sp; ++j) {
+                    const float xj = xs[j * uw + c];
+#pragma unroll
+                    for (int r = 0; r < SPANEL; ++r) acc[r] = fmaf(ss[(sp + r) * SS + j], xj, acc[r]);
                 }
-                __syncthreads();
-            }
-            const int pe = min(sp + SPANEL, rows);
-            for (int c = tid; c < uw; c += NT) {
-                // Fully unrolled: the panel's solved values stay in registers.
+                const int pe = min(sp + SPANEL, rows);
                 float xv[SPANEL];
 #pragma unroll
                 for (int ii = 0; ii < SPANEL; ++ii) {
                     const int i = sp + ii;
                     xv[ii] = 0.0f;
                     if (i < pe) {
-                        float s = 0.0f;
+                        float s = acc[ii];
 #pragma unroll
                         for (int jj = 0; jj < ii; ++jj) s = fmaf(ss[i * SS + sp + jj], xv[jj], s);
                         const float x = (xs[i * uw + c] + gamma * s) * dinv[i];
@@ -438,8 +438,8 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
                     }
                 }
             }
-            __syncthreads();
         }
+        __syncthreads();
         // P into y, w into wout; the next tile reads them back (same CTA, after the
         // barrier, so the global writes are visible to it).
         {

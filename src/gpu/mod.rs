@@ -8,8 +8,10 @@
 //!   through a process-wide [`Gpu`] on device 0).
 //!
 //! The kernels (`cuda/*.cu`) are embedded as PTX built with NVRTC 13.0 at build time
-//! (`build.rs`), or compiled from the embedded sources with the system NVRTC at run
-//! time when the build had no compiler. Every missing piece (no driver, no device,
+//! (`build.rs`), or compiled from the embedded sources with NVRTC at run time when
+//! the build had no compiler (`BLOCKRES_NVRTC=/path/to/libnvrtc.so.13` picks the
+//! library; otherwise `libnvrtc.so.13` from the loader path, and never an NVRTC newer
+//! than the driver). Every missing piece (no driver, no device,
 //! no PTX and no NVRTC, an unsupported shape) is an [`Error`], never a panic.
 //!
 //! Limits of this path: causal only (bidirectional is [`Error::Unsupported`]),
@@ -27,6 +29,7 @@
 //! ```
 
 mod module;
+mod nvrtc;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
