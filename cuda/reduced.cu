@@ -52,11 +52,32 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
         }
         __syncthreads();
         if (tid < CW) {
-            for (int r = 0; r < e - a; ++r) {
-                float si = sp[r][tid];
-                for (int k = 0; k < r; ++k) si = fmaf(gp[r][k], us[(a + k) * CW + tid], si);
-                sp[r][tid] = si;
-                us[(a + r) * CW + tid] = pp[r][tid] + gamma * cp[r] * si;
+            // Forward substitution in the panel, one thread per column: sub-panels of
+            // 8 rows, the finished rows' part register-blocked, the 8-row triangle
+            // fully unrolled with its values in registers.
+            for (int sb = 0; sb < e - a; sb += 8) {
+                float acc[8];
+#pragma unroll
+                for (int r = 0; r < 8; ++r) acc[r] = sp[min(sb + r, PANEL - 1)][tid];
+                for (int k = 0; k < sb; ++k) {
+                    const float uk = us[(a + k) * CW + tid];
+#pragma unroll
+                    for (int r = 0; r < 8; ++r) acc[r] = fmaf(gp[min(sb + r, PANEL - 1)][k], uk, acc[r]);
+                }
+                float uv[8];
+#pragma unroll
+                for (int rr = 0; rr < 8; ++rr) {
+                    const int r = sb + rr;
+                    uv[rr] = 0.0f;
+                    if (r < e - a) {
+                        float si = acc[rr];
+#pragma unroll
+                        for (int k = 0; k < rr; ++k) si = fmaf(gp[r][sb + k], uv[k], si);
+                        sp[r][tid] = si;
+                        uv[rr] = pp[r][tid] + gamma * cp[r] * si;
+                        us[(a + r) * CW + tid] = uv[rr];
+                    }
+                }
             }
         }
         __syncthreads();
