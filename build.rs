@@ -28,7 +28,10 @@ fn main() {
     for u in &units {
         println!("cargo:rerun-if-changed={}", u.display());
     }
-    let cus: Vec<&PathBuf> = units.iter().filter(|p| p.extension().unwrap() == "cu").collect();
+    let cus: Vec<&PathBuf> = units
+        .iter()
+        .filter(|p| p.extension().unwrap() == "cu")
+        .collect();
     let ptx_dir = out.join("ptx");
     let _ = fs::remove_dir_all(&ptx_dir);
     let how = compile_with_python(&root, &ptx_dir).or_else(|| compile_with_nvcc(&cus, &ptx_dir));
@@ -61,7 +64,10 @@ fn main() {
         } else {
             "None".into()
         };
-        code += &format!("    ({stem:?}, include_str!({:?}), {ptx}),\n", u.display().to_string());
+        code += &format!(
+            "    ({stem:?}, include_str!({:?}), {ptx}),\n",
+            u.display().to_string()
+        );
     }
     code += "];\n";
     fs::write(out.join("cuda_kernels.rs"), code).unwrap();
@@ -91,7 +97,9 @@ fn compile_with_nvcc(cus: &[&PathBuf], ptx_dir: &Path) -> Option<String> {
     let nvcc = env::var_os("BLOCKRES_NVCC").unwrap_or_else(|| "nvcc".into());
     let v = Command::new(&nvcc).arg("--version").output().ok()?;
     if !String::from_utf8_lossy(&v.stdout).contains("release 13.0") {
-        println!("cargo:warning=nvcc is not CUDA 13.0; not used (newer PTX is rejected by the 580 driver)");
+        println!(
+            "cargo:warning=nvcc is not CUDA 13.0; not used (newer PTX is rejected by the 580 driver)"
+        );
         return None;
     }
     fs::create_dir_all(ptx_dir).ok()?;

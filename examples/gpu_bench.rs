@@ -18,7 +18,10 @@ use half::bf16;
 
 fn events(g: &Gpu) -> (cudarc::driver::CudaEvent, cudarc::driver::CudaEvent) {
     let f = Some(CUevent_flags::CU_EVENT_DEFAULT);
-    (g.context().new_event(f).unwrap(), g.context().new_event(f).unwrap())
+    (
+        g.context().new_event(f).unwrap(),
+        g.context().new_event(f).unwrap(),
+    )
 }
 
 fn median(mut x: Vec<f32>) -> f32 {
@@ -55,7 +58,9 @@ fn main() {
     let ns: Vec<usize> = if args.is_empty() {
         vec![4096, 16384, 32768, 65536]
     } else {
-        args.iter().map(|a| a.parse().expect("n must be an integer")).collect()
+        args.iter()
+            .map(|a| a.parse().expect("n must be an integer"))
+            .collect()
     };
     let g = match Gpu::new(0) {
         Ok(g) => g,
@@ -65,24 +70,39 @@ fn main() {
         }
     };
     let copy = copy_rate(&g);
-    println!("device: {}; PTX: {}; d2d copy {:.0} GB/s (read+write)", g.name(), gpu::ptx_tool(), copy / 1e9);
+    println!(
+        "device: {}; PTX: {}; d2d copy {:.0} GB/s (read+write)",
+        g.name(),
+        gpu::ptx_tool(),
+        copy / 1e9
+    );
     let (h, d) = (16usize, 64usize);
-    let cfg = Config { gamma: 0.5, ..Config::default() };
+    let cfg = Config {
+        gamma: 0.5,
+        ..Config::default()
+    };
     let mut rows = Vec::new();
     let mut ws = GpuWorkspace::new();
     for (idx, &n) in ns.iter().enumerate() {
         let len = h * n * d;
         let mut rng = Rng::new(42 + n as u64);
-        let mk = |rng: &mut Rng| -> Vec<bf16> { rng.normals(len).into_iter().map(bf16::from_f32).collect() };
+        let mk = |rng: &mut Rng| -> Vec<bf16> {
+            rng.normals(len).into_iter().map(bf16::from_f32).collect()
+        };
         let (q, k, v) = (mk(&mut rng), mk(&mut rng), mk(&mut rng));
         let dims = Dims::from_shapes([1, h, n, d], [1, h, n, d], [1, h, n, d]).unwrap();
-        let (dq, dk, dv) = (g.upload(&q).unwrap(), g.upload(&k).unwrap(), g.upload(&v).unwrap());
+        let (dq, dk, dv) = (
+            g.upload(&q).unwrap(),
+            g.upload(&k).unwrap(),
+            g.upload(&v).unwrap(),
+        );
         let mut dy = g.upload(&vec![bf16::from_f32(f32::NAN); len]).unwrap();
         let (a, b) = events(&g);
         let mut t = Vec::new();
         for i in 0..35 {
             a.record(g.stream()).unwrap();
-            gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws).unwrap();
+            gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws)
+                .unwrap();
             b.record(g.stream()).unwrap();
             b.synchronize().unwrap();
             if i >= 5 {
@@ -91,7 +111,10 @@ fn main() {
         }
         ws.check_finite(&g).unwrap();
         let y = g.download(&dy).unwrap();
-        assert!(y.iter().all(|x| x.to_f32().is_finite()), "n = {n}: output not fully written");
+        assert!(
+            y.iter().all(|x| x.to_f32().is_finite()),
+            "n = {n}: output not fully written"
+        );
         let best = t.iter().cloned().fold(f32::INFINITY, f32::min);
         let med = median(t);
         let bytes = 4.0 * (len * 2) as f64;

@@ -38,7 +38,17 @@ struct Case {
 }
 
 /// Reference for one head: q (n×dk), k (n×dk), v (n×dv) in f64, block size b.
-fn reference_head(q: &[f64], k: &[f64], v: &[f64], n: usize, dk: usize, dv: usize, b: usize, scale: f64, gamma: f64) -> Vec<f64> {
+fn reference_head(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    n: usize,
+    dk: usize,
+    dv: usize,
+    b: usize,
+    scale: f64,
+    gamma: f64,
+) -> Vec<f64> {
     let m = n.div_ceil(b);
     let mean = |x: &[f64], d: usize, j: usize| -> Vec<f64> {
         let (r0, r1) = (j * b, ((j + 1) * b).min(n));
@@ -93,7 +103,9 @@ fn to64<T: GpuElement>(x: &[T]) -> Vec<f64> {
 }
 
 fn rand_vec<T: GpuElement>(rng: &mut Rng, len: usize, gain: f64) -> Vec<T> {
-    (0..len).map(|_| T::from_f32((rng.normal() * gain) as f32)).collect()
+    (0..len)
+        .map(|_| T::from_f32((rng.normal() * gain) as f32))
+        .collect()
 }
 
 fn gpu() -> Gpu {
@@ -104,7 +116,17 @@ fn gpu() -> Gpu {
 /// Frobenius error against the f64 reference.
 fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     let mut rng = Rng(seed | 1);
-    let Case { batch, heads, kv_heads, n, dk, dv, block, gamma, qgain } = c;
+    let Case {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+        block,
+        gamma,
+        qgain,
+    } = c;
     let q: Vec<T> = rand_vec(&mut rng, batch * heads * n * dk, qgain);
     let k: Vec<T> = rand_vec(&mut rng, batch * kv_heads * n * dk, 1.0);
     let v: Vec<T> = rand_vec(&mut rng, batch * kv_heads * n * dv, 1.0);
@@ -113,9 +135,18 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
         block_size: if block == usize::MAX { 0 } else { block },
         causal: true,
         scale: 0.0,
-        structure: if block == usize::MAX { Structure::Dense } else { Structure::Block },
+        structure: if block == usize::MAX {
+            Structure::Dense
+        } else {
+            Structure::Block
+        },
     };
-    let dims = Dims::from_shapes([batch, heads, n, dk], [batch, kv_heads, n, dk], [batch, kv_heads, n, dv]).unwrap();
+    let dims = Dims::from_shapes(
+        [batch, heads, n, dk],
+        [batch, kv_heads, n, dk],
+        [batch, kv_heads, n, dv],
+    )
+    .unwrap();
     let dq = g.upload(&q).unwrap();
     let dkk = g.upload(&k).unwrap();
     let dvv = g.upload(&v).unwrap();
@@ -125,8 +156,19 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     gpu::resolvent_attention_device(g, &dq, &dkk, &dvv, &mut dy, &dims, &cfg, &mut ws).unwrap();
     ws.check_finite(g).unwrap();
     let y = to64(&g.download(&dy).unwrap());
-    assert!(y.iter().all(|v| v.is_finite()), "{c:?} {}: output not fully written (NaN left)", T::SUFFIX);
-    let b = if block == usize::MAX { n } else if block == 0 { blockres::auto_block_size(n, dk.max(dv)) } else { block }.clamp(1, n);
+    assert!(
+        y.iter().all(|v| v.is_finite()),
+        "{c:?} {}: output not fully written (NaN left)",
+        T::SUFFIX
+    );
+    let b = if block == usize::MAX {
+        n
+    } else if block == 0 {
+        blockres::auto_block_size(n, dk.max(dv))
+    } else {
+        block
+    }
+    .clamp(1, n);
     let (q, k, v) = (to64(&q), to64(&k), to64(&v));
     let scale = 1.0 / (dk as f64).sqrt();
     let (mut num, mut den) = (0.0f64, 0.0f64);
@@ -136,7 +178,12 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
             &q[bh * n * dk..(bh + 1) * n * dk],
             &k[kvh * n * dk..(kvh + 1) * n * dk],
             &v[kvh * n * dv..(kvh + 1) * n * dv],
-            n, dk, dv, b, scale, gamma as f64,
+            n,
+            dk,
+            dv,
+            b,
+            scale,
+            gamma as f64,
         );
         for (o, rr) in y[bh * n * dv..(bh + 1) * n * dv].iter().zip(&r) {
             num += (o - rr) * (o - rr);
@@ -147,19 +194,29 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
 }
 
 fn cases() -> Vec<Case> {
-    let c = |batch, heads, kv_heads, n, dk, dv, block, gamma, qgain| Case { batch, heads, kv_heads, n, dk, dv, block, gamma, qgain };
+    let c = |batch, heads, kv_heads, n, dk, dv, block, gamma, qgain| Case {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+        block,
+        gamma,
+        qgain,
+    };
     vec![
-        c(1, 2, 2, 1, 16, 16, 0, 0.5, 1.0),         // n = 1
-        c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0),      // GQA, dk ≠ dv, n not a multiple of b
-        c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5),      // odd dk (not a multiple of 16), B = 2
-        c(1, 2, 2, 130, 64, 64, 0, 0.5, 1.0),       // automatic block size
+        c(1, 2, 2, 1, 16, 16, 0, 0.5, 1.0),            // n = 1
+        c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0),         // GQA, dk ≠ dv, n not a multiple of b
+        c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5),         // odd dk (not a multiple of 16), B = 2
+        c(1, 2, 2, 130, 64, 64, 0, 0.5, 1.0),          // automatic block size
         c(1, 2, 1, 150, 64, 32, usize::MAX, 0.7, 1.0), // Structure::Dense (3 row tiles)
-        c(1, 1, 1, 90, 16, 16, 1000, 0.5, 2.0),     // b ≥ n: the dense operator
-        c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0),         // b = 1
-        c(1, 2, 2, 150, 128, 128, 70, 0.3, 1.0),    // largest head dims, b not a multiple of 64
-        c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0),      // auto b, γ near 1, many blocks
-        c(1, 2, 2, 257, 64, 64, 128, 0.0, 1.0),     // γ = 0 (plain block attention)
-        c(1, 1, 1, 300, 5, 3, 17, 0.5, 3.0),        // tiny widths, peaky attention
+        c(1, 1, 1, 90, 16, 16, 1000, 0.5, 2.0),        // b ≥ n: the dense operator
+        c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0),            // b = 1
+        c(1, 2, 2, 150, 128, 128, 70, 0.3, 1.0),       // largest head dims, b not a multiple of 64
+        c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0),         // auto b, γ near 1, many blocks
+        c(1, 2, 2, 257, 64, 64, 128, 0.0, 1.0),        // γ = 0 (plain block attention)
+        c(1, 1, 1, 300, 5, 3, 17, 0.5, 3.0),           // tiny widths, peaky attention
     ]
 }
 
@@ -169,7 +226,11 @@ fn check_all<T: GpuElement>(bar: f64) {
         for rep in 0..2u64 {
             let err = run_case::<T>(&g, c, 0x9E37_79B9_7F4A_7C15 ^ ((i as u64) << 8) ^ rep);
             println!("{} case {i} rep {rep}: {c:?}: rel err {err:.3e}", T::SUFFIX);
-            assert!(err <= bar, "{} {c:?}: relative error {err:.3e} > {bar:e}", T::SUFFIX);
+            assert!(
+                err <= bar,
+                "{} {c:?}: relative error {err:.3e} > {bar:e}",
+                T::SUFFIX
+            );
         }
     }
 }
@@ -200,8 +261,13 @@ fn gpu_matches_cpu_path() {
     let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
     let cfg = Config::default();
     let yg = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &cfg).unwrap();
-    let yc = blockres::resolvent_attention_alloc(t(&q), t(&k), t(&v), &cfg, blockres::Par::Seq).unwrap();
-    let num: f64 = yg.iter().zip(&yc).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let yc =
+        blockres::resolvent_attention_alloc(t(&q), t(&k), t(&v), &cfg, blockres::Par::Seq).unwrap();
+    let num: f64 = yg
+        .iter()
+        .zip(&yc)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let den: f64 = yc.iter().map(|b| (*b as f64).powi(2)).sum();
     let err = (num / den).sqrt();
     println!("gpu vs cpu: {err:.3e}");
@@ -217,8 +283,20 @@ fn constant_values_pass_through() {
     let k: Vec<bf16> = rand_vec(&mut rng, h * n * d, 1.0);
     let v = vec![bf16::from_f32(1.25); h * n * d];
     let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
-    let y = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &Config { gamma: 0.8, ..Config::default() }).unwrap();
-    assert!(y.iter().all(|x| (x.to_f32() - 1.25).abs() < 1.25 * 8e-3), "constant V not preserved");
+    let y = gpu::resolvent_attention_host(
+        t(&q),
+        t(&k),
+        t(&v),
+        &Config {
+            gamma: 0.8,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        y.iter().all(|x| (x.to_f32() - 1.25).abs() < 1.25 * 8e-3),
+        "constant V not preserved"
+    );
 }
 
 #[test]
@@ -231,20 +309,42 @@ fn non_finite_input_is_reported() {
     let v = vec![0.3f32; h * n * d];
     let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
     let e = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &Config::default()).unwrap_err();
-    assert_eq!(e, Error::NonFinite { tensor: "K", index: 1234 });
+    assert_eq!(
+        e,
+        Error::NonFinite {
+            tensor: "K",
+            index: 1234
+        }
+    );
 }
 
 #[test]
 fn unsupported_requests_are_errors() {
     let x = vec![0.5f32; 2 * 50 * 16];
     let t = TensorRef::new(&x, [1, 2, 50, 16]).unwrap();
-    let bidir = gpu::resolvent_attention_host(t, t, t, &Config { causal: false, ..Config::default() });
+    let bidir = gpu::resolvent_attention_host(
+        t,
+        t,
+        t,
+        &Config {
+            causal: false,
+            ..Config::default()
+        },
+    );
     assert!(matches!(bidir, Err(Error::Unsupported(_))), "{bidir:?}");
     let wide = vec![0.5f32; 50 * 200];
     let tw = TensorRef::new(&wide, [1, 1, 50, 200]).unwrap();
     let e = gpu::resolvent_attention_host(tw, tw, tw, &Config::default()).unwrap_err();
     assert!(e.to_string().contains("dk, dv"), "{e}");
-    let bad = gpu::resolvent_attention_host(t, t, t, &Config { gamma: 1.0, ..Config::default() });
+    let bad = gpu::resolvent_attention_host(
+        t,
+        t,
+        t,
+        &Config {
+            gamma: 1.0,
+            ..Config::default()
+        },
+    );
     assert!(matches!(bad, Err(Error::Param { name: "gamma", .. })));
 }
 
@@ -253,7 +353,17 @@ fn small_mixed_case() {
     // Small enough for compute-sanitizer (memcheck, racecheck): GQA, dk ≠ dv, three
     // row tiles in a block (64, 64, 22), a short last block, both kernel families.
     let g = gpu();
-    let c = Case { batch: 1, heads: 2, kv_heads: 1, n: 320, dk: 40, dv: 24, block: 150, gamma: 0.6, qgain: 1.0 };
+    let c = Case {
+        batch: 1,
+        heads: 2,
+        kv_heads: 1,
+        n: 320,
+        dk: 40,
+        dv: 24,
+        block: 150,
+        gamma: 0.6,
+        qgain: 1.0,
+    };
     let e32 = run_case::<f32>(&g, c, 11);
     let e16 = run_case::<bf16>(&g, c, 12);
     println!("small case: f32 {e32:.3e}, bf16 {e16:.3e}");

@@ -43,8 +43,8 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::TensorRef;
 
-pub use module::ptx_tool;
 use module::Kernels;
+pub use module::ptx_tool;
 
 /// Largest `dk` and `dv` the kernels take (register and shared-memory tiles).
 pub const MAX_HEAD_DIM: usize = 128;
@@ -119,10 +119,17 @@ impl Gpu {
             )));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| dev_err("creating the CUDA context", e))?;
-        let stream = ctx.new_stream().map_err(|e| dev_err("creating a stream", e))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| dev_err("creating a stream", e))?;
         let k = Kernels::load(&ctx)?;
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-        Ok(Self { ctx, stream, k, name })
+        Ok(Self {
+            ctx,
+            stream,
+            k,
+            name,
+        })
     }
 
     /// The device's name, as the driver reports it.
@@ -139,19 +146,27 @@ impl Gpu {
     }
     /// Copy a host slice to a new device buffer (on this stream).
     pub fn upload<T: DeviceRepr>(&self, x: &[T]) -> Result<CudaSlice<T>> {
-        self.stream.clone_htod(x).map_err(|e| dev_err("copying to the device", e))
+        self.stream
+            .clone_htod(x)
+            .map_err(|e| dev_err("copying to the device", e))
     }
     /// Copy a device buffer back (waits for the stream).
     pub fn download<T: DeviceRepr>(&self, x: &CudaSlice<T>) -> Result<Vec<T>> {
-        self.stream.clone_dtoh(x).map_err(|e| dev_err("copying from the device", e))
+        self.stream
+            .clone_dtoh(x)
+            .map_err(|e| dev_err("copying from the device", e))
     }
     /// A zeroed device buffer of `len` elements.
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros(len).map_err(|e| dev_err("allocating device memory", e))
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| dev_err("allocating device memory", e))
     }
     /// Wait until every enqueued operation of the stream has finished.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| dev_err("synchronizing the stream", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("synchronizing the stream", e))
     }
 }
 
@@ -173,7 +188,9 @@ pub struct GpuWorkspace {
 
 impl std::fmt::Debug for GpuWorkspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuWorkspace").field("buffers", &self.bufs.len()).finish()
+        f.debug_struct("GpuWorkspace")
+            .field("buffers", &self.bufs.len())
+            .finish()
     }
 }
 
@@ -241,17 +258,29 @@ fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
 }
 
 fn to_i32(x: usize, name: &'static str) -> Result<i32> {
-    i32::try_from(x).map_err(|_| Error::Unsupported(format!("{name} = {x} exceeds the GPU path's 32-bit index range")))
+    i32::try_from(x).map_err(|_| {
+        Error::Unsupported(format!(
+            "{name} = {x} exceeds the GPU path's 32-bit index range"
+        ))
+    })
 }
 
 /// Shared memory of the local kernel: Q and K tiles, the 64×65 probability tile, the
 /// operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor cores), the
 /// 64×(dv+1) right side, z and the inverse diagonal. Mirrors the layout in `cuda/local.cu`.
 fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
-    let (ld, es) = if elem_half { (dk.div_ceil(16) * 16 + 8, 2) } else { (dk + 1, 4) };
+    let (ld, es) = if elem_half {
+        (dk.div_ceil(16) * 16 + 8, 2)
+    } else {
+        (dk + 1, 4)
+    };
     let qbytes = (64 * ld * es + 15) & !15;
     let uw = dv + 1;
-    let mid = if elem_half { (64 * 72 + 8 * uw.div_ceil(8) * 72) * 2 } else { 64 * uw * 4 };
+    let mid = if elem_half {
+        (64 * 72 + 8 * uw.div_ceil(8) * 72) * 2
+    } else {
+        64 * uw * 4
+    };
     2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 2 * 64 * 4
 }
 
@@ -289,7 +318,14 @@ pub fn resolvent_attention_device<T: GpuElement>(
     ws: &mut GpuWorkspace,
 ) -> Result<()> {
     cfg.validate()?;
-    let Dims { batch, heads, kv_heads, n, dk, dv } = *dims;
+    let Dims {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+    } = *dims;
     let bh = batch * heads;
     let bhkv = batch * kv_heads;
     for (name, got, want) in [
@@ -328,11 +364,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )));
     }
     if bh > 65535 {
-        return Err(Error::Unsupported(format!("B·H = {bh} exceeds the GPU grid limit 65535")));
+        return Err(Error::Unsupported(format!(
+            "B·H = {bh} exceeds the GPU grid limit 65535"
+        )));
     }
     let m = n.div_ceil(b);
     if m > 65535 {
-        return Err(Error::Unsupported(format!("n/b = {m} blocks exceed the GPU grid limit 65535")));
+        return Err(Error::Unsupported(format!(
+            "n/b = {m} blocks exceed the GPU grid limit 65535"
+        )));
     }
     if m * REDUCED_CW * 4 > MAX_SMEM {
         return Err(Error::Unsupported(format!(
@@ -341,19 +381,35 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )));
     }
     if n * dv.max(dk) >= i32::MAX as usize {
-        return Err(Error::Unsupported(format!("n·d = {} exceeds the GPU path's 32-bit per-head index range", n * dv.max(dk))));
+        return Err(Error::Unsupported(format!(
+            "n·d = {} exceeds the GPU path's 32-bit per-head index range",
+            n * dv.max(dk)
+        )));
     }
     // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s.
     ws.ensure(
         gpu,
-        &[bh * m * dk, bhkv * m * dk, bhkv * m * dv, bh * m * m, bh * m, bh * m, bh * m * dv, bh * n, bh * m * dv, bh * m, bh * m * dv],
+        &[
+            bh * m * dk,
+            bhkv * m * dk,
+            bhkv * m * dv,
+            bh * m * m,
+            bh * m,
+            bh * m,
+            bh * m * dv,
+            bh * n,
+            bh * m * dv,
+            bh * m,
+            bh * m * dv,
+        ],
     )?;
     let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s] = &mut ws.bufs[..] else {
         unreachable!("ensure made 11 buffers")
     };
     let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
     let st = &gpu.stream;
-    st.memset_zeros(bad).map_err(|e| dev_err("clearing the non-finite record", e))?;
+    st.memset_zeros(bad)
+        .map_err(|e| dev_err("clearing the non-finite record", e))?;
     let (ni, dki, dvi, bi, mi) = (
         to_i32(n, "n")?,
         to_i32(dk, "dk")?,
@@ -371,13 +427,26 @@ pub fn resolvent_attention_device<T: GpuElement>(
     };
 
     // 1. Block means (and the non-finite scan) of Q, K, V.
-    for (x, out, rows, d, slot) in [(q, &mut *qbar, bh, dk, 0usize), (k, &mut *kbar, bhkv, dk, 1), (v, &mut *vbar, bhkv, dv, 2)] {
+    for (x, out, rows, d, slot) in [
+        (q, &mut *qbar, bh, dk, 0usize),
+        (k, &mut *kbar, bhkv, dk, 1),
+        (v, &mut *vbar, bhkv, dv, 2),
+    ] {
         let f = &kx.means[T::INDEX];
         let mut bad_view = bad.slice_mut(slot..slot + 1);
         let d = to_i32(d, "d")?;
         let mut lb = st.launch_builder(f);
-        lb.arg(x).arg(out).arg(&mut bad_view).arg(&ni).arg(&d).arg(&bi).arg(&mi);
-        launch(unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) }, "launching block_means")?;
+        lb.arg(x)
+            .arg(out)
+            .arg(&mut bad_view)
+            .arg(&ni)
+            .arg(&d)
+            .arg(&bi)
+            .arg(&mi);
+        launch(
+            unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
+            "launching block_means",
+        )?;
     }
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
@@ -387,9 +456,27 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let smem = ig * m * 4;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
-        lb.arg(&*qbar).arg(&*kbar).arg(&*vbar).arg(&mut *g).arg(&mut *sigma).arg(&mut *gsum).arg(&mut *h);
-        lb.arg(&hi).arg(&hkvi).arg(&ni).arg(&dki).arg(&dvi).arg(&bi).arg(&mi).arg(&scale).arg(&causal).arg(&igi);
-        launch(unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) }, "launching coarse")?;
+        lb.arg(&*qbar)
+            .arg(&*kbar)
+            .arg(&*vbar)
+            .arg(&mut *g)
+            .arg(&mut *sigma)
+            .arg(&mut *gsum)
+            .arg(&mut *h);
+        lb.arg(&hi)
+            .arg(&hkvi)
+            .arg(&ni)
+            .arg(&dki)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&scale)
+            .arg(&causal)
+            .arg(&igi);
+        launch(
+            unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
+            "launching coarse",
+        )?;
     }
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
@@ -397,26 +484,68 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let smem = local_smem(T::INDEX != 0, dk, dv);
         kx.allow_smem(f, smem)?;
         let mut lb = st.launch_builder(f);
-        lb.arg(q).arg(k).arg(v).arg(&mut *y).arg(&mut *w).arg(&mut *pbar).arg(&mut *cvec);
+        lb.arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(&mut *y)
+            .arg(&mut *w)
+            .arg(&mut *pbar)
+            .arg(&mut *cvec);
         lb.arg(&*sigma).arg(&*gsum).arg(&*h);
-        lb.arg(&hi).arg(&hkvi).arg(&ni).arg(&dki).arg(&dvi).arg(&bi).arg(&mi).arg(&scale).arg(&gamma);
-        launch(unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, smem as u32)) }, "launching local_causal")?;
+        lb.arg(&hi)
+            .arg(&hkvi)
+            .arg(&ni)
+            .arg(&dki)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&scale)
+            .arg(&gamma);
+        launch(
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, smem as u32)) },
+            "launching local_causal",
+        )?;
     }
     // 6. Reduced system.
     {
         let smem = m * REDUCED_CW * 4;
         kx.allow_smem(&kx.reduced, smem)?;
         let mut lb = st.launch_builder(&kx.reduced);
-        lb.arg(&*g).arg(&*pbar).arg(&*cvec).arg(&mut *s).arg(&mi).arg(&dvi).arg(&gamma);
-        launch(unsafe { lb.launch(cfg1((dv.div_ceil(REDUCED_CW) as u32, bh as u32), 256, smem as u32)) }, "launching reduced_causal")?;
+        lb.arg(&*g)
+            .arg(&*pbar)
+            .arg(&*cvec)
+            .arg(&mut *s)
+            .arg(&mi)
+            .arg(&dvi)
+            .arg(&gamma);
+        launch(
+            unsafe {
+                lb.launch(cfg1(
+                    (dv.div_ceil(REDUCED_CW) as u32, bh as u32),
+                    256,
+                    smem as u32,
+                ))
+            },
+            "launching reduced_causal",
+        )?;
     }
     // 7. Combine in place.
     {
         let f = &kx.combine[T::INDEX];
         let mut lb = st.launch_builder(f);
-        lb.arg(&mut *y).arg(&*w).arg(&*s).arg(&ni).arg(&dvi).arg(&bi).arg(&mi).arg(&gamma);
+        lb.arg(&mut *y)
+            .arg(&*w)
+            .arg(&*s)
+            .arg(&ni)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&gamma);
         let blocks = (n * dv).div_ceil(256).min(1024) as u32;
-        launch(unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) }, "launching combine")?;
+        launch(
+            unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
+            "launching combine",
+        )?;
     }
     Ok(())
 }
@@ -472,7 +601,10 @@ pub fn resolvent_attention_host<T: GpuElement>(
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
     let sh = shared()?;
     let gpu = &sh.gpu;
-    let mut ws = sh.ws.lock().map_err(|_| Error::Device("GPU workspace lock poisoned".into()))?;
+    let mut ws = sh
+        .ws
+        .lock()
+        .map_err(|_| Error::Device("GPU workspace lock poisoned".into()))?;
     let dq = gpu.upload(q.data())?;
     let dk = gpu.upload(k.data())?;
     let dv = gpu.upload(v.data())?;

@@ -39,7 +39,13 @@ fn expand(src: &str) -> String {
     let (hname, htext) = embedded::HEADER;
     let inc = format!("#include \"{hname}\"");
     src.lines()
-        .map(|l| if l.trim() == inc { htext.replace("#pragma once", "") } else { l.to_string() })
+        .map(|l| {
+            if l.trim() == inc {
+                htext.replace("#pragma once", "")
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -74,11 +80,16 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
 }
 
 fn func(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
-    m.load_function(name).map_err(|e| dev_err(&format!("kernel {name}"), e))
+    m.load_function(name)
+        .map_err(|e| dev_err(&format!("kernel {name}"), e))
 }
 
 fn typed(m: &Arc<CudaModule>, base: &str) -> Result<[CudaFunction; 3]> {
-    Ok([func(m, &format!("{base}_f32"))?, func(m, &format!("{base}_f16"))?, func(m, &format!("{base}_bf16"))?])
+    Ok([
+        func(m, &format!("{base}_f32"))?,
+        func(m, &format!("{base}_f16"))?,
+        func(m, &format!("{base}_bf16"))?,
+    ])
 }
 
 impl Kernels {

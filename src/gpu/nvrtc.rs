@@ -22,16 +22,29 @@ const RTLD_NOW: c_int = 2;
 const RTLD_GLOBAL: c_int = 0x100;
 
 type Prog = *mut c_void;
+type VersionFn = unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int;
+type CreateFn = unsafe extern "C" fn(
+    *mut Prog,
+    *const c_char,
+    *const c_char,
+    c_int,
+    *const *const c_char,
+    *const *const c_char,
+) -> c_int;
+type CompileFn = unsafe extern "C" fn(Prog, c_int, *const *const c_char) -> c_int;
+type SizeFn = unsafe extern "C" fn(Prog, *mut usize) -> c_int;
+type TextFn = unsafe extern "C" fn(Prog, *mut c_char) -> c_int;
+type DestroyFn = unsafe extern "C" fn(*mut Prog) -> c_int;
 
 struct Api {
-    version: unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int,
-    create: unsafe extern "C" fn(*mut Prog, *const c_char, *const c_char, c_int, *const *const c_char, *const *const c_char) -> c_int,
-    compile: unsafe extern "C" fn(Prog, c_int, *const *const c_char) -> c_int,
-    log_size: unsafe extern "C" fn(Prog, *mut usize) -> c_int,
-    log: unsafe extern "C" fn(Prog, *mut c_char) -> c_int,
-    ptx_size: unsafe extern "C" fn(Prog, *mut usize) -> c_int,
-    ptx: unsafe extern "C" fn(Prog, *mut c_char) -> c_int,
-    destroy: unsafe extern "C" fn(*mut Prog) -> c_int,
+    version: VersionFn,
+    create: CreateFn,
+    compile: CompileFn,
+    log_size: SizeFn,
+    log: TextFn,
+    ptx_size: SizeFn,
+    ptx: TextFn,
+    destroy: DestroyFn,
 }
 
 fn open(path: &str) -> std::result::Result<*mut c_void, String> {
@@ -39,7 +52,11 @@ fn open(path: &str) -> std::result::Result<*mut c_void, String> {
     let h = unsafe { dlopen(c.as_ptr(), RTLD_NOW | RTLD_GLOBAL) };
     if h.is_null() {
         let e = unsafe { dlerror() };
-        let msg = if e.is_null() { "unknown error".into() } else { unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned() };
+        let msg = if e.is_null() {
+            "unknown error".into()
+        } else {
+            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+        };
         Err(msg)
     } else {
         Ok(h)
@@ -55,7 +72,10 @@ fn load() -> Result<(Api, String)> {
                 let _ = open(&dir.join("libnvrtc-builtins.so.13.0").to_string_lossy());
             }
             let s = p.to_string_lossy().into_owned();
-            (open(&s).map_err(|e| Error::Unsupported(format!("BLOCKRES_NVRTC={s}: {e}")))?, s)
+            (
+                open(&s).map_err(|e| Error::Unsupported(format!("BLOCKRES_NVRTC={s}: {e}")))?,
+                s,
+            )
         }
         None => {
             let s = "libnvrtc.so.13".to_string();
@@ -70,19 +90,23 @@ fn load() -> Result<(Api, String)> {
     let sym = |n: &str| -> Result<*mut c_void> {
         let c = CString::new(n).unwrap();
         let p = unsafe { dlsym(handle, c.as_ptr()) };
-        if p.is_null() { Err(Error::Device(format!("{name} lacks {n}"))) } else { Ok(p) }
+        if p.is_null() {
+            Err(Error::Device(format!("{name} lacks {n}")))
+        } else {
+            Ok(p)
+        }
     };
     // SAFETY: the symbols are NVRTC's C API with these signatures (nvrtc.h).
     let api = unsafe {
         Api {
-            version: std::mem::transmute::<*mut c_void, _>(sym("nvrtcVersion")?),
-            create: std::mem::transmute::<*mut c_void, _>(sym("nvrtcCreateProgram")?),
-            compile: std::mem::transmute::<*mut c_void, _>(sym("nvrtcCompileProgram")?),
-            log_size: std::mem::transmute::<*mut c_void, _>(sym("nvrtcGetProgramLogSize")?),
-            log: std::mem::transmute::<*mut c_void, _>(sym("nvrtcGetProgramLog")?),
-            ptx_size: std::mem::transmute::<*mut c_void, _>(sym("nvrtcGetPTXSize")?),
-            ptx: std::mem::transmute::<*mut c_void, _>(sym("nvrtcGetPTX")?),
-            destroy: std::mem::transmute::<*mut c_void, _>(sym("nvrtcDestroyProgram")?),
+            version: std::mem::transmute::<*mut c_void, VersionFn>(sym("nvrtcVersion")?),
+            create: std::mem::transmute::<*mut c_void, CreateFn>(sym("nvrtcCreateProgram")?),
+            compile: std::mem::transmute::<*mut c_void, CompileFn>(sym("nvrtcCompileProgram")?),
+            log_size: std::mem::transmute::<*mut c_void, SizeFn>(sym("nvrtcGetProgramLogSize")?),
+            log: std::mem::transmute::<*mut c_void, TextFn>(sym("nvrtcGetProgramLog")?),
+            ptx_size: std::mem::transmute::<*mut c_void, SizeFn>(sym("nvrtcGetPTXSize")?),
+            ptx: std::mem::transmute::<*mut c_void, TextFn>(sym("nvrtcGetPTX")?),
+            destroy: std::mem::transmute::<*mut c_void, DestroyFn>(sym("nvrtcDestroyProgram")?),
         }
     };
     Ok((api, name))
@@ -111,12 +135,24 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
              rejected; point BLOCKRES_NVRTC at a CUDA {dmaj}.{dmin} (or older) libnvrtc.so"
         )));
     }
-    let csrc = CString::new(src).map_err(|_| Error::Device("kernel source holds a NUL byte".into()))?;
+    let csrc =
+        CString::new(src).map_err(|_| Error::Device("kernel source holds a NUL byte".into()))?;
     let cname = CString::new(format!("{name}.cu")).unwrap();
     let mut prog: Prog = std::ptr::null_mut();
-    let r = unsafe { (api.create)(&mut prog, csrc.as_ptr(), cname.as_ptr(), 0, std::ptr::null(), std::ptr::null()) };
+    let r = unsafe {
+        (api.create)(
+            &mut prog,
+            csrc.as_ptr(),
+            cname.as_ptr(),
+            0,
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
     if r != 0 {
-        return Err(Error::Device(format!("nvrtcCreateProgram({name}.cu) failed: {r}")));
+        return Err(Error::Device(format!(
+            "nvrtcCreateProgram({name}.cu) failed: {r}"
+        )));
     }
     let opts: Vec<CString> = [format!("--gpu-architecture={arch}"), "--std=c++17".into()]
         .into_iter()
