@@ -267,7 +267,8 @@ fn to_i32(x: usize, name: &'static str) -> Result<i32> {
 
 /// Shared memory of the local kernel: Q and K tiles, the 64×65 probability tile, the
 /// operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor cores), the
-/// 64×(dv+1) right side, z and the inverse diagonal. Mirrors the layout in `cuda/local.cu`.
+/// 64×(dv+1) right side and four per-row vectors (z, inverse diagonal, 1/Z, rescale).
+/// Mirrors the layout in `cuda/local.cu`.
 fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     let (ld, es) = if elem_half {
         (dk.div_ceil(16) * 16 + 8, 2)
@@ -281,7 +282,7 @@ fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     } else {
         64 * uw * 4
     };
-    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 2 * 64 * 4
+    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
