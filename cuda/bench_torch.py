@@ -23,7 +23,8 @@ dev = "cuda"
 
 
 def auto_block_size(n):  # same rule as blockres::auto_block_size
-    b = min(max(int(round(4.0 * n ** (1.0 / 3.0))), 32), 512)
+    # np.cbrt is exact on cubes and floor(x + 0.5) rounds halves up, as Rust does.
+    b = min(max(int(math.floor(1.5 * float(np.cbrt(n)) / 16.0 + 0.5)) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
 

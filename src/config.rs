@@ -18,7 +18,7 @@ pub enum Structure {
         stride: usize,
     },
     /// Sparse Transformer fixed pattern (SPEC §3), causal only; `block = 0` picks
-    /// `ceil(sqrt(n))`.
+    /// `ceil(sqrt(n))`, `summary = 0` picks 1.
     Fixed {
         /// Block length `l`.
         block: usize,
@@ -26,6 +26,8 @@ pub enum Structure {
         summary: usize,
     },
     /// Top-k dynamic window (SPEC §3), causal only: `k = ceil(alpha · n^c_exp)`.
+    /// `alpha = 0` is the default α = 2 (and C = ½ when `c_exp` is 0 too: `k =
+    /// ceil(2·√n)`); see [`topk_window`](crate::cpu::sparse::topk_window).
     TopK {
         /// Scale `α` of the window.
         alpha: f32,
@@ -115,19 +117,20 @@ impl Config {
                     ),
                 });
             }
-            Structure::Fixed { block, summary }
-                if block > 0 && (summary == 0 || summary > block) =>
-            {
+            // summary = 0 means the default c = 1.
+            Structure::Fixed { block, summary } if block > 0 && summary > block => {
                 return Err(Error::Param {
                     name: "summary",
-                    message: format!("must lie in 1..=stride ({block}), got {summary}"),
+                    message: format!("must lie in 1..=stride ({block}) (0 = 1), got {summary}"),
                 });
             }
             Structure::TopK { alpha, c_exp } => {
-                if !(alpha.is_finite() && alpha > 0.0) {
+                if !(alpha.is_finite() && alpha >= 0.0) {
                     return Err(Error::Param {
                         name: "alpha",
-                        message: format!("must be a finite number > 0, got {alpha}"),
+                        message: format!(
+                            "must be a finite number > 0 (or 0 for the default 2), got {alpha}"
+                        ),
                     });
                 }
                 if !(c_exp.is_finite() && (0.0..=1.0).contains(&c_exp)) {

@@ -23,10 +23,12 @@
 mod attention;
 mod config;
 pub mod cpu;
+pub mod diagnostics;
 mod element;
 mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+mod ort_op;
 pub mod synthetic;
 mod tensor;
 

@@ -10,50 +10,58 @@
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Head, KernelScratch, small, threads};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The block size `block_size = 0` resolves to, for sequence length `n` and head
 /// width `d` (the larger of dk and dv).
 ///
 /// The cost is about `c₁·n·b·d` for the local blocks plus `c₂·(n/b)²·d` for the
-/// reduced system, minimized at `b ∝ n^{1/3}`; the constant was fitted to
-/// measurements on x86-64 (see BENCHMARKS.md). Short sequences (`n ≤ 2·b`) use a
-/// single block, which is the exact dense operator.
+/// reduced system, minimized at `b ∝ n^{1/3}`. The rule `b ≈ 1.5·n^{1/3}`, rounded to
+/// a multiple of 16 (the SIMD-friendly widths) within [16, 512], is the optimum of
+/// sweeps over b at n = 2^14, 2^16, 2^18 with d = 64 on x86-64 (BENCHMARKS.md).
+/// `d` is accepted for rules fitted on other widths. Sequences of at most `2·b`
+/// tokens use a single block, which is the exact dense operator.
 ///
 /// ```
 /// use blockres::auto_block_size;
-/// assert_eq!(auto_block_size(100, 64), 100);
+/// assert_eq!(auto_block_size(20, 64), 20);
+/// assert_eq!(auto_block_size(1 << 16, 64), 64);
 /// let b = auto_block_size(1 << 20, 64);
-/// assert!(b >= 64 && b <= 512);
+/// assert!(b >= 128 && b <= 176);
 /// ```
 pub fn auto_block_size(n: usize, d: usize) -> usize {
     let _ = d;
-    let b = (4.0 * (n as f64).cbrt()).round() as usize;
-    let b = b.clamp(32, 512);
+    let b = ((1.5 * (n as f64).cbrt() / 16.0).round() as usize * 16).clamp(16, 512);
     if n <= 2 * b { n.max(1) } else { b }
 }
 
-fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
-    for (j, o) in out.chunks_exact_mut(d).enumerate() {
-        let r0 = j * b;
-        let r1 = (r0 + b).min(n);
-        o.fill(0.0);
-        for row in x[r0 * d..r1 * d].chunks_exact(d) {
-            for (a, &v) in o.iter_mut().zip(row) {
-                *a += v;
+small::multiversion! {
+    fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
+        for (j, o) in out.chunks_exact_mut(d).enumerate() {
+            let r0 = j * b;
+            let r1 = (r0 + b).min(n);
+            o.fill(0.0);
+            for row in x[r0 * d..r1 * d].chunks_exact(d) {
+                for (a, &v) in o.iter_mut().zip(row) {
+                    *a += v;
+                }
             }
+            let inv = 1.0 / (r1 - r0) as f32;
+            o.iter_mut().for_each(|a| *a *= inv);
         }
-        let inv = 1.0 / (r1 - r0) as f32;
-        o.iter_mut().for_each(|a| *a *= inv);
     }
 }
 
 /// Rows of the reduced system solved per step of the blocked forward substitution.
-const REDUCED_PANEL: usize = 64;
+const REDUCED_PANEL: usize = 128;
+
+/// Rows of G̃ computed per parallel task.
+const COARSE_PANEL: usize = 32;
 
 pub(crate) fn evaluate(
     h: &Head<'_>,
@@ -107,59 +115,87 @@ pub(crate) fn evaluate(
     ]);
 
     // 1. Block means and the shifted coarse matrix G̃.
-    block_means(q, dk, b, n, qbar);
-    block_means(k, dk, b, n, kbar);
-    block_means(v, dv, b, n, vbar);
-    matmul(
-        MatMut::from_row_major_slice_mut(g, m, m),
-        Accum::Replace,
-        MatRef::from_row_major_slice(qbar, m, dk),
-        MatRef::from_row_major_slice(kbar, m, dk).transpose(),
-        scale,
-        par,
-    );
+    for (name, x, d, out) in [
+        ("Q", q, dk, &mut *qbar),
+        ("K", k, dk, &mut *kbar),
+        ("V", v, dv, &mut *vbar),
+    ] {
+        block_means(x, d, b, n, out);
+        if small::any_non_finite(out) {
+            // The caller locates the offending element.
+            return Err(Error::NonFinite {
+                tensor: name,
+                index: 0,
+            });
+        }
+    }
+    // Row panels of G̃ are independent: logits, shift and exponentials, and their
+    // share of H = G̃·v̄, computed panel by panel in parallel. Causal rows need only
+    // the columns before the panel's end.
     let ln_b = (b as f32).ln();
     let ln_last = ((n - (m - 1) * b) as f32).ln();
-    let shift_row = |(i, ((row, sg), gs)): (usize, ((&mut [f32], &mut f32), &mut f32))| {
-        let allowed = |j: usize| if causal { j < i } else { j != i };
-        let mut mx = f32::NEG_INFINITY;
-        for (j, x) in row.iter_mut().enumerate() {
-            if allowed(j) {
-                *x += if j + 1 == m { ln_last } else { ln_b };
-                mx = mx.max(*x);
+    let (qbar, kbar, vbar): (&[f32], &[f32], &[f32]) = (qbar, kbar, vbar);
+    let coarse_panel = |(p, (((gp, hp), sp), gsp)): (
+        usize,
+        (((&mut [f32], &mut [f32]), &mut [f32]), &mut [f32]),
+    )| {
+        let a = p * COARSE_PANEL;
+        let rows = sp.len();
+        let cols = if causal { a + rows } else { m };
+        let mut tmp = vec![0.0f32; rows * cols];
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut tmp, rows, cols),
+            Accum::Replace,
+            MatRef::from_row_major_slice(&qbar[a * dk..(a + rows) * dk], rows, dk),
+            MatRef::from_row_major_slice(&kbar[..cols * dk], cols, dk).transpose(),
+            scale,
+            Par::Seq,
+        );
+        for (r, (row, t)) in gp.chunks_mut(m).zip(tmp.chunks_exact(cols)).enumerate() {
+            let i = a + r;
+            let row = &mut row[..cols];
+            row.copy_from_slice(t);
+            // Fold ln n_J in (every block has b tokens but the last), mask, shift, exp.
+            if cols == m {
+                row[m - 1] += ln_last - ln_b;
             }
+            row[i] = f32::NEG_INFINITY;
+            if causal {
+                row[i..].fill(f32::NEG_INFINITY);
+            }
+            let mx = small::max_f32(row) + ln_b;
+            if mx == f32::NEG_INFINITY {
+                // No block is visible (the first block, when causal).
+                row.fill(0.0);
+                sp[r] = mx;
+                gsp[r] = 0.0;
+                continue;
+            }
+            sp[r] = mx;
+            gsp[r] = small::exp_shift_sum(row, mx - ln_b);
         }
-        let mut sum = 0.0f32;
-        for (j, x) in row.iter_mut().enumerate() {
-            *x = if allowed(j) { small::exp(*x - mx) } else { 0.0 };
-            sum += *x;
-        }
-        *sg = mx;
-        *gs = sum;
+        matmul(
+            MatMut::from_row_major_slice_mut(hp, rows, dv),
+            Accum::Replace,
+            MatRef::from_row_major_slice_with_stride(gp, rows, cols, m),
+            MatRef::from_row_major_slice(&vbar[..cols * dv], cols, dv),
+            1.0,
+            Par::Seq,
+        );
     };
-    if threads(par) > 1 && m >= 256 {
-        g.par_chunks_mut(m)
-            .zip(sigma.par_iter_mut())
-            .zip(gsum.par_iter_mut())
-            .enumerate()
-            .for_each(shift_row);
+    let panels = g
+        .chunks_mut(COARSE_PANEL * m)
+        .zip(hm.chunks_mut(COARSE_PANEL * dv))
+        .zip(sigma.chunks_mut(COARSE_PANEL))
+        .zip(gsum.chunks_mut(COARSE_PANEL))
+        .enumerate();
+    if threads(par) > 1 && m > COARSE_PANEL {
+        panels.par_bridge().for_each(coarse_panel);
     } else {
-        g.chunks_mut(m)
-            .zip(sigma.iter_mut())
-            .zip(gsum.iter_mut())
-            .enumerate()
-            .for_each(shift_row);
+        panels.for_each(coarse_panel);
     }
     let g: &[f32] = g;
     let gm = MatRef::from_row_major_slice(g, m, m);
-    matmul(
-        MatMut::from_row_major_slice_mut(hm, m, dv),
-        Accum::Replace,
-        gm,
-        MatRef::from_row_major_slice(vbar, m, dv),
-        1.0,
-        par,
-    );
 
     // 2.–5. Per block: local softmax with the coarse normalizer, X = A·V, local
     // solves for P (into y) and w, and their block means.
@@ -172,20 +208,24 @@ pub(crate) fn evaluate(
         let nb = wb.len();
         let r0 = bi * b;
         let ldx = dv + 1;
-        let need = nb * nb + nb * ldx + nb * nb * usize::from(!causal);
+        let need = nb * nb + nb * ldx + nb * nb.max(dk);
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
         let (sblk, rest) = buf.split_at_mut(nb * nb);
         let (xb, tb) = rest.split_at_mut(nb * ldx);
-        matmul(
-            MatMut::from_row_major_slice_mut(sblk, nb, nb),
-            Accum::Replace,
-            MatRef::from_row_major_slice(&q[r0 * dk..(r0 + nb) * dk], nb, dk),
-            MatRef::from_row_major_slice(&k[r0 * dk..(r0 + nb) * dk], nb, dk).transpose(),
-            scale,
-            Par::Seq,
-        );
+        let qb = &q[r0 * dk..(r0 + nb) * dk];
+        let kb = &k[r0 * dk..(r0 + nb) * dk];
+        let vb = &v[r0 * dv..(r0 + nb) * dv];
+        // Kᵀ of the block (dk × nb), so both products stream rows of B.
+        let kt = &mut tb[..dk * nb];
+        for (j, row) in kb.chunks_exact(dk).enumerate() {
+            for (t, &x) in row.iter().enumerate() {
+                kt[t * nb + j] = x;
+            }
+        }
+        let upto = |iend: usize| if causal { iend } else { nb };
+        small::gemm_rm(sblk, nb, qb, dk, kt, nb, nb, nb, scale, upto, |_| dk);
         small::softmax_rows(
             sblk,
             nb,
@@ -195,16 +235,7 @@ pub(crate) fn evaluate(
             gsum[bi],
             wb,
         );
-        // The product goes to the contiguous output block first: faer's small-matrix
-        // kernels may store whole vectors past the last column of a strided row.
-        matmul(
-            MatMut::from_row_major_slice_mut(yb, nb, dv),
-            Accum::Replace,
-            MatRef::from_row_major_slice(sblk, nb, nb),
-            MatRef::from_row_major_slice(&v[r0 * dv..(r0 + nb) * dv], nb, dv),
-            1.0,
-            Par::Seq,
-        );
+        small::gemm_rm(yb, dv, sblk, nb, vb, dv, nb, dv, 1.0, |_| dv, upto);
         let hrow = &hm[bi * dv..(bi + 1) * dv];
         for ((xr, &z), yr) in xb
             .chunks_exact_mut(ldx)
@@ -217,7 +248,24 @@ pub(crate) fn evaluate(
             xr[dv] = z;
         }
         if causal {
-            small::unit_minus_lower_solve(sblk, nb, gamma, xb, ldx, nb, ldx);
+            // faer's blocked triangular solve (GEMM updates in its own SIMD dispatch)
+            // beat the row-by-row substitution by ~4× at b ≥ 64 (perf, n = 65536).
+            let t = &mut tb[..nb * nb];
+            for (i, (tr, dr)) in t
+                .chunks_exact_mut(nb)
+                .zip(sblk.chunks_exact(nb))
+                .enumerate()
+            {
+                for (a, &d) in tr[..=i].iter_mut().zip(&dr[..=i]) {
+                    *a = -gamma * d;
+                }
+                tr[i] += 1.0;
+            }
+            solve_lower_triangular_in_place(
+                MatRef::from_row_major_slice(t, nb, nb),
+                MatMut::from_row_major_slice_mut(xb, nb, ldx),
+                Par::Seq,
+            );
         } else {
             small::unit_minus_full_solve(sblk, nb, gamma, xb, ldx, nb, ldx, tb);
         }
@@ -245,6 +293,7 @@ pub(crate) fn evaluate(
             .zip(pbar.par_chunks_mut(dv))
             .zip(cvec.par_iter_mut())
             .enumerate()
+            .with_min_len(4)
             .for_each_init(Vec::new, local);
     } else {
         let mut buf = Vec::new();

@@ -3,7 +3,9 @@
 
 pub mod block;
 pub mod dense;
+#[macro_use]
 pub(crate) mod small;
+pub mod sparse;
 
 /// One head's inputs, widened to f32.
 #[derive(Debug, Clone, Copy)]
