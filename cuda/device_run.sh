@@ -11,6 +11,6 @@ echo "== racecheck"
 timeout 150 compute-sanitizer --tool racecheck ./gpu_test small_mixed_case --test-threads=1 2>&1 | tee $OUT/racecheck.txt | tail -2
 echo "== ncu"
 timeout 120 ncu --launch-skip 7 --launch-count 7 --metrics gpu__time_duration.sum ./gpu_bench 32768 2>&1 | tee $OUT/ncu_32768.txt | grep -E "^  [a-z_0-9]+|gpu__time_duration" | paste - - | awk '{print $1, $(NF-1), $(NF)}'
-echo "== bench (command: gpu_bench --dump /tmp/dump; python3 cuda/bench_torch.py --dump /tmp/dump)"
-timeout 200 ./gpu_bench --dump /tmp/dump 2>&1 | tee $OUT/bench_blockres.txt
-timeout 300 python3 bench_torch.py --dump /tmp/dump 2>&1 | tee $OUT/bench_torch.txt
+echo "== bench (command: gpu_bench --dump /tmp/dump --block 128; python3 cuda/bench_torch.py --dump /tmp/dump --block 128)"
+timeout 200 ./gpu_bench --dump /tmp/dump --block 128 2>&1 | tee $OUT/bench_blockres.txt
+timeout 300 python3 bench_torch.py --dump /tmp/dump --block 128 2>&1 | tee $OUT/bench_torch.txt

@@ -452,9 +452,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
     {
-        let ig = (MAX_SMEM / (4 * m)).clamp(1, 8);
+        // Shared memory: ig rows of G̃ (ig·m floats) and a transposed 256-row chunk of k̄
+        // (dk × 257 floats, `KTS` in cuda/coarse.cu).
+        let kt = dk * 257 * 4;
+        let ig = ((MAX_SMEM - kt) / (4 * m)).clamp(1, 8);
         let igi = ig as i32;
-        let smem = ig * m * 4;
+        let smem = ig * m * 4 + kt;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
         lb.arg(&*qbar)
