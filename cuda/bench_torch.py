@@ -7,7 +7,7 @@
 - the blockwise method of SPEC §2 written as batched PyTorch (f32), same b as blockres;
 - a device-to-device copy, the bandwidth ceiling.
 
-    python cuda/bench_torch.py [--dump DIR] N ...
+    python cuda/bench_torch.py [--dump DIR] [--block B] N ...
 
 With --dump DIR (written by examples/gpu_bench.rs) it also checks blockres' output for
 the smallest n against this blockwise implementation run in float64.
@@ -23,7 +23,8 @@ dev = "cuda"
 
 
 def auto_block_size(n):  # same rule as blockres::auto_block_size
-    b = min(max(int(round(4.0 * n ** (1.0 / 3.0))), 32), 512)
+    # np.cbrt is exact on cubes and floor(x + 0.5) rounds halves up, as Rust does.
+    b = min(max(int(math.floor(1.5 * float(np.cbrt(n)) / 16.0 + 0.5)) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
 
@@ -110,6 +111,11 @@ def main(argv):
         i = argv.index("--dump")
         dump = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
+    fixed = None
+    if "--block" in argv:
+        i = argv.index("--block")
+        fixed = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
     ns = [int(a) for a in argv[1:]] or [4096, 16384, 32768, 65536]
     torch.manual_seed(0)
     # Self-check: blockwise with b ≥ n is the exact operator.
@@ -139,6 +145,12 @@ def main(argv):
             bw = timeit(lambda: blockwise(qf, kf, vf, GAMMA, b), reps=10)
         except torch.OutOfMemoryError:
             bw = float("nan")
+        bwf = float("nan")
+        if fixed:
+            try:
+                bwf = timeit(lambda: blockwise(qf, kf, vf, GAMMA, min(fixed, n)), reps=10)
+            except torch.OutOfMemoryError:
+                pass
         torch.cuda.empty_cache()
         try:
             ex = timeit(lambda: chacal_exact(qf, kf, vf, GAMMA), reps=5, warm=1)
@@ -146,10 +158,10 @@ def main(argv):
         except torch.OutOfMemoryError:
             ex_s = "OOM"
         torch.cuda.empty_cache()
-        rows.append(f"| {n:6} | {sdpa:8.3f} | {bw:8.3f} | {ex_s:>8} |")
+        rows.append(f"| {n:6} | {sdpa:8.3f} | {bw:8.3f} (b={b}) | {bwf:8.3f} (b={fixed}) | {ex_s:>8} |")
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print("|      n | SDPA ms | torch blockwise ms (f32, same b) | torch exact ChaCAL ms |")
-    print("|-------:|--------:|---------:|---------:|")
+    print("|      n | SDPA ms | torch blockwise ms (f32, auto b) | torch blockwise ms (f32, --block) | torch exact ChaCAL ms |")
+    print("|-------:|--------:|---------:|---------:|---------:|")
     for r in rows:
         print(r)
 

@@ -8,12 +8,14 @@
 // adds no cross-block mass.
 //
 // One CTA (256 threads) per (group of `ig` ≤ 8 block rows, query head), so each k̄_J
-// and v̄_J read from L2 serves ig rows. Logits: one thread per J, ig dot products.
+// and v̄_J read from L2 serves ig rows. Logits: one thread per J, ig dot products,
+// k̄ staged transposed in shared memory 256 rows at a time.
 // Max and sum: warp r takes row r. h: 4 groups of 64 threads over J, ig rows each.
 // The ig rows of G̃ live in shared memory (ig·m floats).
 #include "common.cuh"
 
 #define IGMAX 8
+#define KTS 257  // row stride of the transposed k̄ chunk (256 + 1: no bank conflicts)
 
 extern "C" __global__ void __launch_bounds__(256) coarse(
     const float* __restrict__ qbar, const float* __restrict__ kbar, const float* __restrict__ vbar,
@@ -22,7 +24,7 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
     int causal, int ig) {
     __shared__ float qrows[IGMAX][128];
     __shared__ float hpart[4][IGMAX][64];
-    extern __shared__ float grow[];  // ig × m
+    extern __shared__ float grow[];  // ig × m, then the k̄ chunk (dk × KTS)
     const int I0 = blockIdx.x * ig;
     const int bh = blockIdx.y;
     const int nI = min(ig, m - I0);
@@ -38,23 +40,35 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
     const float ln_b = logf((float)b);
     const float ln_last = logf((float)(n - (m - 1) * b));
     const int jend = causal ? I0 + nI - 1 : m;  // no row of the group allows J ≥ jend
-    for (int J = tid; J < jend; J += blockDim.x) {
-        const float* kj = kb + (long long)J * dk;
-        float acc[IGMAX];
-#pragma unroll
-        for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
-        for (int c = 0; c < dk; ++c) {
-            const float kv = kj[c];
-#pragma unroll
-            for (int r = 0; r < IGMAX; ++r) acc[r] = fmaf(qrows[r][c], kv, acc[r]);
+    // k̄ in chunks of 256 rows, staged transposed in shared memory (coalesced global
+    // reads, conflict-free column reads); thread J computes ig dot products.
+    float* kt = grow + ig * m;  // dk × KTS
+    for (int J0 = 0; J0 < jend; J0 += 256) {
+        const int nj = min(256, jend - J0);
+        __syncthreads();
+        for (int idx = tid; idx < nj * dk; idx += blockDim.x) {
+            const int jl = idx / dk, c = idx - jl * dk;
+            kt[c * KTS + jl] = kb[(long long)(J0 + jl) * dk + c];
         }
-        const float lnj = J == m - 1 ? ln_last : ln_b;
+        __syncthreads();
+        const int J = J0 + tid;
+        if (tid < nj) {
+            float acc[IGMAX];
 #pragma unroll
-        for (int r = 0; r < IGMAX; ++r) {
-            if (r < nI) {
-                const int I = I0 + r;
-                const bool ok = causal ? J < I : J != I;
-                grow[r * m + J] = ok ? scale * acc[r] + lnj : neg_inf();
+            for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
+            for (int c = 0; c < dk; ++c) {
+                const float kv = kt[c * KTS + tid];
+#pragma unroll
+                for (int r = 0; r < IGMAX; ++r) acc[r] = fmaf(qrows[r][c], kv, acc[r]);
+            }
+            const float lnj = J == m - 1 ? ln_last : ln_b;
+#pragma unroll
+            for (int r = 0; r < IGMAX; ++r) {
+                if (r < nI) {
+                    const int I = I0 + r;
+                    const bool ok = causal ? J < I : J != I;
+                    grow[r * m + J] = ok ? scale * acc[r] + lnj : neg_inf();
+                }
             }
         }
     }

@@ -1,26 +1,25 @@
 // SPEC §2 steps 2–5, causal, fused per block: one CTA per (block I, query head).
 //
 // The block's rows are taken in tiles of 64; keys in chunks of 64. For a row tile,
-// pass 1 streams the key chunks up to the diagonal and keeps the row max (starting
-// from the coarse shift σ_I) and the row sum online; with the cross-block mass
-// exp(σ_I − μ_i)·gsum_I that gives Z_i and z_i. Pass 2 recomputes the logits, turns
-// them into probabilities D_ij and accumulates, for every row i of the tile,
+// one pass streams the key chunks up to the diagonal with an online softmax (running
+// row max started at the coarse shift σ_I, accumulator rescaled when it grows); with
+// the cross-block mass exp(σ_I − μ_i)·gsum_I that gives Z_i and z_i and the
+// probabilities D_ij, and the accumulator becomes, for every row i of the tile,
 //
 //     R_i = Σ_{j in earlier tiles} D_ij·[V_j + γ·P_j | γ·w_j] + Σ_{j in tile} D_ij·[V_j | 0]
 //           + z_i·[h_I | 1],
 //
 // which is the right side of the causal local system (I − γD)·[P | w] = [D·V + z⊗h | z]
 // with the already solved rows moved over. The in-tile triangle is then solved in
-// shared memory (16-row panels: a product with the solved panels, then a short
-// forward substitution, one thread per column). P is written into y (it is the part
+// shared memory, one thread per column (8-row panels, register-blocked). P is written into y (it is the part
 // of Y that step 7 completes in place), w into `wout`, and the block means p̄_I, c_I
 // into `pbar`, `cvec`.
 //
 // f16/bf16: the logits and the product D·U use the tensor cores (m16n8k16, f32
 // accumulation; D and U rounded to the element type for the product, U stored
 // transposed as the column-major B operand). f32: both in f32 FMA. Softmax, z, the
-// triangular solves and the block means are f32 for every type. Later tiles read earlier tiles' P back
-// from y, i.e. rounded to the element type: for f16/bf16 that is a relative
+// triangular solves and the block means are f32 for every type. Later tiles read
+// earlier tiles' P back from y, i.e. rounded to the element type: for f16/bf16 that is a relative
 // perturbation of 2^-11/2^-8 of a term already of that precision in the output.
 //
 // Limits (checked on the host): dk ≤ 128, dv ≤ 128.
@@ -247,6 +246,9 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
     const int mid = Storage<T>::half ? (TILE * PS + 8 * ntu * PS) * 2 : TILE * uw * 4;
     float* xs = reinterpret_cast<float*>(after + ((mid + 15) & ~15));
     float* zs = xs + TILE * uw;
+    float* dinv = zs + TILE;  // 1 / (1 − γ·D_ii) of the tile's rows
+    float* izs = dinv + TILE; // 1 / Z_i
+    float* rsc = izs + TILE;  // per-row rescale of the accumulator for the current chunk
 
     const int I = blockIdx.x;
     const int bh = blockIdx.y;
@@ -272,37 +274,58 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
         const int rows = min(TILE, nb - r0);
         load_tile<T>(qs, qh + (long long)r0 * dk, rows, dk, dpad, ld);
 
-        // Pass 1: row max μ_i (over local logits and σ_I) and Σ_j exp(ℓ_ij − μ_i).
+        // One pass over the key chunks, online softmax (as FlashAttention): the
+        // accumulator holds Σ_j exp(ℓ_ij − m_i)·U_j for the running max m_i (started at
+        // σ_I) and is rescaled by exp(m_old − m_new) when the max grows; Z_i, z_i and the
+        // normalization come after the last (diagonal) chunk.
+        const bool live = srow < rows;
         float mu = sig, l = 0.0f;
-        for (int c0 = 0; c0 <= r0; c0 += TILE) {
-            load_tile<T>(ks, kh + (long long)c0 * dk, min(TILE, nb - c0), dk, dpad, ld);
-            __syncthreads();
-            logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, nb - c0, rows);
-            __syncthreads();
+        // Statistics of one chunk's logits in ss: turn them into exp(ℓ − m_new) in place
+        // (and the 16-bit copy for the tensor cores), update l, publish the rescale.
+        auto chunk_stats = [&](bool half_copy) {
             float cm = neg_inf();
             for (int jj = 0; jj < 16; ++jj) cm = fmaxf(cm, ss[srow * SS + spart * 16 + jj]);
             cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 1));
             cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 2));
             const float mn = fmaxf(mu, cm);
+            // mu = mn (both −inf included) keeps the accumulator; exp(−inf) = 0 drops it.
+            const float alpha = mu == mn ? 1.0f : __expf(mu - mn);
             float cs = 0.0f;
-            if (mn != neg_inf())
-                for (int jj = 0; jj < 16; ++jj) cs += __expf(ss[srow * SS + spart * 16 + jj] - mn);
+            for (int jj = 0; jj < 16; ++jj) {
+                const int j = spart * 16 + jj;
+                const float sv = ss[srow * SS + j];
+                const float e = sv == neg_inf() ? 0.0f : __expf(sv - mn);
+                ss[srow * SS + j] = e;
+                if constexpr (Storage<T>::half) {
+                    if (half_copy) ps[srow * PS + j] = from_f<T>(e).x;
+                }
+                cs += e;
+            }
             cs += __shfl_xor_sync(0xffffffffu, cs, 1);
             cs += __shfl_xor_sync(0xffffffffu, cs, 2);
-            l = (mu == neg_inf() ? 0.0f : l * __expf(mu - mn)) + cs;
+            l = l * alpha + cs;
             mu = mn;
-            __syncthreads();
-        }
-        // Padding rows (srow ≥ rows) have no logit at all: give them a harmless
-        // normalizer; their probabilities are all zero anyway.
-        const bool live = srow < rows;
-        const float ecross = (gs > 0.0f && live) ? __expf(sig - mu) : 0.0f;
-        const float invz = live ? 1.0f / (l + ecross * gs) : 0.0f;
-        const float zrow = ecross * invz;
+            if (spart == 0) rsc[srow] = alpha;
+        };
+        // After the last (diagonal) chunk: Z_i with the cross-block mass, z_i, and the
+        // diagonal chunk's probabilities normalized in place for the solve (with
+        // 1/(1 − γ·D_ii) by the thread holding the diagonal entry). Padding rows
+        // (srow ≥ rows) have no logit at all: their weights are zero.
+        auto finish_stats = [&]() {
+            const float ecross = (gs > 0.0f && live) ? __expf(sig - mu) : 0.0f;
+            const float invz = live ? 1.0f / (l + ecross * gs) : 0.0f;
+            for (int jj = 0; jj < 16; ++jj) {
+                const int j = spart * 16 + jj;
+                const float d = ss[srow * SS + j] * invz;
+                ss[srow * SS + j] = d;
+                if (j == srow) dinv[srow] = 1.0f / (1.0f - gamma * d);
+            }
+            if (spart == 0) {
+                zs[srow] = ecross * invz;
+                izs[srow] = invz;
+            }
+        };
 
-        if (spart == 0) zs[srow] = zrow;
-
-        // Pass 2: probabilities and R = D·U + z⊗[h | 1].
         if constexpr (Storage<T>::half) {
             const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
             const int rs = (warp >> 1) * 16, par = warp & 1;
@@ -320,14 +343,16 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
                 __syncthreads();
                 logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
                 __syncthreads();
-                for (int jj = 0; jj < 16; ++jj) {
-                    const int j = spart * 16 + jj;
-                    float* p = &ss[srow * SS + j];
-                    const float pv = live ? __expf(*p - mu) * invz : 0.0f;
-                    *p = pv;
-                    ps[srow * PS + j] = from_f<T>(pv).x;
-                }
+                chunk_stats(true);
                 __syncthreads();
+                const float a0 = rsc[rs + g], a1 = rsc[rs + g + 8];
+#pragma unroll
+                for (int tt = 0; tt < NTW; ++tt) {
+                    acc[tt][0] *= a0;
+                    acc[tt][1] *= a0;
+                    acc[tt][2] *= a1;
+                    acc[tt][3] *= a1;
+                }
 #pragma unroll
                 for (int kk = 0; kk < TILE; kk += 16) {
                     u32 af[4];
@@ -348,87 +373,103 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
                 }
                 __syncthreads();
             }
+            finish_stats();
+            __syncthreads();
 #pragma unroll
             for (int tt = 0; tt < NTW; ++tt) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int r = rs + g + (e >> 1) * 8;
                     const int c = (2 * tt + par) * 8 + 2 * t + (e & 1);
-                    if (c < uw) xs[r * uw + c] = acc[tt][e] + zs[r] * (c < dv ? hI[c] : 1.0f);
+                    if (c < uw) xs[r * uw + c] = acc[tt][e] * izs[r] + zs[r] * (c < dv ? hI[c] : 1.0f);
                 }
             }
         } else {
-        float acc[2][NCOL];
+            float acc[2][NCOL];
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+            for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int kq = 0; kq < NCOL; ++kq) acc[i][kq] = 0.0f;
-        for (int c0 = 0; c0 <= r0; c0 += TILE) {
-            const int kv = min(TILE, nb - c0);
-            load_tile<T>(ks, kh + (long long)c0 * dk, kv, dk, dpad, ld);
-            const bool prev = c0 < r0;  // a chunk of already solved rows
-            load_u<T>(vh, yh, wh, c0, kv, dv, prev, gamma,
-                      [&](int j, int c, float u) { us[j * uw + c] = u; });
-            __syncthreads();
-            logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
-            __syncthreads();
-            for (int jj = 0; jj < 16; ++jj) {
-                float* p = &ss[srow * SS + spart * 16 + jj];
-                *p = live ? __expf(*p - mu) * invz : 0.0f;
-            }
-            __syncthreads();
-            for (int j = 0; j < TILE; ++j) {
-                const float p0 = ss[arow * SS + j], p1 = ss[(arow + 1) * SS + j];
+                for (int kq = 0; kq < NCOL; ++kq) acc[i][kq] = 0.0f;
+            for (int c0 = 0; c0 <= r0; c0 += TILE) {
+                const int kv = min(TILE, nb - c0);
+                load_tile<T>(ks, kh + (long long)c0 * dk, kv, dk, dpad, ld);
+                const bool prev = c0 < r0;  // a chunk of already solved rows
+                load_u<T>(vh, yh, wh, c0, kv, dv, prev, gamma,
+                          [&](int j, int c, float u) { us[j * uw + c] = u; });
+                __syncthreads();
+                logits<T>(ss, qs, ks, dk, ld, scale, r0 - c0, kv, rows);
+                __syncthreads();
+                chunk_stats(false);
+                __syncthreads();
+                const float a0 = rsc[arow], a1 = rsc[arow + 1];
 #pragma unroll
                 for (int kq = 0; kq < NCOL; ++kq) {
-                    const int c = acol + 8 * kq;
-                    if (c < uw) {
-                        const float u = us[j * uw + c];
-                        acc[0][kq] = fmaf(p0, u, acc[0][kq]);
-                        acc[1][kq] = fmaf(p1, u, acc[1][kq]);
+                    acc[0][kq] *= a0;
+                    acc[1][kq] *= a1;
+                }
+                for (int j = 0; j < TILE; ++j) {
+                    const float p0 = ss[arow * SS + j], p1 = ss[(arow + 1) * SS + j];
+#pragma unroll
+                    for (int kq = 0; kq < NCOL; ++kq) {
+                        const int c = acol + 8 * kq;
+                        if (c < uw) {
+                            const float u = us[j * uw + c];
+                            acc[0][kq] = fmaf(p0, u, acc[0][kq]);
+                            acc[1][kq] = fmaf(p1, u, acc[1][kq]);
+                        }
                     }
                 }
+                __syncthreads();
             }
+            finish_stats();
             __syncthreads();
-        }
 #pragma unroll
-        for (int kq = 0; kq < NCOL; ++kq) {
-            const int c = acol + 8 * kq;
-            if (c < uw) {
-                const float hc = c < dv ? hI[c] : 1.0f;
-                xs[arow * uw + c] = acc[0][kq] + zs[arow] * hc;
-                xs[(arow + 1) * uw + c] = acc[1][kq] + zs[arow + 1] * hc;
+            for (int kq = 0; kq < NCOL; ++kq) {
+                const int c = acol + 8 * kq;
+                if (c < uw) {
+                    const float hc = c < dv ? hI[c] : 1.0f;
+                    xs[arow * uw + c] = acc[0][kq] * izs[arow] + zs[arow] * hc;
+                    xs[(arow + 1) * uw + c] = acc[1][kq] * izs[arow + 1] + zs[arow + 1] * hc;
+                }
             }
-        }
         }
         __syncthreads();
 
         // Solve (I − γ·D_tt)·X = R in place; D_tt is the diagonal chunk's probability
-        // tile, still in ss (the last chunk of pass 2). Panels of SPANEL rows keep the
-        // sequential part (one thread per column) short; the rest is a parallel product.
-        for (int sp = 0; sp < rows; sp += SPANEL) {
-            if (sp > 0) {
-                const int pr = min(SPANEL, rows - sp);
-                for (int idx = tid; idx < pr * uw; idx += NT) {
-                    const int r = sp + idx / uw, c = idx % uw;
-                    float s = 0.0f;
-                    for (int j = 0; j < sp; ++j) s = fmaf(ss[r * SS + j], xs[j * uw + c], s);
-                    xs[r * uw + c] += gamma * s;
+        // tile, still in ss (the last chunk, normalized by finish_stats). Columns are independent, so
+        // one thread owns a column for the whole tile and no barrier is needed until
+        // the end. Rows go in panels of SPANEL: the finished rows' contribution as a
+        // register-blocked product (one x_j load serves SPANEL rows), then a fully
+        // unrolled substitution inside the panel with its values in registers.
+        for (int c = tid; c < uw; c += NT) {
+            for (int sp = 0; sp < rows; sp += SPANEL) {
+                float acc[SPANEL];
+#pragma unroll
+                for (int r = 0; r < SPANEL; ++r) acc[r] = 0.0f;
+                for (int j = 0; j < sp; ++j) {
+                    const float xj = xs[j * uw + c];
+#pragma unroll
+                    for (int r = 0; r < SPANEL; ++r) acc[r] = fmaf(ss[(sp + r) * SS + j], xj, acc[r]);
                 }
-                __syncthreads();
-            }
-            const int pe = min(sp + SPANEL, rows);
-            for (int c = tid; c < uw; c += NT) {
-                for (int i = sp; i < pe; ++i) {
-                    float s = 0.0f;
-                    for (int j = sp; j < i; ++j) s = fmaf(ss[i * SS + j], xs[j * uw + c], s);
-                    const float x = (xs[i * uw + c] + gamma * s) / (1.0f - gamma * ss[i * SS + i]);
-                    xs[i * uw + c] = x;
-                    colsum += x;
+                const int pe = min(sp + SPANEL, rows);
+                float xv[SPANEL];
+#pragma unroll
+                for (int ii = 0; ii < SPANEL; ++ii) {
+                    const int i = sp + ii;
+                    xv[ii] = 0.0f;
+                    if (i < pe) {
+                        float s = acc[ii];
+#pragma unroll
+                        for (int jj = 0; jj < ii; ++jj) s = fmaf(ss[i * SS + sp + jj], xv[jj], s);
+                        const float x = (xs[i * uw + c] + gamma * s) * dinv[i];
+                        xv[ii] = x;
+                        xs[i * uw + c] = x;
+                        colsum += x;
+                    }
                 }
             }
-            __syncthreads();
         }
+        __syncthreads();
         // P into y, w into wout; the next tile reads them back (same CTA, after the
         // barrier, so the global writes are visible to it).
         {
@@ -466,8 +507,12 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
     }
 }
 
+// Three CTAs per SM (≤ 80 registers, about 71 KiB of shared memory each at d = 64):
+// while one CTA is in its triangular solve (few warps busy), the others keep the SM
+// fed; measured 6% faster at n = 32768 than two CTAs with 128 registers, despite
+// some spilling (cuda/results/v8_*).
 #define LOCAL(T, S)                                                                           \
-    extern "C" __global__ void __launch_bounds__(NT, 2) local_causal_##S(                       \
+    extern "C" __global__ void __launch_bounds__(NT, 3) local_causal_##S(                       \
         const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \
         const float* sigma, const float* gsum, const float* hvec, int H, int Hkv, int n,     \
         int dk, int dv, int b, int m, float scale, float gamma) {                             \

@@ -2,7 +2,7 @@
 //! B = 1, H = 16, d = 64, bf16, automatic block size, timed with CUDA events.
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [N ...]
+//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B] [N ...]
 //! ```
 //! Prints one row per n: median and best time over 30 runs after 5 warm-ups, the
 //! bytes that must cross memory at least (Q, K, V read once, Y written once) over the
@@ -55,6 +55,11 @@ fn main() {
         dump = Some(args[p + 1].clone());
         args.drain(p..p + 2);
     }
+    let mut blocks = vec![0usize];
+    if let Some(p) = args.iter().position(|a| a == "--block") {
+        blocks.push(args[p + 1].parse().expect("--block takes an integer"));
+        args.drain(p..p + 2);
+    }
     let ns: Vec<usize> = if args.is_empty() {
         vec![4096, 16384, 32768, 65536]
     } else {
@@ -96,49 +101,61 @@ fn main() {
             g.upload(&k).unwrap(),
             g.upload(&v).unwrap(),
         );
-        let mut dy = g.upload(&vec![bf16::from_f32(f32::NAN); len]).unwrap();
-        let (a, b) = events(&g);
-        let mut t = Vec::new();
-        for i in 0..35 {
-            a.record(g.stream()).unwrap();
-            gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws)
-                .unwrap();
-            b.record(g.stream()).unwrap();
-            b.synchronize().unwrap();
-            if i >= 5 {
-                t.push(a.elapsed_ms(&b).unwrap());
+        for &block in &blocks {
+            let cfg = Config {
+                block_size: block,
+                ..cfg
+            };
+            let mut dy = g.upload(&vec![bf16::from_f32(f32::NAN); len]).unwrap();
+            let (a, b) = events(&g);
+            let mut t = Vec::new();
+            for i in 0..35 {
+                a.record(g.stream()).unwrap();
+                gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws)
+                    .unwrap();
+                b.record(g.stream()).unwrap();
+                b.synchronize().unwrap();
+                if i >= 5 {
+                    t.push(a.elapsed_ms(&b).unwrap());
+                }
             }
-        }
-        ws.check_finite(&g).unwrap();
-        let y = g.download(&dy).unwrap();
-        assert!(
-            y.iter().all(|x| x.to_f32().is_finite()),
-            "n = {n}: output not fully written"
-        );
-        let best = t.iter().cloned().fold(f32::INFINITY, f32::min);
-        let med = median(t);
-        let bytes = 4.0 * (len * 2) as f64;
-        let bw = bytes / (med as f64 * 1e-3);
-        let bsz = auto_block_size(n, d);
-        rows.push(format!(
-            "| {n:6} | {bsz:4} | {:5} | {med:8.3} | {best:8.3} | {:7.0} | {:5.1}% |",
-            n.div_ceil(bsz),
-            bw / 1e9,
-            100.0 * bw / copy
-        ));
-        if idx == 0 {
-            if let Some(dir) = &dump {
-                std::fs::create_dir_all(dir).unwrap();
-                for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("y", &y)] {
-                    let bytes: Vec<u8> = x.iter().flat_map(|e| e.to_bits().to_le_bytes()).collect();
-                    std::fs::write(format!("{dir}/{name}_{n}.bf16"), bytes).unwrap();
+            ws.check_finite(&g).unwrap();
+            let y = g.download(&dy).unwrap();
+            assert!(
+                y.iter().all(|x| x.to_f32().is_finite()),
+                "n = {n}: output not fully written"
+            );
+            let best = t.iter().cloned().fold(f32::INFINITY, f32::min);
+            let med = median(t);
+            let bytes = 4.0 * (len * 2) as f64;
+            let bw = bytes / (med as f64 * 1e-3);
+            let bsz = if block == 0 {
+                auto_block_size(n, d)
+            } else {
+                block.min(n)
+            };
+            let how = if block == 0 { "auto" } else { "fixed" };
+            rows.push(format!(
+                "| {n:6} | {bsz:4} {how:5} | {:5} | {med:8.3} | {best:8.3} | {:7.0} | {:5.1}% |",
+                n.div_ceil(bsz),
+                bw / 1e9,
+                100.0 * bw / copy
+            ));
+            if idx == 0 && block == 0 {
+                if let Some(dir) = &dump {
+                    std::fs::create_dir_all(dir).unwrap();
+                    for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("y", &y)] {
+                        let bytes: Vec<u8> =
+                            x.iter().flat_map(|e| e.to_bits().to_le_bytes()).collect();
+                        std::fs::write(format!("{dir}/{name}_{n}.bf16"), bytes).unwrap();
+                    }
                 }
             }
         }
     }
-    println!("blockres block, causal, bf16, B=1 H=16 d=64, gamma=0.5, b=auto");
-    println!("|      n |    b |     m | median ms | best ms | GB/s min-bytes | of copy |");
-    println!("|-------:|-----:|------:|----------:|--------:|--------:|--------:|");
+    println!("blockres block, causal, bf16, B=1 H=16 d=64, gamma=0.5");
+    println!("|      n | b          |     m | median ms | best ms | GB/s min-bytes | of copy |");
+    println!("|-------:|:-----------|------:|----------:|--------:|--------:|--------:|");
     for r in rows {
         println!("{r}");
     }

@@ -8,8 +8,10 @@
 //!   through a process-wide [`Gpu`] on device 0).
 //!
 //! The kernels (`cuda/*.cu`) are embedded as PTX built with NVRTC 13.0 at build time
-//! (`build.rs`), or compiled from the embedded sources with the system NVRTC at run
-//! time when the build had no compiler. Every missing piece (no driver, no device,
+//! (`build.rs`), or compiled from the embedded sources with NVRTC at run time when
+//! the build had no compiler (`BLOCKRES_NVRTC=/path/to/libnvrtc.so.13` picks the
+//! library; otherwise `libnvrtc.so.13` from the loader path, and never an NVRTC newer
+//! than the driver). Every missing piece (no driver, no device,
 //! no PTX and no NVRTC, an unsupported shape) is an [`Error`], never a panic.
 //!
 //! Limits of this path: causal only (bidirectional is [`Error::Unsupported`]),
@@ -27,6 +29,7 @@
 //! ```
 
 mod module;
+mod nvrtc;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -264,7 +267,8 @@ fn to_i32(x: usize, name: &'static str) -> Result<i32> {
 
 /// Shared memory of the local kernel: Q and K tiles, the 64×65 probability tile, the
 /// operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor cores), the
-/// 64×(dv+1) right side and z. Mirrors the layout in `cuda/local.cu`.
+/// 64×(dv+1) right side and four per-row vectors (z, inverse diagonal, 1/Z, rescale).
+/// Mirrors the layout in `cuda/local.cu`.
 fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     let (ld, es) = if elem_half {
         (dk.div_ceil(16) * 16 + 8, 2)
@@ -278,7 +282,7 @@ fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     } else {
         64 * uw * 4
     };
-    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 64 * 4
+    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
@@ -448,9 +452,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
     {
-        let ig = (MAX_SMEM / (4 * m)).clamp(1, 8);
+        // Shared memory: ig rows of G̃ (ig·m floats) and a transposed 256-row chunk of k̄
+        // (dk × 257 floats, `KTS` in cuda/coarse.cu).
+        let kt = dk * 257 * 4;
+        let ig = ((MAX_SMEM - kt) / (4 * m)).clamp(1, 8);
         let igi = ig as i32;
-        let smem = ig * m * 4;
+        let smem = ig * m * 4 + kt;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
         lb.arg(&*qbar)

@@ -1,12 +1,12 @@
 //! Loading the kernels: the PTX embedded at build time (NVRTC 13.0, see build.rs),
 //! or the embedded sources compiled with the system NVRTC when the build had no
-//! compiler.
+//! compiler (see `nvrtc.rs`: loaded by absolute path, version-checked).
 
 use std::sync::Arc;
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
-use cudarc::nvrtc::{CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 
 use super::dev_err;
 use crate::error::{Error, Result};
@@ -67,21 +67,8 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
         Some(p) if cc_major >= 9 => Ptx::from_src(p),
         _ => {
             // No PTX for this device from the build: compile the sources here.
-            if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                return Err(Error::Unsupported(format!(
-                    "no GPU kernels: this build embeds no PTX for compute capability {cc_major}.{cc_minor} \
-                     and no NVRTC library (libnvrtc.so) was found to compile them"
-                )));
-            }
-            let arch: &'static str =
-                Box::leak(format!("compute_{cc_major}{cc_minor}").into_boxed_str());
-            let opts = CompileOptions {
-                arch: Some(arch),
-                options: vec!["--std=c++17".into()],
-                ..Default::default()
-            };
-            cudarc::nvrtc::compile_ptx_with_opts(expand(src), opts)
-                .map_err(|e| Error::Device(format!("NVRTC could not compile {name}.cu: {e:?}")))?
+            let arch = format!("compute_{cc_major}{cc_minor}");
+            Ptx::from_src(super::nvrtc::compile(name, &expand(src), &arch)?)
         }
     };
     ctx.load_module(ptx).map_err(|e| {
