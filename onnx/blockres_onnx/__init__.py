@@ -198,12 +198,15 @@ def auto_block_size(n: int, d: int = 64) -> int:
     ``blockres::auto_block_size`` (keep the two in step); used by the eager PyTorch
     reference.
 
-    >>> auto_block_size(20), auto_block_size(1 << 16), 128 <= auto_block_size(1 << 20) <= 176
-    (20, 64, True)
+    >>> auto_block_size(20), auto_block_size(4096), auto_block_size(1 << 16), auto_block_size(1 << 20)
+    (20, 32, 64, 160)
     """
     del d  # the rule does not depend on the head width (yet)
     # Rust's f64::round rounds halves away from zero, Python's round() to even.
-    b = min(max(math.floor(1.5 * n ** (1.0 / 3.0) / 16.0 + 0.5) * 16, 16), 512)
+    # n ** (1/3) is not exact for cubes (4096 ** (1/3) = 15.999…); Rust's cbrt is.
+    c = round(n ** (1.0 / 3.0))
+    cbrt = float(c) if c**3 == n else n ** (1.0 / 3.0)
+    b = min(max(math.floor(1.5 * cbrt / 16.0 + 0.5) * 16, 16), 512)
     return max(n, 1) if n <= 2 * b else b
 
 
