@@ -24,4 +24,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+# Older onnxruntime builds, each in its own folder (used through PYTHONPATH), for the
+# tests of the custom op's API-version promise: 1.20 must run it, 1.17 must refuse it
+# with a message. 1.17 predates numpy 2, so its folder carries its own numpy.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+  --target "$venv/ort-1.20" onnxruntime==1.20.1
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+  --target "$venv/ort-1.17" onnxruntime==1.17.3 numpy==1.26.4
 echo "$want" > "$stamp"

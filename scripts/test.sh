@@ -6,4 +6,8 @@ cd "$root"
 bash scripts/setup.sh
 source scripts/env.sh
 cargo test --release
+# The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on
+# the device machine (outputs in cuda/results/), its doc tests run here.
+cargo build --release --features cuda --tests --examples
+cargo test --release --features cuda --doc
 "$root/.venv/bin/python" -m pytest -q onnx/tests benches/peer_test.py

@@ -285,16 +285,27 @@ fn run_head<T: Element>(
     let q32 = T::as_f32(q).unwrap_or(qf);
     let k32 = T::as_f32(k).unwrap_or(kf);
     let v32 = T::as_f32(v).unwrap_or(vf);
-    for (name, x, base) in [
-        ("Q", q32, bh * n * dk),
-        ("K", k32, kvh * n * dk),
-        ("V", v32, kvh * n * dv),
-    ] {
-        if let Some(i) = first_non_finite(x) {
-            return Err(Error::NonFinite {
-                tensor: name,
+    let locate = || -> Option<Error> {
+        [
+            ("Q", q32, bh * n * dk),
+            ("K", k32, kvh * n * dk),
+            ("V", v32, kvh * n * dv),
+        ]
+        .into_iter()
+        .find_map(|(tensor, x, base)| {
+            first_non_finite(x).map(|i| Error::NonFinite {
+                tensor,
                 index: base + i,
-            });
+            })
+        })
+    };
+    // The block kernel reads every input once for its block means, and a NaN or ±∞
+    // anywhere makes a mean non-finite: it reports that, and only then are the inputs
+    // searched. Other kernels get the inputs checked up front.
+    let checked_by_kernel = cfg.structure == Structure::Block;
+    if !checked_by_kernel {
+        if let Some(e) = locate() {
+            return Err(e);
         }
     }
     let head = Head {
@@ -307,14 +318,22 @@ fn run_head<T: Element>(
         scale: cfg.effective_scale(dk),
         gamma: cfg.gamma,
     };
-    match T::as_f32_mut(out) {
+    let result = match T::as_f32_mut(out) {
         Some(y32) => dispatch(&head, cfg, y32, kernel, par),
         None => {
             yf.resize(n * dv, 0.0);
-            dispatch(&head, cfg, yf, kernel, par)?;
-            T::narrow(yf, out);
-            Ok(())
+            dispatch(&head, cfg, yf, kernel, par).map(|()| T::narrow(yf, out))
         }
+    };
+    match result {
+        Err(Error::NonFinite { tensor, .. }) if checked_by_kernel => {
+            Err(locate().unwrap_or_else(|| {
+                Error::Unsupported(format!(
+                    "input {tensor}: block means overflow float32; scale the inputs down"
+                ))
+            }))
+        }
+        other => other,
     }
 }
 

@@ -26,6 +26,9 @@ pub mod cpu;
 pub mod diagnostics;
 mod element;
 mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+mod ort_op;
 pub mod synthetic;
 mod tensor;
 

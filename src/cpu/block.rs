@@ -15,7 +15,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Head, KernelScratch, small, threads};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The block size `block_size = 0` resolves to, for sequence length `n` and head
 /// width `d` (the larger of dk and dv).
@@ -40,18 +40,20 @@ pub fn auto_block_size(n: usize, d: usize) -> usize {
     if n <= 2 * b { n.max(1) } else { b }
 }
 
-fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
-    for (j, o) in out.chunks_exact_mut(d).enumerate() {
-        let r0 = j * b;
-        let r1 = (r0 + b).min(n);
-        o.fill(0.0);
-        for row in x[r0 * d..r1 * d].chunks_exact(d) {
-            for (a, &v) in o.iter_mut().zip(row) {
-                *a += v;
+small::multiversion! {
+    fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
+        for (j, o) in out.chunks_exact_mut(d).enumerate() {
+            let r0 = j * b;
+            let r1 = (r0 + b).min(n);
+            o.fill(0.0);
+            for row in x[r0 * d..r1 * d].chunks_exact(d) {
+                for (a, &v) in o.iter_mut().zip(row) {
+                    *a += v;
+                }
             }
+            let inv = 1.0 / (r1 - r0) as f32;
+            o.iter_mut().for_each(|a| *a *= inv);
         }
-        let inv = 1.0 / (r1 - r0) as f32;
-        o.iter_mut().for_each(|a| *a *= inv);
     }
 }
 
@@ -60,10 +62,6 @@ const REDUCED_PANEL: usize = 128;
 
 /// Rows of G̃ computed per parallel task.
 const COARSE_PANEL: usize = 32;
-
-/// Rows per tile of a causal local block: tiles skip the logits and products above
-/// the diagonal, which are masked anyway.
-const LOCAL_TILE: usize = 32;
 
 pub(crate) fn evaluate(
     h: &Head<'_>,
@@ -117,9 +115,20 @@ pub(crate) fn evaluate(
     ]);
 
     // 1. Block means and the shifted coarse matrix G̃.
-    block_means(q, dk, b, n, qbar);
-    block_means(k, dk, b, n, kbar);
-    block_means(v, dv, b, n, vbar);
+    for (name, x, d, out) in [
+        ("Q", q, dk, &mut *qbar),
+        ("K", k, dk, &mut *kbar),
+        ("V", v, dv, &mut *vbar),
+    ] {
+        block_means(x, d, b, n, out);
+        if small::any_non_finite(out) {
+            // The caller locates the offending element.
+            return Err(Error::NonFinite {
+                tensor: name,
+                index: 0,
+            });
+        }
+    }
     // Row panels of G̃ are independent: logits, shift and exponentials, and their
     // share of H = G̃·v̄, computed panel by panel in parallel. Causal rows need only
     // the columns before the panel's end.
@@ -199,7 +208,7 @@ pub(crate) fn evaluate(
         let nb = wb.len();
         let r0 = bi * b;
         let ldx = dv + 1;
-        let need = nb * nb + nb * ldx + nb * nb;
+        let need = nb * nb + nb * ldx + nb * nb.max(dk);
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
@@ -208,28 +217,15 @@ pub(crate) fn evaluate(
         let qb = &q[r0 * dk..(r0 + nb) * dk];
         let kb = &k[r0 * dk..(r0 + nb) * dk];
         let vb = &v[r0 * dv..(r0 + nb) * dv];
-        let tile = if causal { LOCAL_TILE } else { nb };
-        for t0 in (0..nb).step_by(tile) {
-            let t1 = (t0 + tile).min(nb);
-            let cols = if causal { t1 } else { nb };
-            // faer's kernels may store past the last column of a strided destination
-            // row, so the product goes to a contiguous tile first.
-            let st = &mut tb[..(t1 - t0) * cols];
-            matmul(
-                MatMut::from_row_major_slice_mut(st, t1 - t0, cols),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&qb[t0 * dk..t1 * dk], t1 - t0, dk),
-                MatRef::from_row_major_slice(&kb[..cols * dk], cols, dk).transpose(),
-                scale,
-                Par::Seq,
-            );
-            for (dst, src) in sblk[t0 * nb..t1 * nb]
-                .chunks_exact_mut(nb)
-                .zip(st.chunks_exact(cols))
-            {
-                dst[..cols].copy_from_slice(src);
+        // Kᵀ of the block (dk × nb), so both products stream rows of B.
+        let kt = &mut tb[..dk * nb];
+        for (j, row) in kb.chunks_exact(dk).enumerate() {
+            for (t, &x) in row.iter().enumerate() {
+                kt[t * nb + j] = x;
             }
         }
+        let upto = |iend: usize| if causal { iend } else { nb };
+        small::gemm_rm(sblk, nb, qb, dk, kt, nb, nb, nb, scale, upto, |_| dk);
         small::softmax_rows(
             sblk,
             nb,
@@ -239,18 +235,7 @@ pub(crate) fn evaluate(
             gsum[bi],
             wb,
         );
-        for t0 in (0..nb).step_by(tile) {
-            let t1 = (t0 + tile).min(nb);
-            let cols = if causal { t1 } else { nb };
-            matmul(
-                MatMut::from_row_major_slice_mut(&mut yb[t0 * dv..t1 * dv], t1 - t0, dv),
-                Accum::Replace,
-                MatRef::from_row_major_slice_with_stride(&sblk[t0 * nb..], t1 - t0, cols, nb),
-                MatRef::from_row_major_slice(&vb[..cols * dv], cols, dv),
-                1.0,
-                Par::Seq,
-            );
-        }
+        small::gemm_rm(yb, dv, sblk, nb, vb, dv, nb, dv, 1.0, |_| dv, upto);
         let hrow = &hm[bi * dv..(bi + 1) * dv];
         for ((xr, &z), yr) in xb
             .chunks_exact_mut(ldx)
@@ -308,6 +293,7 @@ pub(crate) fn evaluate(
             .zip(pbar.par_chunks_mut(dv))
             .zip(cvec.par_iter_mut())
             .enumerate()
+            .with_min_len(4)
             .for_each_init(Vec::new, local);
     } else {
         let mut buf = Vec::new();

@@ -27,6 +27,8 @@ macro_rules! multiversion {
     };
 }
 
+pub(crate) use multiversion;
+
 multiversion! {
     /// Masked, shifted row softmax of `s` (`rows×cols`, row stride `ld`) in place.
     /// Row `r` keeps columns `< limit(r)`, later ones become 0. `extra` is an extra
@@ -263,4 +265,120 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(0.0), 1.0);
     }
+}
+
+/// Register tile of [`gemm_rm`]: 4 rows × 16 columns of C, 8 AVX2 accumulators.
+const MR: usize = 4;
+const NR: usize = 16;
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gemm_rm_imp<const FMA: bool, NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    m: usize,
+    n: usize,
+    alpha: f32,
+    ncols: NC,
+    kdepth: KD,
+) {
+    let mut i = 0;
+    while i < m {
+        let mr = (m - i).min(MR);
+        let iend = i + mr;
+        let nn = ncols(iend).min(n);
+        let kk = kdepth(iend);
+        let mut j = 0;
+        while j < nn && j + NR <= n {
+            let mut acc = [[0.0f32; NR]; MR];
+            for p in 0..kk {
+                let brow: &[f32; NR] = b[p * ldb + j..p * ldb + j + NR].try_into().unwrap();
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    // Rows past the matrix repeat its last row; they are not stored.
+                    let av = a[(i + r.min(mr - 1)) * lda + p];
+                    for (x, &bv) in accr.iter_mut().zip(brow) {
+                        // Rust never contracts a·b + c on its own; mul_add is one
+                        // instruction only where FMA is enabled.
+                        *x = if FMA {
+                            av.mul_add(bv, *x)
+                        } else {
+                            *x + av * bv
+                        };
+                    }
+                }
+            }
+            for (r, accr) in acc.iter().enumerate().take(mr) {
+                let crow = &mut c[(i + r) * ldc + j..(i + r) * ldc + j + NR];
+                for (x, &v) in crow.iter_mut().zip(accr) {
+                    *x = alpha * v;
+                }
+            }
+            j += NR;
+        }
+        // Columns at the right edge of the matrix, narrower than a tile.
+        for jj in j..nn {
+            for r in 0..mr {
+                let arow = &a[(i + r) * lda..(i + r) * lda + kk];
+                let mut s = 0.0f32;
+                for (p, &av) in arow.iter().enumerate() {
+                    s += av * b[p * ldb + jj];
+                }
+                c[(i + r) * ldc + jj] = alpha * s;
+            }
+        }
+        i += MR;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_rm_avx2<NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    m: usize,
+    n: usize,
+    alpha: f32,
+    ncols: NC,
+    kdepth: KD,
+) {
+    gemm_rm_imp::<true, NC, KD>(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth)
+}
+
+/// `C = alpha·A·B` for small row-major matrices (`A: m×k`, `B: k×n`, `C: m×n`
+/// with leading dimensions `lda`, `ldb`, `ldc`), by 4×16 register tiles.
+///
+/// Causal blocks need only part of each product: the tile of rows ending at
+/// `iend` computes columns `< ncols(iend)` (rounded up to whole tiles where the
+/// matrix allows; the extra columns are masked by the caller) and sums over
+/// `p < kdepth(iend)` (entries of A past that are zero). faer's general path
+/// packs and dispatches per call, which at b ≈ 100 cost more than the arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_rm<NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    m: usize,
+    n: usize,
+    alpha: f32,
+    ncols: NC,
+    kdepth: KD,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: both features were detected on this CPU just now.
+        return unsafe { gemm_rm_avx2(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth) };
+    }
+    gemm_rm_imp::<false, NC, KD>(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth)
 }

@@ -1,0 +1,109 @@
+// Shared helpers of the blockres kernels (SPEC §2).
+//
+// No NVIDIA header is included anywhere: element conversions and the tensor-core
+// product are written as inline PTX, so every kernel compiles with a bare NVRTC
+// (the PyPI nvidia-cuda-nvrtc wheel on a machine without a GPU or a toolkit).
+// Each .cu file includes this one; the compile step (cuda/compile_ptx.py and
+// src/gpu/module.rs) substitutes it textually.
+#pragma once
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// Half-precision storage types: the raw bits, so no header types are needed.
+struct bf16_t { u16 x; };
+struct f16_t { u16 x; };
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
+__device__ __forceinline__ float to_f(f16_t v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+    return f;
+}
+
+template <class T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
+    bf16_t r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+    return r;
+}
+template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
+    f16_t r;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.x) : "f"(v));
+    return r;
+}
+
+// True for finite values; written without isfinite() so it needs no header.
+__device__ __forceinline__ bool finite_f(float x) { return (x - x) == 0.0f; }
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+// Warp-wide sum and max.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Block-wide reduction through `red` (32 floats of shared memory); every thread gets
+// the result. blockDim.x must be a multiple of 32.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : neg_inf();
+    return warp_max(v);
+}
+
+// The kv head that query head `bh` (flattened batch·H + h) reads: grouped-query
+// attention maps H/Hkv consecutive query heads to one kv head (SPEC §4).
+__device__ __forceinline__ long long kv_head(int bh, int H, int Hkv) {
+    return (long long)(bh / H) * Hkv + (bh % H) / (H / Hkv);
+}
+
+// One m16n8k16 tensor-core product D = A·B + D, f32 accumulation (sm_80+).
+// A: 16×16 row-major fragment (4 regs of two 16-bit values), B: 16×8 column-major (2
+// regs), C/D: 16×8 f32 (4 regs). Fragment layout (PTX ISA, "mma.m16n8k16"): with
+// g = lane/4, t = lane%4: a0 (row g, k 2t..2t+1), a1 (row g+8), a2 (row g, k+8),
+// a3 (row g+8, k+8); b0 (k 2t..2t+1, col g), b1 (k+8); c0,c1 (row g, cols 2t, 2t+1),
+// c2,c3 (row g+8).
+template <class T> struct Mma;
+template <> struct Mma<bf16_t> {
+    static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+};
+template <> struct Mma<f16_t> {
+    static __device__ __forceinline__ void run(float* c, const u32* a, const u32* b) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+};
+
+// Instantiate `extern "C"` entry points of a kernel template for the three element
+// types, named NAME_f32, NAME_f16 and NAME_bf16 (the Rust side looks them up so).
+#define BLOCKRES_FOR_TYPES(M) M(float, f32) M(f16_t, f16) M(bf16_t, bf16)

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Compile cuda/*.cu to PTX with NVRTC 13.0 (PyPI nvidia-cuda-nvrtc==13.0.88).
+
+Used by build.rs (to embed PTX in the crate) and by the CI test
+onnx/tests/test_cuda_compile.py; needs no GPU and no CUDA toolkit.
+
+The PTX is pinned to CUDA 13.0 on purpose: PTX from a newer NVRTC (13.5) carries a
+newer `.version` that the 580 driver rejects (CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
+The libraries are loaded by absolute path from the wheel, builtins first, so no other
+libnvrtc on the system can be picked up instead.
+
+    python cuda/compile_ptx.py OUT_DIR [FILE.cu ...]   (default: every cuda/*.cu)
+
+Writes OUT_DIR/NAME.ptx for each NAME.cu; exits non-zero with NVRTC's log when one
+does not compile.
+"""
+import ctypes
+import pathlib
+import sys
+
+ARCH = "compute_90"
+WANT_VERSION = (13, 0)
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def nvrtc_dir() -> pathlib.Path:
+    """The lib folder of the nvidia-cuda-nvrtc wheel in this interpreter."""
+    import nvidia  # namespace package of the NVIDIA wheels
+
+    for root in nvidia.__path__:
+        for cand in (pathlib.Path(root) / "cu13" / "lib", pathlib.Path(root) / "cuda_nvrtc" / "lib"):
+            if (cand / "libnvrtc.so.13").exists():
+                return cand
+    raise RuntimeError("libnvrtc.so.13 not found in the nvidia-cuda-nvrtc wheel; pip install nvidia-cuda-nvrtc==13.0.88")
+
+
+def load_nvrtc() -> ctypes.CDLL:
+    lib = nvrtc_dir()
+    ctypes.CDLL(str(lib / "libnvrtc-builtins.so.13.0"), mode=ctypes.RTLD_GLOBAL)
+    return ctypes.CDLL(str(lib / "libnvrtc.so.13"), mode=ctypes.RTLD_GLOBAL)
+
+
+def expand(path: pathlib.Path) -> str:
+    """The source with `#include "common.cuh"` (and any local .cuh) inlined."""
+    out = []
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#include \"") and s.endswith(".cuh\""):
+            out.append(expand(path.parent / s.split('"')[1]))
+        elif s == "#pragma once":
+            continue
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def compile_one(nv: ctypes.CDLL, path: pathlib.Path) -> str:
+    src = expand(path).encode()
+    prog = ctypes.c_void_p()
+    check(nv, nv.nvrtcCreateProgram(ctypes.byref(prog), src, path.name.encode(), 0, None, None), "create")
+    opts = [f"--gpu-architecture={ARCH}".encode(), b"--std=c++17", b"-lineinfo"]
+    arr = (ctypes.c_char_p * len(opts))(*opts)
+    res = nv.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    nv.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nv.nvrtcGetProgramLog(prog, log)
+    if res != 0:
+        raise RuntimeError(f"{path.name} does not compile:\n{log.value.decode(errors='replace')}")
+    nv.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    check(nv, nv.nvrtcGetPTX(prog, ptx), "get PTX")
+    nv.nvrtcDestroyProgram(ctypes.byref(prog))
+    return ptx.value.decode()
+
+
+def check(nv, res, what):
+    if res != 0:
+        nv.nvrtcGetErrorString.restype = ctypes.c_char_p
+        raise RuntimeError(f"NVRTC {what}: {nv.nvrtcGetErrorString(res).decode()}")
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = pathlib.Path(argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    files = [pathlib.Path(f) for f in argv[2:]] or sorted(HERE.glob("*.cu"))
+    nv = load_nvrtc()
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    nv.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    if (major.value, minor.value) != WANT_VERSION:
+        print(f"NVRTC {major.value}.{minor.value} found, {WANT_VERSION[0]}.{WANT_VERSION[1]} required "
+              "(newer PTX is rejected by the 580 driver)", file=sys.stderr)
+        return 1
+    failed = False
+    for f in files:
+        try:
+            (out / (f.stem + ".ptx")).write_text(compile_one(nv, f))
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

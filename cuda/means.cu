@@ -1,0 +1,75 @@
+// SPEC §2 step 1a: block means q̄, k̄, v̄ of every head, and the non-finite check.
+//
+// One CTA per (block J, head), 256 threads as G row groups: group g sums rows g, g+G,
+// ..., each thread 16 bytes of a row (V columns) when d allows, else one column; the
+// groups are then added in shared memory. The same
+// pass notes the flat index of the first non-finite element, so the inputs are read
+// once for both purposes: `bad` (zeroed by the host) gets max(FLAG − index), i.e. 0
+// means none and the smallest index wins.
+#include "common.cuh"
+
+#define FLAG (1ull << 62)
+
+template <class T>
+__device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
+                            u64* __restrict__ bad, int n, int d, int b, int m) {
+    __shared__ float part[256 * 8];
+    const int J = blockIdx.x;
+    const long long head = blockIdx.y;
+    const int r0 = J * b;
+    const int r1 = min(r0 + b, n);
+    constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
+    const int tid = threadIdx.x;
+    int groups;
+    if (d % V == 0) {
+        // Vector path: a thread owns V consecutive columns of every groups-th row.
+        const int dvec = d / V;
+        groups = blockDim.x / dvec;
+        const int g = tid / dvec, cv = tid - g * dvec;
+        float s[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s[k] = 0.0f;
+        if (g < groups) {
+            for (int r = r0 + g; r < r1; r += groups) {
+                const long long off = (head * n + r) * d + cv * V;
+                uint4 raw = *reinterpret_cast<const uint4*>(x + off);
+                const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+                for (int k = 0; k < V; ++k) {
+                    const float v = to_f(e[k]);
+                    if (!finite_f(v)) atomicMax(bad, FLAG - (u64)(off + k));
+                    s[k] += v;
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < V; ++k) part[g * d + cv * V + k] = s[k];
+        }
+    } else {
+        groups = blockDim.x / d;  // host guarantees d ≤ blockDim.x
+        const int g = tid / d, c = tid - g * d;
+        float s = 0.0f;
+        if (g < groups) {
+            const T* base = x + (head * n) * d + c;
+#pragma unroll 4
+            for (int r = r0 + g; r < r1; r += groups) {
+                const float v = to_f(base[(long long)r * d]);
+                if (!finite_f(v)) atomicMax(bad, FLAG - (u64)((head * n + r) * d + c));
+                s += v;
+            }
+            part[g * d + c] = s;
+        }
+    }
+    __syncthreads();
+    if (tid < d) {
+        float t = 0.0f;
+        for (int k = 0; k < groups; ++k) t += part[k * d + tid];
+        out[(head * m + J) * d + tid] = t / (float)(r1 - r0);
+    }
+}
+
+#define MEANS(T, S)                                                                   \
+    extern "C" __global__ void __launch_bounds__(256) block_means_##S(               \
+        const T* x, float* out, u64* bad, int n, int d, int b, int m) {               \
+        block_means<T>(x, out, bad, n, d, b, m);                                      \
+    }
+BLOCKRES_FOR_TYPES(MEANS)

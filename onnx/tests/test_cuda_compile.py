@@ -1,0 +1,52 @@
+"""CI check (no GPU): every cuda/*.cu compiles to PTX with NVRTC 13.0 from PyPI.
+
+Runs cuda/compile_ptx.py exactly as build.rs does, so a kernel that does not compile,
+or an NVRTC that is not 13.0 (whose PTX the 580 driver would reject), fails here.
+"""
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CUDA = ROOT / "cuda"
+
+
+def test_every_cu_compiles_to_ptx_9_0(tmp_path):
+    units = sorted(CUDA.glob("*.cu"))
+    assert units, "no cuda/*.cu found"
+    r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for cu in units:
+        ptx = (tmp_path / (cu.stem + ".ptx")).read_text()
+        # CUDA 13.0 writes PTX ISA 9.0; anything newer is rejected by the 580 driver.
+        assert re.search(r"^\.version 9\.0$", ptx, re.M), f"{cu.name}: unexpected PTX version"
+        assert ".target sm_90" in ptx
+        assert ".visible .entry" in ptx, f"{cu.name}: no kernel entry point"
+
+
+def test_typed_entry_points_present(tmp_path):
+    r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    entries = set()
+    for p in tmp_path.glob("*.ptx"):
+        entries |= set(re.findall(r"\.visible \.entry (\w+)\(", p.read_text()))
+    want = {"coarse", "reduced_causal"}
+    for base in ("block_means", "local_causal", "combine"):
+        want |= {f"{base}_{s}" for s in ("f32", "f16", "bf16")}
+    assert want <= entries, f"missing: {sorted(want - entries)}"
+    # The f16/bf16 local kernels use the tensor cores.
+    local = (tmp_path / "local.ptx").read_text()
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in local
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in local
+
+
+def test_broken_source_fails(tmp_path):
+    bad = tmp_path / "broken.cu"
+    bad.write_text('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }\n')
+    r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), str(tmp_path / "out"), str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "undefined_name" in r.stderr

@@ -1,0 +1,619 @@
+//! CUDA path (feature `cuda`): the block structure (SPEC §2) and the exact dense
+//! operator, causal, on an NVIDIA GPU through the driver API ([`cudarc`]).
+//!
+//! Two levels:
+//! - [`Gpu`] + [`GpuWorkspace`] + [`resolvent_attention_device`]: tensors already on
+//!   the device, work enqueued on the [`Gpu`]'s stream, no host synchronization;
+//! - [`resolvent_attention_host`]: host slices in, host `Vec` out (copies both ways
+//!   through a process-wide [`Gpu`] on device 0).
+//!
+//! The kernels (`cuda/*.cu`) are embedded as PTX built with NVRTC 13.0 at build time
+//! (`build.rs`), or compiled from the embedded sources with NVRTC at run time when
+//! the build had no compiler (`BLOCKRES_NVRTC=/path/to/libnvrtc.so.13` picks the
+//! library; otherwise `libnvrtc.so.13` from the loader path, and never an NVRTC newer
+//! than the driver). Every missing piece (no driver, no device,
+//! no PTX and no NVRTC, an unsupported shape) is an [`Error`], never a panic.
+//!
+//! Limits of this path: causal only (bidirectional is [`Error::Unsupported`]),
+//! `dk ≤ 128`, `dv ≤ 128`, `B·H ≤ 65535`, compute capability ≥ 9.0 for the embedded PTX
+//! (8.0 with run-time NVRTC). Arithmetic is f32; f16/bf16 logits use the tensor cores
+//! with f32 accumulation.
+//!
+//! ```no_run
+//! use blockres::{Config, TensorRef, gpu};
+//! let (h, n, d) = (4, 1000, 64);
+//! let x: Vec<half::bf16> = (0..h * n * d).map(|i| half::bf16::from_f32(((i % 17) as f32) / 17.0)).collect();
+//! let t = TensorRef::new(&x, [1, h, n, d]).unwrap();
+//! let y = gpu::resolvent_attention_host(t, t, t, &Config::default()).unwrap();
+//! assert_eq!(y.len(), h * n * d);
+//! ```
+
+mod module;
+mod nvrtc;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+
+use crate::attention::Dims;
+use crate::config::{Config, Structure};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::tensor::TensorRef;
+
+use module::Kernels;
+pub use module::ptx_tool;
+
+/// Largest `dk` and `dv` the kernels take (register and shared-memory tiles).
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// An element type the GPU kernels take: `f32`, [`half::f16`], [`half::bf16`].
+///
+/// ```
+/// # #[cfg(feature = "cuda")] {
+/// use blockres::gpu::GpuElement;
+/// assert_eq!(<half::bf16 as GpuElement>::SUFFIX, "bf16");
+/// # }
+/// ```
+pub trait GpuElement: Element + DeviceRepr + ValidAsZeroBits {
+    /// Suffix of the kernel names for this type (`f32`, `f16`, `bf16`).
+    const SUFFIX: &'static str;
+    #[doc(hidden)]
+    const INDEX: usize;
+}
+impl GpuElement for f32 {
+    const SUFFIX: &'static str = "f32";
+    const INDEX: usize = 0;
+}
+impl GpuElement for half::f16 {
+    const SUFFIX: &'static str = "f16";
+    const INDEX: usize = 1;
+}
+impl GpuElement for half::bf16 {
+    const SUFFIX: &'static str = "bf16";
+    const INDEX: usize = 2;
+}
+
+pub(crate) fn dev_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Device(format!("{what}: {e:?}"))
+}
+
+/// A CUDA device with its stream and loaded kernels.
+///
+/// ```no_run
+/// let gpu = blockres::gpu::Gpu::new(0).unwrap();
+/// println!("{}", gpu.name());
+/// ```
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    k: Kernels,
+    name: String,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("name", &self.name).finish()
+    }
+}
+
+impl Gpu {
+    /// Open device `ordinal`, make a stream and load the kernels. Fails with
+    /// [`Error::Unsupported`] when there is no CUDA driver or no such device, and with
+    /// [`Error::Device`] when the kernels cannot be loaded.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // cudarc panics when a library it needs is missing: check first.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::Unsupported(
+                "no CUDA driver (libcuda.so) on this machine; use the CPU path".into(),
+            ));
+        }
+        let count = CudaContext::device_count().map_err(|e| {
+            Error::Unsupported(format!("the CUDA driver reports no usable device ({e:?})"))
+        })?;
+        if ordinal >= count.max(0) as usize {
+            return Err(Error::Unsupported(format!(
+                "CUDA device {ordinal} requested, {count} present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| dev_err("creating the CUDA context", e))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| dev_err("creating a stream", e))?;
+        let k = Kernels::load(&ctx)?;
+        let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        Ok(Self {
+            ctx,
+            stream,
+            k,
+            name,
+        })
+    }
+
+    /// The device's name, as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The stream all work of this `Gpu` is enqueued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    /// The driver context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    /// Copy a host slice to a new device buffer (on this stream).
+    pub fn upload<T: DeviceRepr>(&self, x: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .clone_htod(x)
+            .map_err(|e| dev_err("copying to the device", e))
+    }
+    /// Copy a device buffer back (waits for the stream).
+    pub fn download<T: DeviceRepr>(&self, x: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream
+            .clone_dtoh(x)
+            .map_err(|e| dev_err("copying from the device", e))
+    }
+    /// A zeroed device buffer of `len` elements.
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| dev_err("allocating device memory", e))
+    }
+    /// Wait until every enqueued operation of the stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| dev_err("synchronizing the stream", e))
+    }
+}
+
+/// Device scratch memory of [`resolvent_attention_device`], grown on demand and kept,
+/// plus the record of non-finite inputs of the last call.
+///
+/// ```no_run
+/// use blockres::gpu::{Gpu, GpuWorkspace};
+/// let gpu = Gpu::new(0).unwrap();
+/// let mut ws = GpuWorkspace::new();
+/// // ... resolvent_attention_device(&gpu, &q, &k, &v, &mut y, &dims, &cfg, &mut ws)?;
+/// ws.check_finite(&gpu).unwrap();
+/// ```
+#[derive(Default)]
+pub struct GpuWorkspace {
+    bufs: Vec<CudaSlice<f32>>,
+    bad: Option<CudaSlice<u64>>,
+}
+
+impl std::fmt::Debug for GpuWorkspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuWorkspace")
+            .field("buffers", &self.bufs.len())
+            .finish()
+    }
+}
+
+/// Offset the non-finite record counts down from: the kernels store `FLAG − index`
+/// with atomicMax, so 0 means "none" and the smallest index wins.
+const FLAG: u64 = 1 << 62;
+
+impl GpuWorkspace {
+    /// An empty workspace; device memory is allocated by the first call.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn ensure(&mut self, gpu: &Gpu, sizes: &[usize]) -> Result<()> {
+        if self.bufs.len() != sizes.len() {
+            self.bufs.clear();
+        }
+        for (i, &len) in sizes.iter().enumerate() {
+            let len = len.max(1);
+            if self.bufs.get(i).is_none_or(|b| b.len() < len) {
+                let b = gpu.zeros::<f32>(len)?;
+                if i < self.bufs.len() {
+                    self.bufs[i] = b;
+                } else {
+                    self.bufs.push(b);
+                }
+            }
+        }
+        if self.bad.is_none() {
+            self.bad = Some(gpu.zeros::<u64>(3)?);
+        }
+        Ok(())
+    }
+
+    /// Wait for the last call and report the first NaN or infinity it found in Q, K or
+    /// V as [`Error::NonFinite`] (flat index into that tensor); `Ok` when all were
+    /// finite. The output of a call with non-finite input is not meaningful.
+    pub fn check_finite(&self, gpu: &Gpu) -> Result<()> {
+        let Some(bad) = &self.bad else { return Ok(()) };
+        let v = gpu.download(bad)?;
+        for (name, &f) in ["Q", "K", "V"].iter().zip(&v) {
+            if f != 0 {
+                return Err(Error::NonFinite {
+                    tensor: name,
+                    index: (FLAG - f) as usize,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
+const REDUCED_CW: usize = 8;
+/// Dynamic shared memory a kernel may ask for here (H100: 227 KiB per block, less the
+/// static arrays).
+const MAX_SMEM: usize = 200 * 1024;
+
+fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    }
+}
+
+fn to_i32(x: usize, name: &'static str) -> Result<i32> {
+    i32::try_from(x).map_err(|_| {
+        Error::Unsupported(format!(
+            "{name} = {x} exceeds the GPU path's 32-bit index range"
+        ))
+    })
+}
+
+/// Shared memory of the local kernel: Q and K tiles, the 64×65 probability tile, the
+/// operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor cores), the
+/// 64×(dv+1) right side and four per-row vectors (z, inverse diagonal, 1/Z, rescale).
+/// Mirrors the layout in `cuda/local.cu`.
+fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
+    let (ld, es) = if elem_half {
+        (dk.div_ceil(16) * 16 + 8, 2)
+    } else {
+        (dk + 1, 4)
+    };
+    let qbytes = (64 * ld * es + 15) & !15;
+    let uw = dv + 1;
+    let mid = if elem_half {
+        (64 * 72 + 8 * uw.div_ceil(8) * 72) * 2
+    } else {
+        64 * uw * 4
+    };
+    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
+}
+
+/// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
+/// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
+/// (row-major, shapes in `dims`). Structures: [`Structure::Block`] (causal) and
+/// [`Structure::Dense`] (causal; evaluated as one block of `n`, which SPEC §2 makes
+/// exactly the dense operator). Returns once the work is enqueued; call
+/// [`GpuWorkspace::check_finite`] (which waits) to learn whether the inputs were all
+/// finite. `block_size = 0` picks the same `b` as the CPU ([`crate::auto_block_size`]),
+/// so both paths compute the same operator.
+///
+/// ```no_run
+/// use blockres::{Config, Dims, gpu::{self, Gpu, GpuWorkspace}};
+/// let g = Gpu::new(0).unwrap();
+/// let dims = Dims::from_shapes([1, 2, 500, 32], [1, 1, 500, 32], [1, 1, 500, 32]).unwrap();
+/// let q = g.upload(&vec![0.1f32; 2 * 500 * 32]).unwrap();
+/// let kv = g.upload(&vec![0.2f32; 500 * 32]).unwrap();
+/// let mut y = g.zeros::<f32>(2 * 500 * 32).unwrap();
+/// let mut ws = GpuWorkspace::new();
+/// gpu::resolvent_attention_device(&g, &q, &kv, &kv, &mut y, &dims, &Config::default(), &mut ws).unwrap();
+/// ws.check_finite(&g).unwrap();
+/// let out = g.download(&y).unwrap();
+/// assert!((out[0] - 0.2).abs() < 1e-5);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn resolvent_attention_device<T: GpuElement>(
+    gpu: &Gpu,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+    dims: &Dims,
+    cfg: &Config,
+    ws: &mut GpuWorkspace,
+) -> Result<()> {
+    cfg.validate()?;
+    let Dims {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+    } = *dims;
+    let bh = batch * heads;
+    let bhkv = batch * kv_heads;
+    for (name, got, want) in [
+        ("Q", q.len(), bh * n * dk),
+        ("K", k.len(), bhkv * n * dk),
+        ("V", v.len(), bhkv * n * dv),
+        ("Y", y.len(), bh * n * dv),
+    ] {
+        if got != want {
+            return Err(Error::Shape {
+                tensor: name,
+                message: format!("device buffer holds {got} elements, the shapes need {want}"),
+            });
+        }
+    }
+    if !cfg.causal {
+        return Err(Error::Unsupported(
+            "the GPU path computes causal attention only; use the CPU path for causal = 0".into(),
+        ));
+    }
+    let b = match cfg.structure {
+        Structure::Block if cfg.block_size == 0 => crate::auto_block_size(n, dk.max(dv)),
+        Structure::Block => cfg.block_size,
+        Structure::Dense => n,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "structure '{}' is not available on the GPU; use the CPU path",
+                other.name()
+            )));
+        }
+    }
+    .clamp(1, n);
+    if dk > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
+        return Err(Error::Unsupported(format!(
+            "the GPU kernels take dk, dv ≤ {MAX_HEAD_DIM}, got dk = {dk}, dv = {dv}; use the CPU path"
+        )));
+    }
+    if bh > 65535 {
+        return Err(Error::Unsupported(format!(
+            "B·H = {bh} exceeds the GPU grid limit 65535"
+        )));
+    }
+    let m = n.div_ceil(b);
+    if m > 65535 {
+        return Err(Error::Unsupported(format!(
+            "n/b = {m} blocks exceed the GPU grid limit 65535"
+        )));
+    }
+    if m * REDUCED_CW * 4 > MAX_SMEM {
+        return Err(Error::Unsupported(format!(
+            "n/b = {m} blocks: the GPU reduced solve takes at most {} blocks; use a larger block_size",
+            MAX_SMEM / (REDUCED_CW * 4)
+        )));
+    }
+    if n * dv.max(dk) >= i32::MAX as usize {
+        return Err(Error::Unsupported(format!(
+            "n·d = {} exceeds the GPU path's 32-bit per-head index range",
+            n * dv.max(dk)
+        )));
+    }
+    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s.
+    ws.ensure(
+        gpu,
+        &[
+            bh * m * dk,
+            bhkv * m * dk,
+            bhkv * m * dv,
+            bh * m * m,
+            bh * m,
+            bh * m,
+            bh * m * dv,
+            bh * n,
+            bh * m * dv,
+            bh * m,
+            bh * m * dv,
+        ],
+    )?;
+    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s] = &mut ws.bufs[..] else {
+        unreachable!("ensure made 11 buffers")
+    };
+    let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
+    let st = &gpu.stream;
+    st.memset_zeros(bad)
+        .map_err(|e| dev_err("clearing the non-finite record", e))?;
+    let (ni, dki, dvi, bi, mi) = (
+        to_i32(n, "n")?,
+        to_i32(dk, "dk")?,
+        to_i32(dv, "dv")?,
+        to_i32(b, "block_size")?,
+        to_i32(m, "blocks")?,
+    );
+    let (hi, hkvi) = (to_i32(heads, "H")?, to_i32(kv_heads, "Hkv")?);
+    let scale = cfg.effective_scale(dk);
+    let gamma = cfg.gamma;
+    let causal = 1i32;
+    let kx = &gpu.k;
+    let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
+        r.map(|_| ()).map_err(|e| dev_err(what, e))
+    };
+
+    // 1. Block means (and the non-finite scan) of Q, K, V.
+    for (x, out, rows, d, slot) in [
+        (q, &mut *qbar, bh, dk, 0usize),
+        (k, &mut *kbar, bhkv, dk, 1),
+        (v, &mut *vbar, bhkv, dv, 2),
+    ] {
+        let f = &kx.means[T::INDEX];
+        let mut bad_view = bad.slice_mut(slot..slot + 1);
+        let d = to_i32(d, "d")?;
+        let mut lb = st.launch_builder(f);
+        lb.arg(x)
+            .arg(out)
+            .arg(&mut bad_view)
+            .arg(&ni)
+            .arg(&d)
+            .arg(&bi)
+            .arg(&mi);
+        launch(
+            unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
+            "launching block_means",
+        )?;
+    }
+    // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
+    // in shared memory.
+    {
+        // Shared memory: ig rows of G̃ (ig·m floats) and a transposed 256-row chunk of k̄
+        // (dk × 257 floats, `KTS` in cuda/coarse.cu).
+        let kt = dk * 257 * 4;
+        let ig = ((MAX_SMEM - kt) / (4 * m)).clamp(1, 8);
+        let igi = ig as i32;
+        let smem = ig * m * 4 + kt;
+        kx.allow_smem(&kx.coarse, smem)?;
+        let mut lb = st.launch_builder(&kx.coarse);
+        lb.arg(&*qbar)
+            .arg(&*kbar)
+            .arg(&*vbar)
+            .arg(&mut *g)
+            .arg(&mut *sigma)
+            .arg(&mut *gsum)
+            .arg(&mut *h);
+        lb.arg(&hi)
+            .arg(&hkvi)
+            .arg(&ni)
+            .arg(&dki)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&scale)
+            .arg(&causal)
+            .arg(&igi);
+        launch(
+            unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
+            "launching coarse",
+        )?;
+    }
+    // 2.–5. Per block: local attention, local solves, block means of P and w.
+    {
+        let f = &kx.local[T::INDEX];
+        let smem = local_smem(T::INDEX != 0, dk, dv);
+        kx.allow_smem(f, smem)?;
+        let mut lb = st.launch_builder(f);
+        lb.arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(&mut *y)
+            .arg(&mut *w)
+            .arg(&mut *pbar)
+            .arg(&mut *cvec);
+        lb.arg(&*sigma).arg(&*gsum).arg(&*h);
+        lb.arg(&hi)
+            .arg(&hkvi)
+            .arg(&ni)
+            .arg(&dki)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&scale)
+            .arg(&gamma);
+        launch(
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, smem as u32)) },
+            "launching local_causal",
+        )?;
+    }
+    // 6. Reduced system.
+    {
+        let smem = m * REDUCED_CW * 4;
+        kx.allow_smem(&kx.reduced, smem)?;
+        let mut lb = st.launch_builder(&kx.reduced);
+        lb.arg(&*g)
+            .arg(&*pbar)
+            .arg(&*cvec)
+            .arg(&mut *s)
+            .arg(&mi)
+            .arg(&dvi)
+            .arg(&gamma);
+        launch(
+            unsafe {
+                lb.launch(cfg1(
+                    (dv.div_ceil(REDUCED_CW) as u32, bh as u32),
+                    256,
+                    smem as u32,
+                ))
+            },
+            "launching reduced_causal",
+        )?;
+    }
+    // 7. Combine in place.
+    {
+        let f = &kx.combine[T::INDEX];
+        let mut lb = st.launch_builder(f);
+        lb.arg(&mut *y)
+            .arg(&*w)
+            .arg(&*s)
+            .arg(&ni)
+            .arg(&dvi)
+            .arg(&bi)
+            .arg(&mi)
+            .arg(&gamma);
+        let blocks = (n * dv).div_ceil(256).min(1024) as u32;
+        launch(
+            unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
+            "launching combine",
+        )?;
+    }
+    Ok(())
+}
+
+struct Shared {
+    gpu: Gpu,
+    ws: Mutex<GpuWorkspace>,
+}
+
+fn shared() -> Result<&'static Shared> {
+    static S: OnceLock<std::result::Result<Shared, Error>> = OnceLock::new();
+    S.get_or_init(|| {
+        Gpu::new(0).map(|gpu| Shared {
+            gpu,
+            ws: Mutex::new(GpuWorkspace::new()),
+        })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Whether the GPU path can run here: `Ok` when device 0 opened and the kernels
+/// loaded, else the reason (the same error every GPU call would return).
+///
+/// ```no_run
+/// match blockres::gpu::available() {
+///     Ok(()) => println!("GPU path available"),
+///     Err(e) => println!("CPU only: {e}"),
+/// }
+/// ```
+pub fn available() -> Result<()> {
+    shared().map(|_| ())
+}
+
+/// Host convenience: copy `q`, `k`, `v` to device 0, evaluate, copy `Y` back.
+/// Same contract and errors as [`crate::resolvent_attention`] (including
+/// [`Error::NonFinite`]), plus the GPU path's limits (see the module docs).
+///
+/// ```no_run
+/// use blockres::{Config, TensorRef, gpu};
+/// let x = vec![0.5f32; 3 * 100 * 16];
+/// let t = TensorRef::new(&x, [1, 3, 100, 16]).unwrap();
+/// let y = gpu::resolvent_attention_host(t, t, t, &Config::default()).unwrap();
+/// assert!(y.iter().all(|&v| (v - 0.5).abs() < 1e-5));
+/// ```
+pub fn resolvent_attention_host<T: GpuElement>(
+    q: TensorRef<'_, T>,
+    k: TensorRef<'_, T>,
+    v: TensorRef<'_, T>,
+    cfg: &Config,
+) -> Result<Vec<T>> {
+    cfg.validate()?;
+    let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    let sh = shared()?;
+    let gpu = &sh.gpu;
+    let mut ws = sh
+        .ws
+        .lock()
+        .map_err(|_| Error::Device("GPU workspace lock poisoned".into()))?;
+    let dq = gpu.upload(q.data())?;
+    let dk = gpu.upload(k.data())?;
+    let dv = gpu.upload(v.data())?;
+    let mut dy = gpu.zeros::<T>(dims.output_shape().iter().product())?;
+    resolvent_attention_device(gpu, &dq, &dk, &dv, &mut dy, &dims, cfg, &mut ws)?;
+    ws.check_finite(gpu)?;
+    gpu.download(&dy)
+}

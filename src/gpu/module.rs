@@ -1,0 +1,119 @@
+//! Loading the kernels: the PTX embedded at build time (NVRTC 13.0, see build.rs),
+//! or the embedded sources compiled with the system NVRTC when the build had no
+//! compiler (see `nvrtc.rs`: loaded by absolute path, version-checked).
+
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
+use cudarc::nvrtc::Ptx;
+
+use super::dev_err;
+use crate::error::{Error, Result};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/cuda_kernels.rs"));
+}
+
+/// How the embedded PTX was made at build time ("NVRTC 13.0 (cuda/compile_ptx.py)",
+/// "nvcc 13.0", or "none (run-time NVRTC)").
+///
+/// ```
+/// # #[cfg(feature = "cuda")]
+/// assert!(!blockres::gpu::ptx_tool().is_empty());
+/// ```
+pub fn ptx_tool() -> &'static str {
+    env!("BLOCKRES_PTX_TOOL")
+}
+
+pub(crate) struct Kernels {
+    pub means: [CudaFunction; 3],
+    pub coarse: CudaFunction,
+    pub local: [CudaFunction; 3],
+    pub reduced: CudaFunction,
+    pub combine: [CudaFunction; 3],
+}
+
+/// The source of one unit with the shared header inlined (as cuda/compile_ptx.py does).
+fn expand(src: &str) -> String {
+    let (hname, htext) = embedded::HEADER;
+    let inc = format!("#include \"{hname}\"");
+    src.lines()
+        .map(|l| {
+            if l.trim() == inc {
+                htext.replace("#pragma once", "")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
+    let (cc_major, cc_minor) = ctx
+        .compute_capability()
+        .map_err(|e| dev_err("reading the compute capability", e))?;
+    let &(_, src, ptx) = embedded::UNITS
+        .iter()
+        .find(|u| u.0 == name)
+        .ok_or_else(|| Error::Device(format!("kernel unit {name}.cu missing from the build")))?;
+    if cc_major < 8 {
+        return Err(Error::Unsupported(format!(
+            "GPU compute capability {cc_major}.{cc_minor}: the kernels need 8.0 or newer (tensor-core mma)"
+        )));
+    }
+    let ptx = match ptx {
+        Some(p) if cc_major >= 9 => Ptx::from_src(p),
+        _ => {
+            // No PTX for this device from the build: compile the sources here.
+            let arch = format!("compute_{cc_major}{cc_minor}");
+            Ptx::from_src(super::nvrtc::compile(name, &expand(src), &arch)?)
+        }
+    };
+    ctx.load_module(ptx).map_err(|e| {
+        Error::Device(format!(
+            "loading {name} PTX ({}): {e:?}; PTX newer than the driver is rejected, build with CUDA 13.0",
+            super::ptx_tool()
+        ))
+    })
+}
+
+fn func(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
+    m.load_function(name)
+        .map_err(|e| dev_err(&format!("kernel {name}"), e))
+}
+
+fn typed(m: &Arc<CudaModule>, base: &str) -> Result<[CudaFunction; 3]> {
+    Ok([
+        func(m, &format!("{base}_f32"))?,
+        func(m, &format!("{base}_f16"))?,
+        func(m, &format!("{base}_bf16"))?,
+    ])
+}
+
+impl Kernels {
+    pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+        let means = module(ctx, "means")?;
+        let coarse = module(ctx, "coarse")?;
+        let local = module(ctx, "local")?;
+        let reduced = module(ctx, "reduced")?;
+        let combine = module(ctx, "combine")?;
+        Ok(Self {
+            means: typed(&means, "block_means")?,
+            coarse: func(&coarse, "coarse")?,
+            local: typed(&local, "local_causal")?,
+            reduced: func(&reduced, "reduced_causal")?,
+            combine: typed(&combine, "combine")?,
+        })
+    }
+
+    /// Let `f` use `bytes` of dynamic shared memory (above the 48 KiB default).
+    pub fn allow_smem(&self, f: &CudaFunction, bytes: usize) -> Result<()> {
+        f.set_attribute(
+            CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .map_err(|e| dev_err(&format!("allowing {bytes} bytes of shared memory"), e))
+    }
+}

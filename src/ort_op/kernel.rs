@@ -1,0 +1,519 @@
+//! The `blockres.ResolventAttention` custom op: one [`Op`] per element type, each
+//! creating [`Kernel`]s (one per graph node) whose Compute runs the crate's operator.
+
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr;
+
+use half::{bf16, f16};
+use ort_sys::{
+    ONNXTensorElementDataType, OrtApi, OrtCustomOp, OrtCustomOpInputOutputCharacteristic,
+    OrtErrorCode, OrtKernelContext, OrtKernelInfo, OrtMemType, OrtShapeInferContext, OrtStatusPtr,
+    OrtTensorTypeAndShapeInfo,
+};
+
+use super::API_VERSION;
+use super::api::{Api, Attr, Attrs, Fail, type_code, type_name};
+use crate::{
+    Config, Dims, Element, Par, Structure, TensorMut, TensorRef, Workspace,
+    resolvent_attention_with,
+};
+
+/// The op type name in the `blockres` domain.
+pub(crate) const OP_NAME: &std::ffi::CStr = c"ResolventAttention";
+
+/// Defaults of the `topk` attributes: 0 leaves the window to the crate, whose default
+/// is `k = ceil(2·sqrt(n))` (see `blockres::cpu::sparse::topk_window`).
+const DEFAULT_ALPHA: f32 = 0.0;
+const DEFAULT_C_EXP: f32 = 0.0;
+
+/// An element type together with its ONNX type code.
+pub(crate) trait OnnxElement: Element {
+    const ONNX: ONNXTensorElementDataType;
+}
+impl OnnxElement for f32 {
+    const ONNX: ONNXTensorElementDataType =
+        ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+impl OnnxElement for f16 {
+    const ONNX: ONNXTensorElementDataType =
+        ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+}
+impl OnnxElement for bf16 {
+    const ONNX: ONNXTensorElementDataType =
+        ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+}
+
+/// One registration of the op for element type `T`. ORT hands callbacks a pointer to
+/// the `ort` field; `repr(C)` with `ort` first lets us get back to the whole struct.
+#[repr(C)]
+pub(crate) struct Op<T> {
+    ort: OrtCustomOp,
+    api: Api,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// The state of one graph node: its parsed attributes and a scratch pool. `Sync`
+/// (ORT may call Compute on one kernel from several threads at once): the config is
+/// read-only and the workspace hands each call its own buffers.
+struct Kernel<T> {
+    api: Api,
+    cfg: Config,
+    ws: Workspace,
+    _t: PhantomData<fn() -> T>,
+}
+
+// ORT may run one kernel from several threads at once: keep its state Sync.
+const _: () = {
+    const fn assert_sync<K: Sync>() {}
+    assert_sync::<Kernel<f32>>();
+    assert_sync::<Kernel<f16>>();
+    assert_sync::<Kernel<bf16>>();
+};
+
+const INPUTS: [&str; 3] = ["Q", "K", "V"];
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Run a status-returning callback body, turning a panic into an error status.
+fn guarded(api: Api, f: impl FnOnce() -> Result<(), Fail>) -> OrtStatusPtr {
+    let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(Fail::Msg(
+            OrtErrorCode::ORT_RUNTIME_EXCEPTION,
+            format!(
+                "blockres.ResolventAttention: internal error (panic): {}",
+                panic_message(p.as_ref())
+            ),
+        ))
+    });
+    api.status_of(r)
+}
+
+/// Run a value-returning callback that has no way to report an error; a panic (which
+/// none of them can raise in practice) yields `fallback` instead of unwinding into C.
+fn quiet<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+impl<T: OnnxElement> Op<T> {
+    pub(crate) fn new(api: Api) -> Self {
+        Op {
+            ort: OrtCustomOp {
+                version: API_VERSION,
+                CreateKernel: None,
+                GetName: Some(get_name),
+                GetExecutionProviderType: Some(get_execution_provider_type),
+                GetInputType: Some(get_type::<T>),
+                GetInputTypeCount: Some(get_input_count),
+                GetOutputType: Some(get_type::<T>),
+                GetOutputTypeCount: Some(get_output_count),
+                KernelCompute: None,
+                KernelDestroy: Some(kernel_destroy::<T>),
+                GetInputCharacteristic: Some(get_characteristic),
+                GetOutputCharacteristic: Some(get_characteristic),
+                GetInputMemoryType: Some(get_input_memory_type),
+                GetVariadicInputMinArity: Some(get_variadic_min_arity),
+                GetVariadicInputHomogeneity: Some(get_variadic_homogeneity),
+                GetVariadicOutputMinArity: Some(get_variadic_min_arity),
+                GetVariadicOutputHomogeneity: Some(get_variadic_homogeneity),
+                CreateKernelV2: Some(create_kernel::<T>),
+                KernelComputeV2: Some(kernel_compute::<T>),
+                InferOutputShapeFn: Some(infer_output_shape::<T>),
+                GetStartVersion: Some(get_start_version),
+                GetEndVersion: Some(get_end_version),
+                GetMayInplace: None,
+                ReleaseMayInplace: None,
+                GetAliasMap: None,
+                ReleaseAliasMap: None,
+            },
+            api,
+            _t: PhantomData,
+        }
+    }
+
+    /// The pointer ORT is given for this op.
+    pub(crate) fn as_ort(&'static self) -> *const OrtCustomOp {
+        &self.ort
+    }
+
+    /// # Safety
+    /// `op` must be the `ort` field of a live `Op<T>`.
+    unsafe fn from_ort<'a>(op: *const OrtCustomOp) -> &'a Self {
+        // SAFETY: `ort` is the first field of a repr(C) struct.
+        unsafe { &*op.cast::<Self>() }
+    }
+}
+
+unsafe extern "system" fn get_name(_op: *const OrtCustomOp) -> *const c_char {
+    OP_NAME.as_ptr()
+}
+
+unsafe extern "system" fn get_execution_provider_type(_op: *const OrtCustomOp) -> *const c_char {
+    // Null selects the CPU execution provider.
+    ptr::null()
+}
+
+unsafe extern "system" fn get_type<T: OnnxElement>(
+    _op: *const OrtCustomOp,
+    _index: usize,
+) -> ONNXTensorElementDataType {
+    T::ONNX
+}
+
+unsafe extern "system" fn get_input_count(_op: *const OrtCustomOp) -> usize {
+    3
+}
+
+unsafe extern "system" fn get_output_count(_op: *const OrtCustomOp) -> usize {
+    1
+}
+
+unsafe extern "system" fn get_characteristic(
+    _op: *const OrtCustomOp,
+    _index: usize,
+) -> OrtCustomOpInputOutputCharacteristic {
+    OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED
+}
+
+unsafe extern "system" fn get_input_memory_type(
+    _op: *const OrtCustomOp,
+    _index: usize,
+) -> OrtMemType {
+    OrtMemType::OrtMemTypeDefault
+}
+
+unsafe extern "system" fn get_variadic_min_arity(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn get_variadic_homogeneity(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn get_start_version(_op: *const OrtCustomOp) -> c_int {
+    1
+}
+
+unsafe extern "system" fn get_end_version(_op: *const OrtCustomOp) -> c_int {
+    c_int::MAX
+}
+
+unsafe extern "system" fn create_kernel<T: OnnxElement>(
+    op: *const OrtCustomOp,
+    api: *const OrtApi,
+    info: *const OrtKernelInfo,
+    out: *mut *mut c_void,
+) -> OrtStatusPtr {
+    // SAFETY: ORT passes back the op it was given.
+    let this = unsafe { Op::<T>::from_ort(op) };
+    // Prefer the table ORT passes for this op's version; it is the same host.
+    let api = if api.is_null() {
+        this.api
+    } else {
+        // SAFETY: ORT's API tables live for the whole process.
+        Api(unsafe { &*api })
+    };
+    guarded(api, || {
+        if out.is_null() {
+            return Err(Fail::invalid(
+                "blockres.ResolventAttention: CreateKernelV2 got no output slot",
+            ));
+        }
+        let cfg = parse_config(&Attrs { api, info })?;
+        let kernel = Box::new(Kernel::<T> {
+            api,
+            cfg,
+            ws: Workspace::new(),
+            _t: PhantomData,
+        });
+        // SAFETY: `out` is a valid slot; ORT hands the pointer back to Compute/Destroy.
+        unsafe { *out = Box::into_raw(kernel).cast() };
+        Ok(())
+    })
+}
+
+unsafe extern "system" fn kernel_destroy<T: OnnxElement>(kernel: *mut c_void) {
+    quiet((), || {
+        if !kernel.is_null() {
+            // SAFETY: created by `create_kernel::<T>` and destroyed once by ORT.
+            drop(unsafe { Box::from_raw(kernel.cast::<Kernel<T>>()) });
+        }
+    })
+}
+
+unsafe extern "system" fn kernel_compute<T: OnnxElement>(
+    kernel: *mut c_void,
+    ctx: *mut OrtKernelContext,
+) -> OrtStatusPtr {
+    // SAFETY: created by `create_kernel::<T>`; only shared references are taken, so
+    // concurrent Compute calls on one kernel are fine.
+    let kernel = unsafe { &*kernel.cast::<Kernel<T>>() };
+    guarded(kernel.api, || kernel.compute(ctx))
+}
+
+fn bad_attr(name: &str, expected: &str, got: &str) -> Fail {
+    Fail::invalid(format!(
+        "blockres.ResolventAttention: attribute {name}: expected {expected}, got {got}"
+    ))
+}
+
+fn float_attr(a: &Attrs, name: &str, default: f32) -> Result<f32, Fail> {
+    match a.float(name)? {
+        Attr::Missing => Ok(default),
+        Attr::Value(x) => Ok(x),
+        Attr::WrongType(t) => Err(bad_attr(name, "a float (e.g. 0.5)", t)),
+    }
+}
+
+fn int_attr(a: &Attrs, name: &str, default: i64, expected: &str) -> Result<i64, Fail> {
+    match a.int(name)? {
+        Attr::Missing => Ok(default),
+        Attr::Value(x) => Ok(x),
+        Attr::WrongType(t) => Err(bad_attr(name, expected, t)),
+    }
+}
+
+fn count_attr(a: &Attrs, name: &str, default: usize, form: &str) -> Result<usize, Fail> {
+    let x = int_attr(a, name, default as i64, form)?;
+    usize::try_from(x).map_err(|_| bad_attr(name, form, &x.to_string()))
+}
+
+/// Map the node's attributes (SPEC §5) to a checked [`Config`].
+fn parse_config(a: &Attrs) -> Result<Config, Fail> {
+    let d = Config::default();
+    let gamma = float_attr(a, "gamma", d.gamma)?;
+    let scale = float_attr(a, "scale", d.scale)?;
+    let block_size = count_attr(a, "block_size", d.block_size, "an int >= 0 (0 = automatic)")?;
+    let causal = match int_attr(a, "causal", i64::from(d.causal), "an int, 0 or 1")? {
+        0 => false,
+        1 => true,
+        x => return Err(bad_attr("causal", "an int, 0 or 1", &x.to_string())),
+    };
+    let structure_name = match a.string("structure")? {
+        Attr::Missing => d.structure.name().to_string(),
+        Attr::Value(s) => s,
+        Attr::WrongType(t) => {
+            return Err(bad_attr(
+                "structure",
+                "a string: 'block', 'dense', 'strided', 'fixed' or 'topk'",
+                t,
+            ));
+        }
+    };
+    let stride = count_attr(a, "stride", 0, "an int >= 0 (0 = automatic)")?;
+    let summary = count_attr(a, "summary", 1, "an int >= 1 (0 also means 1)")?;
+    let alpha = float_attr(a, "alpha", DEFAULT_ALPHA)?;
+    let c_exp = float_attr(a, "c_exp", DEFAULT_C_EXP)?;
+    let structure = match structure_name.as_str() {
+        "block" => Structure::Block,
+        "dense" => Structure::Dense,
+        "strided" => Structure::Strided { stride },
+        "fixed" => Structure::Fixed {
+            block: stride,
+            summary,
+        },
+        "topk" => Structure::TopK { alpha, c_exp },
+        other => {
+            return Err(bad_attr(
+                "structure",
+                "one of 'block', 'dense', 'strided', 'fixed', 'topk'",
+                &format!("'{other}'"),
+            ));
+        }
+    };
+    let cfg = Config {
+        gamma,
+        block_size,
+        causal,
+        scale,
+        structure,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+impl<T: OnnxElement> Kernel<T> {
+    fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), Fail> {
+        let api = self.api;
+        // SAFETY (whole block): `ctx` is the context of this Compute call; values it
+        // returns stay valid until Compute returns.
+        let count = unsafe { api.input_count(ctx)? };
+        if count != 3 {
+            return Err(Fail::invalid(format!(
+                "blockres.ResolventAttention: expected 3 inputs (Q, K, V), got {count}"
+            )));
+        }
+        let mut shapes = [[0usize; 4]; 3];
+        let mut data = [ptr::null_mut::<u8>(); 3];
+        for (i, name) in INPUTS.iter().enumerate() {
+            let value = unsafe { api.input(ctx, i)? }.ok_or_else(|| {
+                Fail::invalid(format!(
+                    "blockres.ResolventAttention: input {name} is missing"
+                ))
+            })?;
+            let ts = unsafe { api.describe_value(value)? };
+            if ts.elem != type_code(T::ONNX) {
+                return Err(Fail::invalid(format!(
+                    "blockres.ResolventAttention: input {name}: element type {} does not match Q's {}; Q, K and V must share one type (float, float16 or bfloat16)",
+                    type_name(ts.elem),
+                    T::NAME
+                )));
+            }
+            let form = if *name == "V" {
+                "[B, Hkv, n, dv]"
+            } else if *name == "K" {
+                "[B, Hkv, n, dk]"
+            } else {
+                "[B, H, n, dk]"
+            };
+            if ts.dims.len() != 4 {
+                return Err(Fail::invalid(format!(
+                    "blockres.ResolventAttention: input {name}: expected a rank-4 tensor {form}, got rank {} with shape {:?}",
+                    ts.dims.len(),
+                    ts.dims
+                )));
+            }
+            for (slot, &d) in shapes[i].iter_mut().zip(&ts.dims) {
+                *slot = usize::try_from(d).map_err(|_| {
+                    Fail::invalid(format!(
+                        "blockres.ResolventAttention: input {name}: negative dimension in shape {:?}",
+                        ts.dims
+                    ))
+                })?;
+            }
+            data[i] = unsafe { api.data(value)? };
+        }
+        let dims = Dims::from_shapes(shapes[0], shapes[1], shapes[2])?;
+        let out_shape = dims.output_shape();
+        let out_dims = out_shape.map(|d| d as i64);
+        let y_value = unsafe { api.output(ctx, 0, &out_dims)? };
+        let y_data = unsafe { api.data(y_value)? };
+
+        let view = |p: *mut u8, shape: [usize; 4], name: &str| -> Result<&[T], Fail> {
+            slice_parts::<T>(p, shape, name).map(|(p, len)| {
+                // SAFETY: ORT owns `len` initialized elements of type T at `p` for the
+                // duration of Compute; inputs are only read.
+                unsafe { std::slice::from_raw_parts(p, len) }
+            })
+        };
+        let q = view(data[0], shapes[0], "Q")?;
+        let k = view(data[1], shapes[1], "K")?;
+        let v = view(data[2], shapes[2], "V")?;
+        let (yp, ylen) = slice_parts::<T>(y_data, out_shape, "Y")?;
+        // SAFETY: the output buffer was allocated for this call and nothing else refers
+        // to it (the op declares no in-place reuse of inputs).
+        let y = unsafe { std::slice::from_raw_parts_mut(yp.cast_mut(), ylen) };
+        resolvent_attention_with(
+            TensorRef::new(q, shapes[0])?,
+            TensorRef::new(k, shapes[1])?,
+            TensorRef::new(v, shapes[2])?,
+            TensorMut::new(y, out_shape)?,
+            &self.cfg,
+            Par::rayon(0),
+            &self.ws,
+        )?;
+        Ok(())
+    }
+}
+
+/// Check that a tensor buffer can be viewed as `[T]` of the shape's length.
+fn slice_parts<T>(p: *mut u8, shape: [usize; 4], name: &str) -> Result<(*const T, usize), Fail> {
+    let len = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Fail::invalid(format!(
+                "blockres.ResolventAttention: {name}: shape {shape:?} is too large"
+            ))
+        })?;
+    if len == 0 {
+        return Ok((ptr::NonNull::<T>::dangling().as_ptr(), 0));
+    }
+    if p.is_null() || (p as usize) % std::mem::align_of::<T>() != 0 {
+        return Err(Fail::Msg(
+            OrtErrorCode::ORT_FAIL,
+            format!("blockres.ResolventAttention: {name}: tensor buffer is null or misaligned"),
+        ));
+    }
+    Ok((p.cast::<T>(), len))
+}
+
+/// Output type and shape at graph time: `Y: [B, H, n, dv]` from `Q: [B, H, n, dk]` and
+/// `V: [B, Hkv, n, dv]`. Inconsistent or unknown shapes are left to Compute, which
+/// reports them with a message: some ORT versions ignore the status returned here.
+unsafe extern "system" fn infer_output_shape<T: OnnxElement>(
+    op: *const OrtCustomOp,
+    ctx: *mut OrtShapeInferContext,
+) -> OrtStatusPtr {
+    // SAFETY: ORT passes back the op it was given.
+    let api = unsafe { Op::<T>::from_ort(op) }.api;
+    guarded(api, || {
+        let t = api.0;
+        let mut count = 0usize;
+        // SAFETY: `ctx` is valid during this call; the input infos it returns are owned
+        // by the context and must not be released.
+        unsafe { api.check((t.ShapeInferContext_GetInputCount)(ctx, &mut count))? };
+        if count < 3 {
+            return Ok(());
+        }
+        let input = |i: usize| -> Result<super::api::TypeShape, Fail> {
+            let mut info: *mut OrtTensorTypeAndShapeInfo = ptr::null_mut();
+            unsafe {
+                api.check((t.ShapeInferContext_GetInputTypeShape)(ctx, i, &mut info))?;
+                api.describe_symbolic(info)
+            }
+        };
+        let q = input(0)?;
+        let v = input(2)?;
+        // The output takes Q's type: ORT builds one schema for the three registrations
+        // and calls the shape function of the first one whatever the node's type.
+        let elem = [f32::ONNX, f16::ONNX, bf16::ONNX]
+            .into_iter()
+            .find(|&t| type_code(t) == q.elem);
+        let Some(elem) = elem else { return Ok(()) };
+        if q.dims.len() != 4 || v.dims.len() != 4 {
+            return Ok(());
+        }
+        let picks = [(&q, 0), (&q, 1), (&q, 2), (&v, 3)];
+        let dims: Vec<i64> = picks.iter().map(|(s, i)| s.dims[*i]).collect();
+        let symbols: Vec<CString> = picks
+            .iter()
+            .map(|(s, i)| {
+                CString::new(s.symbols.get(*i).cloned().unwrap_or_default()).unwrap_or_default()
+            })
+            .collect();
+        if dims
+            .iter()
+            .zip(&symbols)
+            .any(|(&d, s)| d < 0 && s.is_empty())
+        {
+            return Ok(());
+        }
+        let mut sym_ptrs: Vec<*const c_char> = symbols.iter().map(|s| s.as_ptr()).collect();
+        let mut info: *mut OrtTensorTypeAndShapeInfo = ptr::null_mut();
+        unsafe {
+            api.check((t.CreateTensorTypeAndShapeInfo)(&mut info))?;
+            let r = (|| {
+                api.check((t.SetTensorElementType)(info, elem))?;
+                api.check((t.SetDimensions)(info, dims.as_ptr(), dims.len()))?;
+                api.check((t.SetSymbolicDimensions)(
+                    info,
+                    sym_ptrs.as_mut_ptr(),
+                    sym_ptrs.len(),
+                ))?;
+                api.check((t.ShapeInferContext_SetOutputTypeShape)(ctx, 0, info))
+            })();
+            (t.ReleaseTensorTypeAndShapeInfo)(info);
+            r
+        }
+    })
+}

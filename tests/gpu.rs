@@ -1,0 +1,371 @@
+//! GPU kernels against an independent float64 reference (feature `cuda`; needs an
+//! NVIDIA GPU: without one these tests fail, they never pass vacuously).
+//!
+//! The reference builds the block-structured attention matrix A of SPEC §2 entry by
+//! entry in f64 (small n) and solves (I − γA)·W = A·V by forward substitution,
+//! Y = (1−γ)·W: it shares no code with the kernels or the CPU path.
+#![cfg(feature = "cuda")]
+
+use blockres::gpu::{self, Gpu, GpuElement, GpuWorkspace};
+use blockres::{Config, Dims, Error, Structure, TensorRef};
+use half::{bf16, f16};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Roughly standard normal (sum of uniforms).
+    fn normal(&mut self) -> f64 {
+        (0..4).map(|_| self.next()).sum::<f64>() * 1.7320508 - 3.4641016
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    n: usize,
+    dk: usize,
+    dv: usize,
+    block: usize, // 0 = auto; usize::MAX = Structure::Dense
+    gamma: f32,
+    qgain: f64,
+}
+
+/// Reference for one head: q (n×dk), k (n×dk), v (n×dv) in f64, block size b.
+fn reference_head(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    n: usize,
+    dk: usize,
+    dv: usize,
+    b: usize,
+    scale: f64,
+    gamma: f64,
+) -> Vec<f64> {
+    let m = n.div_ceil(b);
+    let mean = |x: &[f64], d: usize, j: usize| -> Vec<f64> {
+        let (r0, r1) = (j * b, ((j + 1) * b).min(n));
+        let mut o = vec![0.0; d];
+        for r in r0..r1 {
+            for c in 0..d {
+                o[c] += x[r * d + c];
+            }
+        }
+        o.iter().map(|s| s / (r1 - r0) as f64).collect()
+    };
+    let qb: Vec<Vec<f64>> = (0..m).map(|j| mean(q, dk, j)).collect();
+    let kb: Vec<Vec<f64>> = (0..m).map(|j| mean(k, dk, j)).collect();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    // Row i of A: logits of every allowed j (local: exact; other blocks: coarse).
+    let mut a = vec![0.0f64; n * n];
+    for i in 0..n {
+        let bi = i / b;
+        let mut lg = vec![f64::NEG_INFINITY; n];
+        for j in 0..=i {
+            let bj = j / b;
+            lg[j] = if bj == bi {
+                scale * dot(&q[i * dk..(i + 1) * dk], &k[j * dk..(j + 1) * dk])
+            } else {
+                scale * dot(&qb[bi], &kb[bj])
+            };
+        }
+        let mx = lg.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = lg.iter().map(|&l| (l - mx).exp()).sum();
+        for j in 0..=i {
+            a[i * n + j] = (lg[j] - mx).exp() / z;
+        }
+    }
+    let mut w = vec![0.0f64; n * dv];
+    for i in 0..n {
+        for c in 0..dv {
+            let mut s = 0.0;
+            for j in 0..=i {
+                s += a[i * n + j] * v[j * dv + c];
+            }
+            for j in 0..i {
+                s += gamma * a[i * n + j] * w[j * dv + c];
+            }
+            w[i * dv + c] = s / (1.0 - gamma * a[i * n + i]);
+        }
+    }
+    w.iter().map(|x| (1.0 - gamma) * x).collect()
+}
+
+fn to64<T: GpuElement>(x: &[T]) -> Vec<f64> {
+    x.iter().map(|v| v.to_f32() as f64).collect()
+}
+
+fn rand_vec<T: GpuElement>(rng: &mut Rng, len: usize, gain: f64) -> Vec<T> {
+    (0..len)
+        .map(|_| T::from_f32((rng.normal() * gain) as f32))
+        .collect()
+}
+
+fn gpu() -> Gpu {
+    Gpu::new(0).unwrap_or_else(|e| panic!("these tests need a CUDA GPU: {e}"))
+}
+
+/// Run one case on the GPU (output poisoned with NaN first) and return the relative
+/// Frobenius error against the f64 reference.
+fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
+    let mut rng = Rng(seed | 1);
+    let Case {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+        block,
+        gamma,
+        qgain,
+    } = c;
+    let q: Vec<T> = rand_vec(&mut rng, batch * heads * n * dk, qgain);
+    let k: Vec<T> = rand_vec(&mut rng, batch * kv_heads * n * dk, 1.0);
+    let v: Vec<T> = rand_vec(&mut rng, batch * kv_heads * n * dv, 1.0);
+    let cfg = Config {
+        gamma,
+        block_size: if block == usize::MAX { 0 } else { block },
+        causal: true,
+        scale: 0.0,
+        structure: if block == usize::MAX {
+            Structure::Dense
+        } else {
+            Structure::Block
+        },
+    };
+    let dims = Dims::from_shapes(
+        [batch, heads, n, dk],
+        [batch, kv_heads, n, dk],
+        [batch, kv_heads, n, dv],
+    )
+    .unwrap();
+    let dq = g.upload(&q).unwrap();
+    let dkk = g.upload(&k).unwrap();
+    let dvv = g.upload(&v).unwrap();
+    let poison = vec![T::from_f32(f32::NAN); batch * heads * n * dv];
+    let mut dy = g.upload(&poison).unwrap();
+    let mut ws = GpuWorkspace::new();
+    gpu::resolvent_attention_device(g, &dq, &dkk, &dvv, &mut dy, &dims, &cfg, &mut ws).unwrap();
+    ws.check_finite(g).unwrap();
+    let y = to64(&g.download(&dy).unwrap());
+    assert!(
+        y.iter().all(|v| v.is_finite()),
+        "{c:?} {}: output not fully written (NaN left)",
+        T::SUFFIX
+    );
+    let b = if block == usize::MAX {
+        n
+    } else if block == 0 {
+        blockres::auto_block_size(n, dk.max(dv))
+    } else {
+        block
+    }
+    .clamp(1, n);
+    let (q, k, v) = (to64(&q), to64(&k), to64(&v));
+    let scale = 1.0 / (dk as f64).sqrt();
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for bh in 0..batch * heads {
+        let kvh = (bh / heads) * kv_heads + (bh % heads) / (heads / kv_heads);
+        let r = reference_head(
+            &q[bh * n * dk..(bh + 1) * n * dk],
+            &k[kvh * n * dk..(kvh + 1) * n * dk],
+            &v[kvh * n * dv..(kvh + 1) * n * dv],
+            n,
+            dk,
+            dv,
+            b,
+            scale,
+            gamma as f64,
+        );
+        for (o, rr) in y[bh * n * dv..(bh + 1) * n * dv].iter().zip(&r) {
+            num += (o - rr) * (o - rr);
+            den += rr * rr;
+        }
+    }
+    (num / den).sqrt()
+}
+
+fn cases() -> Vec<Case> {
+    let c = |batch, heads, kv_heads, n, dk, dv, block, gamma, qgain| Case {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+        block,
+        gamma,
+        qgain,
+    };
+    vec![
+        c(1, 2, 2, 1, 16, 16, 0, 0.5, 1.0),            // n = 1
+        c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0),         // GQA, dk ≠ dv, n not a multiple of b
+        c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5),         // odd dk (not a multiple of 16), B = 2
+        c(1, 2, 2, 130, 64, 64, 0, 0.5, 1.0),          // automatic block size
+        c(1, 2, 1, 150, 64, 32, usize::MAX, 0.7, 1.0), // Structure::Dense (3 row tiles)
+        c(1, 1, 1, 90, 16, 16, 1000, 0.5, 2.0),        // b ≥ n: the dense operator
+        c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0),            // b = 1
+        c(1, 2, 2, 150, 128, 128, 70, 0.3, 1.0),       // largest head dims, b not a multiple of 64
+        c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0),         // auto b, γ near 1, many blocks
+        c(1, 2, 2, 257, 64, 64, 128, 0.0, 1.0),        // γ = 0 (plain block attention)
+        c(1, 1, 1, 300, 5, 3, 17, 0.5, 3.0),           // tiny widths, peaky attention
+    ]
+}
+
+fn check_all<T: GpuElement>(bar: f64) {
+    let g = gpu();
+    for (i, c) in cases().into_iter().enumerate() {
+        for rep in 0..2u64 {
+            let err = run_case::<T>(&g, c, 0x9E37_79B9_7F4A_7C15 ^ ((i as u64) << 8) ^ rep);
+            println!("{} case {i} rep {rep}: {c:?}: rel err {err:.3e}", T::SUFFIX);
+            assert!(
+                err <= bar,
+                "{} {c:?}: relative error {err:.3e} > {bar:e}",
+                T::SUFFIX
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_matches_f64_reference() {
+    check_all::<f32>(1e-4);
+}
+
+#[test]
+fn f16_matches_f64_reference() {
+    check_all::<f16>(1e-2);
+}
+
+#[test]
+fn bf16_matches_f64_reference() {
+    check_all::<bf16>(1e-2);
+}
+
+#[test]
+fn gpu_matches_cpu_path() {
+    // The GPU and CPU implementations compute the same operator, also with b = auto.
+    let mut rng = Rng(77);
+    let (h, n, d) = (3, 1000, 64);
+    let q: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
+    let k: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
+    let v: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
+    let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
+    let cfg = Config::default();
+    let yg = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &cfg).unwrap();
+    let yc =
+        blockres::resolvent_attention_alloc(t(&q), t(&k), t(&v), &cfg, blockres::Par::Seq).unwrap();
+    let num: f64 = yg
+        .iter()
+        .zip(&yc)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let den: f64 = yc.iter().map(|b| (*b as f64).powi(2)).sum();
+    let err = (num / den).sqrt();
+    println!("gpu vs cpu: {err:.3e}");
+    assert!(err < 1e-4, "GPU vs CPU relative error {err:e}");
+}
+
+#[test]
+fn constant_values_pass_through() {
+    // SPEC §2: if every v_i = c then every y_i = c.
+    let mut rng = Rng(5);
+    let (h, n, d) = (2, 500, 32);
+    let q: Vec<bf16> = rand_vec(&mut rng, h * n * d, 1.0);
+    let k: Vec<bf16> = rand_vec(&mut rng, h * n * d, 1.0);
+    let v = vec![bf16::from_f32(1.25); h * n * d];
+    let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
+    let y = gpu::resolvent_attention_host(
+        t(&q),
+        t(&k),
+        t(&v),
+        &Config {
+            gamma: 0.8,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        y.iter().all(|x| (x.to_f32() - 1.25).abs() < 1.25 * 8e-3),
+        "constant V not preserved"
+    );
+}
+
+#[test]
+fn non_finite_input_is_reported() {
+    let (h, n, d) = (2, 100, 16);
+    let q = vec![0.1f32; h * n * d];
+    let mut k = vec![0.2f32; h * n * d];
+    k[1234] = f32::NAN;
+    k[2000] = f32::INFINITY;
+    let v = vec![0.3f32; h * n * d];
+    let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
+    let e = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &Config::default()).unwrap_err();
+    assert_eq!(
+        e,
+        Error::NonFinite {
+            tensor: "K",
+            index: 1234
+        }
+    );
+}
+
+#[test]
+fn unsupported_requests_are_errors() {
+    let x = vec![0.5f32; 2 * 50 * 16];
+    let t = TensorRef::new(&x, [1, 2, 50, 16]).unwrap();
+    let bidir = gpu::resolvent_attention_host(
+        t,
+        t,
+        t,
+        &Config {
+            causal: false,
+            ..Config::default()
+        },
+    );
+    assert!(matches!(bidir, Err(Error::Unsupported(_))), "{bidir:?}");
+    let wide = vec![0.5f32; 50 * 200];
+    let tw = TensorRef::new(&wide, [1, 1, 50, 200]).unwrap();
+    let e = gpu::resolvent_attention_host(tw, tw, tw, &Config::default()).unwrap_err();
+    assert!(e.to_string().contains("dk, dv"), "{e}");
+    let bad = gpu::resolvent_attention_host(
+        t,
+        t,
+        t,
+        &Config {
+            gamma: 1.0,
+            ..Config::default()
+        },
+    );
+    assert!(matches!(bad, Err(Error::Param { name: "gamma", .. })));
+}
+
+#[test]
+fn small_mixed_case() {
+    // Small enough for compute-sanitizer (memcheck, racecheck): GQA, dk ≠ dv, three
+    // row tiles in a block (64, 64, 22), a short last block, both kernel families.
+    let g = gpu();
+    let c = Case {
+        batch: 1,
+        heads: 2,
+        kv_heads: 1,
+        n: 320,
+        dk: 40,
+        dv: 24,
+        block: 150,
+        gamma: 0.6,
+        qgain: 1.0,
+    };
+    let e32 = run_case::<f32>(&g, c, 11);
+    let e16 = run_case::<bf16>(&g, c, 12);
+    println!("small case: f32 {e32:.3e}, bf16 {e16:.3e}");
+    assert!(e32 <= 1e-4 && e16 <= 1e-2, "f32 {e32:e}, bf16 {e16:e}");
+}
