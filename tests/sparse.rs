@@ -85,7 +85,7 @@ fn allowed(s: Structure, n: usize, i: usize, logits: &[f64]) -> Vec<bool> {
         Structure::Strided { stride } => {
             let l = if stride == 0 { ceil_sqrt(n) } else { stride };
             for (j, kp) in keep[..=i].iter_mut().enumerate() {
-                *kp = i - j < l || (i - j) % l == 0;
+                *kp = i - j < l || (i - j).is_multiple_of(l);
             }
         }
         Structure::Fixed { block, summary } => {

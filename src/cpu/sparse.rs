@@ -523,12 +523,12 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
     for p0 in (0..n).step_by(panel) {
         let p1 = (p0 + panel).min(n);
         let rows = p1 - p0;
-        if let Some(l) = far_l {
-            if p0 >= far.c1 {
-                let c1 = (p0 + (FAR_ROWS_PER_RESIDUE * l).next_multiple_of(panel)).min(n);
-                let u_c: &[f32] = if gamma == 0.0 { vc } else { uc };
-                far.fill(h, l, &compact, [kc, u_c], p0, c1, par);
-            }
+        if let Some(l) = far_l
+            && p0 >= far.c1
+        {
+            let c1 = (p0 + (FAR_ROWS_PER_RESIDUE * l).next_multiple_of(panel)).min(n);
+            let u_c: &[f32] = if gamma == 0.0 { vc } else { uc };
+            far.fill(h, l, &compact, [kc, u_c], p0, c1, par);
         }
         for (r, i) in (p0..p1).enumerate() {
             offs[r + 1] = offs[r] + pattern.row_len(i);
@@ -1075,7 +1075,7 @@ mod tests {
 
     fn member(p: Pattern, i: usize, j: usize) -> bool {
         match p {
-            Pattern::Strided { l } => j <= i && (i - j < l || (i - j) % l == 0),
+            Pattern::Strided { l } => j <= i && (i - j < l || (i - j).is_multiple_of(l)),
             Pattern::Fixed { l, c } => j <= i && (j / l == i / l || j % l + c >= l),
             Pattern::TopK { .. } => unreachable!(),
         }
