@@ -982,6 +982,10 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// Whether the AVX2 + FMA versions of the hot loops can run (cached by std).
 #[cfg(target_arch = "x86_64")]
 fn has_avx2_fma() -> bool {
+    #[cfg(test)]
+    if tests::PORTABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
@@ -1072,6 +1076,64 @@ fn axpy<const FMA: bool>(o: &mut [f32], a: f32, x: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set by [`portable_path_matches_the_vectorized_one`]: the kernels take their
+    /// portable bodies (what a CPU without AVX2/FMA runs). Other tests running
+    /// meanwhile only change path, not results.
+    pub(super) static PORTABLE: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    #[test]
+    fn portable_path_matches_the_vectorized_one() {
+        use std::sync::atomic::Ordering;
+        let (n, dk, dv) = (900, 24, 40);
+        let mut rng = crate::synthetic::Rng::new(17);
+        let (q, k, v) = (
+            rng.normals(n * dk),
+            rng.normals(n * dk),
+            rng.normals(n * dv),
+        );
+        let head = Head {
+            q: &q,
+            k: &k,
+            v: &v,
+            n,
+            dk,
+            dv,
+            scale: 1.0 / (dk as f32).sqrt(),
+            gamma: 0.0,
+        };
+        for structure in [
+            Structure::Strided { stride: 7 },
+            Structure::Fixed {
+                block: 0,
+                summary: 2,
+            },
+            Structure::TopK {
+                alpha: 0.0,
+                c_exp: 0.0,
+            },
+        ] {
+            for gamma in [0.0f32, 0.7] {
+                let h = Head { gamma, ..head };
+                let mut out = [vec![0.0f32; n * dv], vec![0.0f32; n * dv]];
+                for (path, y) in out.iter_mut().enumerate() {
+                    PORTABLE.store(path == 1, Ordering::Relaxed);
+                    let mut s = KernelScratch::default();
+                    evaluate(&h, structure, true, y, &mut s, Par::rayon(2)).unwrap();
+                }
+                PORTABLE.store(false, Ordering::Relaxed);
+                let num: f64 = out[0]
+                    .iter()
+                    .zip(&out[1])
+                    .map(|(a, b)| ((a - b) as f64).powi(2))
+                    .sum();
+                let den: f64 = out[0].iter().map(|a| (*a as f64).powi(2)).sum();
+                // FMA rounds differently; both are within f32 accuracy of each other.
+                assert!((num / den).sqrt() < 1e-5, "{structure:?} γ={gamma}");
+            }
+        }
+    }
 
     fn member(p: Pattern, i: usize, j: usize) -> bool {
         match p {
