@@ -251,6 +251,9 @@ pub fn resolvent_attention_with<T: Element>(
     }
 }
 
+/// Elements per parallel task of the f16/bf16 conversions.
+const CONVERT_CHUNK: usize = 1 << 16;
+
 /// Widen one head's inputs (borrowing them when they are f32 already), reject
 /// non-finite values, run the kernel, and round the result into `out`.
 #[allow(clippy::too_many_arguments)]
@@ -273,10 +276,19 @@ fn run_head<T: Element>(
         yf,
         kernel,
     } = s;
+    // Conversions are memory-bound passes over whole heads: split them across the
+    // threads the kernel itself will use, or they cap a long head's speed-up.
+    let split = cpu::threads(par) > 1;
     let widen = |x: &'_ [T], buf: &'_ mut Vec<f32>| {
         if T::as_f32(x).is_none() {
             buf.resize(x.len(), 0.0);
-            T::widen(x, buf);
+            if split {
+                buf.par_chunks_mut(CONVERT_CHUNK)
+                    .zip(x.par_chunks(CONVERT_CHUNK))
+                    .for_each(|(d, s)| T::widen(s, d));
+            } else {
+                T::widen(x, buf);
+            }
         }
     };
     widen(q, qf);
@@ -322,7 +334,15 @@ fn run_head<T: Element>(
         Some(y32) => dispatch(&head, cfg, y32, kernel, par),
         None => {
             yf.resize(n * dv, 0.0);
-            dispatch(&head, cfg, yf, kernel, par).map(|()| T::narrow(yf, out))
+            dispatch(&head, cfg, yf, kernel, par).map(|()| {
+                if split {
+                    out.par_chunks_mut(CONVERT_CHUNK)
+                        .zip(yf.par_chunks(CONVERT_CHUNK))
+                        .for_each(|(d, s)| T::narrow(s, d));
+                } else {
+                    T::narrow(yf, out);
+                }
+            })
         }
     };
     match result {
