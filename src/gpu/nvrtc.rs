@@ -88,7 +88,8 @@ fn load() -> Result<(Api, String)> {
         }
     };
     let sym = |n: &str| -> Result<*mut c_void> {
-        let c = CString::new(n).unwrap();
+        let c = CString::new(n)
+            .map_err(|_| Error::Device(format!("symbol name {n:?} holds a NUL byte")))?;
         let p = unsafe { dlsym(handle, c.as_ptr()) };
         if p.is_null() {
             Err(Error::Device(format!("{name} lacks {n}")))
@@ -137,7 +138,8 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
     }
     let csrc =
         CString::new(src).map_err(|_| Error::Device("kernel source holds a NUL byte".into()))?;
-    let cname = CString::new(format!("{name}.cu")).unwrap();
+    let cname = CString::new(format!("{name}.cu"))
+        .map_err(|_| Error::Device("kernel name holds a NUL byte".into()))?;
     let mut prog: Prog = std::ptr::null_mut();
     let r = unsafe {
         (api.create)(
@@ -156,8 +158,9 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
     }
     let opts: Vec<CString> = [format!("--gpu-architecture={arch}"), "--std=c++17".into()]
         .into_iter()
-        .map(|o| CString::new(o).unwrap())
-        .collect();
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .map_err(|_| Error::Device("NVRTC option holds a NUL byte".into()))?;
     let optp: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
     let r = unsafe { (api.compile)(prog, optp.len() as c_int, optp.as_ptr()) };
     let result = if r != 0 {
