@@ -315,10 +315,8 @@ fn run_head<T: Element>(
     // anywhere makes a mean non-finite: it reports that, and only then are the inputs
     // searched. Other kernels get the inputs checked up front.
     let checked_by_kernel = cfg.structure == Structure::Block;
-    if !checked_by_kernel {
-        if let Some(e) = locate() {
-            return Err(e);
-        }
+    if !checked_by_kernel && let Some(e) = locate() {
+        return Err(e);
     }
     let head = Head {
         q: q32,

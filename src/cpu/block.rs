@@ -57,6 +57,22 @@ small::multiversion! {
     }
 }
 
+/// One row panel of the coarse stage as the zipped iterators yield it:
+/// (panel index, (((G̃ rows, H rows), σ), Σ G̃)).
+type PanelItem<'a> = (
+    usize,
+    (
+        ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]),
+        &'a mut [f32],
+    ),
+);
+
+/// One block of the local stage: (block index, (((P rows, w), p̄, c)).
+type BlockItem<'a> = (
+    usize,
+    (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a mut f32),
+);
+
 /// Rows of the reduced system solved per step of the blocked forward substitution.
 const REDUCED_PANEL: usize = 128;
 
@@ -135,10 +151,7 @@ pub(crate) fn evaluate(
     let ln_b = (b as f32).ln();
     let ln_last = ((n - (m - 1) * b) as f32).ln();
     let (qbar, kbar, vbar): (&[f32], &[f32], &[f32]) = (qbar, kbar, vbar);
-    let coarse_panel = |(p, (((gp, hp), sp), gsp)): (
-        usize,
-        (((&mut [f32], &mut [f32]), &mut [f32]), &mut [f32]),
-    )| {
+    let coarse_panel = |(p, (((gp, hp), sp), gsp)): PanelItem<'_>| {
         let a = p * COARSE_PANEL;
         let rows = sp.len();
         let cols = if causal { a + rows } else { m };
@@ -200,11 +213,7 @@ pub(crate) fn evaluate(
     // 2.–5. Per block: local softmax with the coarse normalizer, X = A·V, local
     // solves for P (into y) and w, and their block means.
     let (hm, sigma, gsum): (&[f32], &[f32], &[f32]) = (hm, sigma, gsum);
-    let local = |buf: &mut Vec<f32>,
-                 (bi, (((yb, wb), pb), cb)): (
-        usize,
-        (((&mut [f32], &mut [f32]), &mut [f32]), &mut f32),
-    )| {
+    let local = |buf: &mut Vec<f32>, (bi, (((yb, wb), pb), cb)): BlockItem<'_>| {
         let nb = wb.len();
         let r0 = bi * b;
         let ldx = dv + 1;

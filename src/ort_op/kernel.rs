@@ -438,7 +438,7 @@ fn slice_parts<T>(p: *mut u8, shape: [usize; 4], name: &str) -> Result<(*const T
     if len == 0 {
         return Ok((ptr::NonNull::<T>::dangling().as_ptr(), 0));
     }
-    if p.is_null() || (p as usize) % std::mem::align_of::<T>() != 0 {
+    if p.is_null() || !(p as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return Err(Fail::Msg(
             OrtErrorCode::ORT_FAIL,
             format!("blockres.ResolventAttention: {name}: tensor buffer is null or misaligned"),

@@ -56,9 +56,9 @@ pub fn block_a(
                 ));
             }
         }
-        for bj in 0..m {
+        for (bj, kbj) in kb.iter().enumerate() {
             if bj != bi && (!causal || bj < bi) {
-                let l = scale * dot(&qb[bi], &kb[bj]);
+                let l = scale * dot(&qb[bi], kbj);
                 terms.push((bj * b, ((bj + 1) * b).min(n), l, size(bj)));
             }
         }
