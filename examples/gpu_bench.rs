@@ -141,14 +141,14 @@ fn main() {
                 bw / 1e9,
                 100.0 * bw / copy
             ));
-            if idx == 0 && block == 0 {
-                if let Some(dir) = &dump {
-                    std::fs::create_dir_all(dir).unwrap();
-                    for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("y", &y)] {
-                        let bytes: Vec<u8> =
-                            x.iter().flat_map(|e| e.to_bits().to_le_bytes()).collect();
-                        std::fs::write(format!("{dir}/{name}_{n}.bf16"), bytes).unwrap();
-                    }
+            if idx == 0
+                && block == 0
+                && let Some(dir) = &dump
+            {
+                std::fs::create_dir_all(dir).unwrap();
+                for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("y", &y)] {
+                    let bytes: Vec<u8> = x.iter().flat_map(|e| e.to_bits().to_le_bytes()).collect();
+                    std::fs::write(format!("{dir}/{name}_{n}.bf16"), bytes).unwrap();
                 }
             }
         }

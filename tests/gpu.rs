@@ -38,6 +38,7 @@ struct Case {
 }
 
 /// Reference for one head: q (n×dk), k (n×dk), v (n×dv) in f64, block size b.
+#[allow(clippy::too_many_arguments)]
 fn reference_head(
     q: &[f64],
     k: &[f64],
