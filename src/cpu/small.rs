@@ -29,6 +29,37 @@ macro_rules! multiversion {
 
 pub(crate) use multiversion;
 
+/// Define `$name` to run `$body::<true, ..>` (a kernel generic over `const FMA: bool`,
+/// using `mul_add` when true) with AVX2 + FMA enabled where the CPU has them, and
+/// `$body::<false, ..>` on the baseline target otherwise. For kernels whose inner loops
+/// need fused multiply-add: Rust never contracts `a·b + c` on its own, and `mul_add`
+/// without the FMA feature is a libm call.
+macro_rules! fma_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($g:ident: $b:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name $(<$($g: $b),*>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2 $(<$($g: $b),*>)? ($($arg: $ty),*) {
+                    $body::<true $(, $($g),*)?>($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: both features were detected on this CPU just now.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body::<false $(, $($g),*)?>($($arg),*)
+        }
+    };
+}
+
+pub(crate) use fma_dispatch;
+
 multiversion! {
     /// Masked, shifted row softmax of `s` (`rows×cols`, row stride `ld`) in place.
     /// Row `r` keeps columns `< limit(r)`, later ones become 0. `extra` is an extra
@@ -334,51 +365,26 @@ fn gemm_rm_imp<const FMA: bool, NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn gemm_rm_avx2<NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
-    c: &mut [f32],
-    ldc: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    ncols: NC,
-    kdepth: KD,
-) {
-    gemm_rm_imp::<true, NC, KD>(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth)
-}
-
-/// `C = alpha·A·B` for small row-major matrices (`A: m×k`, `B: k×n`, `C: m×n`
-/// with leading dimensions `lda`, `ldb`, `ldc`), by 4×16 register tiles.
-///
-/// Causal blocks need only part of each product: the tile of rows ending at
-/// `iend` computes columns `< ncols(iend)` (rounded up to whole tiles where the
-/// matrix allows; the extra columns are masked by the caller) and sums over
-/// `p < kdepth(iend)` (entries of A past that are zero). faer's general path
-/// packs and dispatches per call, which at b ≈ 100 cost more than the arithmetic.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_rm<NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
-    c: &mut [f32],
-    ldc: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    ncols: NC,
-    kdepth: KD,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: both features were detected on this CPU just now.
-        return unsafe { gemm_rm_avx2(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth) };
-    }
-    gemm_rm_imp::<false, NC, KD>(c, ldc, a, lda, b, ldb, m, n, alpha, ncols, kdepth)
+fma_dispatch! {
+    /// `C = alpha·A·B` for small row-major matrices (`A: m×k`, `B: k×n`, `C: m×n`
+    /// with leading dimensions `lda`, `ldb`, `ldc`), by 4×16 register tiles.
+    ///
+    /// Causal blocks need only part of each product: the tile of rows ending at
+    /// `iend` computes columns `< ncols(iend)` (rounded up to whole tiles where the
+    /// matrix allows; the extra columns are masked by the caller) and sums over
+    /// `p < kdepth(iend)` (entries of A past that are zero). faer's general path
+    /// packs and dispatches per call, which at b ≈ 100 cost more than the arithmetic.
+    pub(crate) fn gemm_rm<NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
+        c: &mut [f32],
+        ldc: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        m: usize,
+        n: usize,
+        alpha: f32,
+        ncols: NC,
+        kdepth: KD,
+    ) => gemm_rm_imp
 }

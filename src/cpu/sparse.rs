@@ -410,43 +410,20 @@ impl FarLogits {
     }
 }
 
-/// One row of [`FarLogits`]: `out[t] = scale·q·k_t` for the consecutive rows `k_t` of
-/// `keys`; then, over the first `t_old`, `mz = (m_old, z_old)` and `s_old` from the
-/// consecutive rows of `uold`. The old entries of `out` are left as weights.
-#[allow(clippy::too_many_arguments)]
-fn far_row(
-    q: &[f32],
-    keys: &[f32],
-    uold: &[f32],
-    scale: f32,
-    out: &mut [f32],
-    t_old: usize,
-    mz: &mut [f32],
-    sold: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { far_row_avx2(q, keys, uold, scale, out, t_old, mz, sold) };
-        return;
-    }
-    far_row_body::<false>(q, keys, uold, scale, out, t_old, mz, sold);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn far_row_avx2(
-    q: &[f32],
-    keys: &[f32],
-    uold: &[f32],
-    scale: f32,
-    out: &mut [f32],
-    t_old: usize,
-    mz: &mut [f32],
-    sold: &mut [f32],
-) {
-    far_row_body::<true>(q, keys, uold, scale, out, t_old, mz, sold);
+crate::cpu::small::fma_dispatch! {
+    /// One row of [`FarLogits`]: `out[t] = scale·q·k_t` for the consecutive rows `k_t` of
+    /// `keys`; then, over the first `t_old`, `mz = (m_old, z_old)` and `s_old` from the
+    /// consecutive rows of `uold`. The old entries of `out` are left as weights.
+    fn far_row(
+        q: &[f32],
+        keys: &[f32],
+        uold: &[f32],
+        scale: f32,
+        out: &mut [f32],
+        t_old: usize,
+        mz: &mut [f32],
+        sold: &mut [f32],
+    ) => far_row_body
 }
 
 #[inline(always)]
@@ -622,42 +599,19 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
     }
 }
 
-/// The sequential part of a panel, in place on its rows `yp` (holding `x_i` on entry,
-/// `w_i` on return): `w_i = (x_i + γ·Σ_{p0 ≤ j < i} a_ij·w_j) / (1 − γ·a_ii)`.
-#[allow(clippy::too_many_arguments)]
-fn substitute(
-    cols: &[u32],
-    vals: &[f32],
-    offs: &[usize],
-    p0: usize,
-    p1: usize,
-    gamma: f32,
-    yp: &mut [f32],
-    dv: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { substitute_avx2(cols, vals, offs, p0, p1, gamma, yp, dv) };
-        return;
-    }
-    substitute_body::<false>(cols, vals, offs, p0, p1, gamma, yp, dv);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn substitute_avx2(
-    cols: &[u32],
-    vals: &[f32],
-    offs: &[usize],
-    p0: usize,
-    p1: usize,
-    gamma: f32,
-    yp: &mut [f32],
-    dv: usize,
-) {
-    substitute_body::<true>(cols, vals, offs, p0, p1, gamma, yp, dv);
+crate::cpu::small::fma_dispatch! {
+    /// The sequential part of a panel, in place on its rows `yp` (holding `x_i` on entry,
+    /// `w_i` on return): `w_i = (x_i + γ·Σ_{p0 ≤ j < i} a_ij·w_j) / (1 − γ·a_ii)`.
+    fn substitute(
+        cols: &[u32],
+        vals: &[f32],
+        offs: &[usize],
+        p0: usize,
+        p1: usize,
+        gamma: f32,
+        yp: &mut [f32],
+        dv: usize,
+    ) => substitute_body
 }
 
 #[inline(always)]
