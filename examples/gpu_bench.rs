@@ -2,7 +2,7 @@
 //! B = 1, H = 16, d = 64, bf16, automatic block size, timed with CUDA events.
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B] [N ...]
+//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [N ...]
 //! ```
 //! Prints one row per n: median and best time over 30 runs after 5 warm-ups, the
 //! bytes that must cross memory at least (Q, K, V read once, Y written once) over the
@@ -58,6 +58,14 @@ fn main() {
     let mut blocks = vec![0usize];
     if let Some(p) = args.iter().position(|a| a == "--block") {
         blocks.push(args[p + 1].parse().expect("--block takes an integer"));
+        args.drain(p..p + 2);
+    }
+    // `--blocks 64,128`: exactly these block sizes (0 = automatic), for profiling one.
+    if let Some(p) = args.iter().position(|a| a == "--blocks") {
+        blocks = args[p + 1]
+            .split(',')
+            .map(|x| x.parse().expect("--blocks takes integers"))
+            .collect();
         args.drain(p..p + 2);
     }
     let ns: Vec<usize> = if args.is_empty() {

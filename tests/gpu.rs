@@ -369,4 +369,13 @@ fn small_mixed_case() {
     let e16 = run_case::<bf16>(&g, c, 12);
     println!("small case: f32 {e32:.3e}, bf16 {e16:.3e}");
     assert!(e32 <= 1e-4 && e16 <= 1e-2, "f32 {e32:e}, bf16 {e16:e}");
+    // The tensor-core block kernel (f16/bf16, b ≤ 128): 16-byte copies with 3 warps and a
+    // short last block; element copies (dk = 5) with 2 warps; 8 warps, dv > 64.
+    for (block, dk, dv, seed) in [(48, 40, 24, 13), (20, 5, 24, 14), (128, 72, 80, 15)] {
+        let c = Case { block, dk, dv, ..c };
+        let eb = run_case::<bf16>(&g, c, seed);
+        let eh = run_case::<f16>(&g, c, seed + 100);
+        println!("small case b = {block}, dk = {dk}, dv = {dv}: bf16 {eb:.3e}, f16 {eh:.3e}");
+        assert!(eb <= 1e-2 && eh <= 1e-2, "bf16 {eb:e}, f16 {eh:e}");
+    }
 }

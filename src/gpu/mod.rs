@@ -285,6 +285,20 @@ fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
+/// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
+fn local_tc_smem(warps: usize, d: usize) -> usize {
+    let (rows, ld) = (16 * warps, d + 8);
+    5 * rows * ld * 2 + warps * 16 * 17 * 4 + ld * 4
+}
+
+/// The tensor-core local kernel takes f16/bf16 blocks of at most 128 rows; unset or any
+/// value but `general` lets it; `BLOCKRES_GPU_LOCAL=general` forces the general kernel
+/// (cuda/local.cu), for comparisons.
+fn local_tc_allowed() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_LOCAL").map_or(true, |v| v != "general"))
+}
+
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
 /// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
 /// (row-major, shapes in `dims`). Structures: [`Structure::Block`] (causal) and
@@ -484,8 +498,20 @@ pub fn resolvent_attention_device<T: GpuElement>(
     }
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
-        let f = &kx.local[T::INDEX];
-        let smem = local_smem(T::INDEX != 0, dk, dv);
+        let bn = b.min(n);
+        let tc = T::INDEX != 0 && bn <= 128 && local_tc_allowed();
+        let (f, threads, smem) = if tc {
+            let warps = bn.div_ceil(16);
+            let v = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
+            let (wmax, dmax) = module::LOCAL_TC_VARIANTS[v];
+            (
+                &kx.local_tc[T::INDEX - 1][v],
+                32 * warps as u32,
+                local_tc_smem(wmax, dmax),
+            )
+        } else {
+            (&kx.local[T::INDEX], 256, local_smem(T::INDEX != 0, dk, dv))
+        };
         kx.allow_smem(f, smem)?;
         let mut lb = st.launch_builder(f);
         lb.arg(q)
@@ -506,8 +532,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&scale)
             .arg(&gamma);
         launch(
-            unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, smem as u32)) },
-            "launching local_causal",
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), threads, smem as u32)) },
+            "launching the local kernel",
         )?;
     }
     // 6. Reduced system.

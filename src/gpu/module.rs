@@ -30,6 +30,9 @@ pub(crate) struct Kernels {
     pub means: [CudaFunction; 3],
     pub coarse: CudaFunction,
     pub local: [CudaFunction; 3],
+    /// `local_tc_{f16,bf16}_{W}_{D}`: [type − 1][variant], variants (W, D) in the order
+    /// of [`LOCAL_TC_VARIANTS`].
+    pub local_tc: [[CudaFunction; 4]; 2],
     pub reduced: CudaFunction,
     pub combine: [CudaFunction; 3],
 }
@@ -92,17 +95,28 @@ fn typed(m: &Arc<CudaModule>, base: &str) -> Result<[CudaFunction; 3]> {
     ])
 }
 
+/// (warps at most, bound of dk and dv) of the `local_tc` entry points.
+pub(crate) const LOCAL_TC_VARIANTS: [(usize, usize); 4] = [(4, 64), (8, 64), (4, 128), (8, 128)];
+
+fn local_tc(m: &Arc<CudaModule>, suffix: &str) -> Result<[CudaFunction; 4]> {
+    let f = |(w, d): (usize, usize)| func(m, &format!("local_tc_{suffix}_{w}_{d}"));
+    let [a, b, c, d] = LOCAL_TC_VARIANTS;
+    Ok([f(a)?, f(b)?, f(c)?, f(d)?])
+}
+
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let means = module(ctx, "means")?;
         let coarse = module(ctx, "coarse")?;
         let local = module(ctx, "local")?;
+        let local_tc_m = module(ctx, "local_tc")?;
         let reduced = module(ctx, "reduced")?;
         let combine = module(ctx, "combine")?;
         Ok(Self {
             means: typed(&means, "block_means")?,
             coarse: func(&coarse, "coarse")?,
             local: typed(&local, "local_causal")?,
+            local_tc: [local_tc(&local_tc_m, "f16")?, local_tc(&local_tc_m, "bf16")?],
             reduced: func(&reduced, "reduced_causal")?,
             combine: typed(&combine, "combine")?,
         })

@@ -1,0 +1,476 @@
+// SPEC §2 steps 2–5, causal, f16/bf16, blocks of at most 128 rows: the whole block is
+// one tile and every product runs on the tensor cores.
+//
+// One CTA per (block I, query head), one warp per 16 rows of the block. Why this shape
+// (local.cu, the general kernel, spent most of its time with 3 of 8 warps solving a
+// 64-row triangle column by column while the rest waited at a barrier):
+//
+// - The block's Q, K, V rows make one trip from memory (cp.async, all in flight at once).
+// - Each warp keeps its 16×(keys) logits in mma accumulators and does the softmax in
+//   registers (quad shuffles), then reuses the accumulators, rounded to the element type,
+//   as the A operand of D·V (the accumulator layout of m16n8 is the A layout of k16).
+// - The local causal system (I − γD)·[P | w] = [D·V + z⊗h | z] is solved by 16-row
+//   panels, one per warp, across warps: with the inverses L_p⁻¹ of the 16×16 diagonal
+//   blocks (every warp computes its own, in parallel) and C_wp = γ·D_wp·L_p⁻¹, warp p
+//   publishes its finished right side R_p, every later warp w adds C_wp·R_p to its
+//   own, and warp p forms P_p = L_p⁻¹·R_p. All products are mma; the values of the
+//   right sides and of the inverses go through the tensor cores as
+//   a hi + lo pair of the element type (three products for the inverse, two for the
+//   update), about twice the type's significand (bf16: 2^-16 instead of 2^-9). D itself
+//   is used at the element type's precision, as in D·V.
+// - The panel chain costs one barrier per warp; the other CTAs on the SM (2–4) fill it.
+//
+// Outputs as local.cu: P into y (the combine step completes it in place), w into wout,
+// the block means p̄_I, c_I into pbar, cvec.
+//
+// NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
+// 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
+// local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
+// the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks / their inverses
+// (NWM × 16 × 17 f32) and the column sums (DM + 8 f32).
+#include "common.cuh"
+
+#define DSTR 17  // row stride (floats) of a 16×16 diagonal block
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(u32* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x2_t(u32* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+}
+
+// Two floats packed as the 16-bit type, the first in the low half (lower k or column).
+template <class T> __device__ __forceinline__ u32 pack2(float lo, float hi);
+template <> __device__ __forceinline__ u32 pack2<bf16_t>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ u32 pack2<f16_t>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// The two halves of a packed pair back in f32.
+template <class T> __device__ __forceinline__ void unpack2(u32 p, float& lo, float& hi);
+template <> __device__ __forceinline__ void unpack2<bf16_t>(u32 p, float& lo, float& hi) {
+    lo = __uint_as_float(p << 16);
+    hi = __uint_as_float(p & 0xffff0000u);
+}
+template <> __device__ __forceinline__ void unpack2<f16_t>(u32 p, float& lo, float& hi) {
+    f16_t a, b;
+    a.x = (u16)(p & 0xffffu);
+    b.x = (u16)(p >> 16);
+    lo = to_f(a);
+    hi = to_f(b);
+}
+// hi = the pair rounded to T, lo = what hi missed, rounded to T: hi + lo carries about
+// twice T's significand through the tensor cores.
+template <class T> __device__ __forceinline__ void split2(float a, float b, u32& hi, u32& lo) {
+    hi = pack2<T>(a, b);
+    float ha, hb;
+    unpack2<T>(hi, ha, hb);
+    lo = pack2<T>(a - ha, b - hb);
+}
+
+// Rows [0, 16·nw) × columns [0, DM) of one head's tensor (width d, `rows` valid rows) into
+// a tile of stride DM + 8, zero elsewhere. 16-byte asynchronous copies when d allows.
+template <class T, int DM>
+__device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int d, int nrow) {
+    constexpr int LD = DM + 8, C8 = DM / 8;
+    if (d % 8 == 0) {
+        for (int idx = threadIdx.x; idx < nrow * C8; idx += blockDim.x) {
+            const int r = idx / C8, c = (idx - r * C8) * 8;
+            u16* p = dst + r * LD + c;
+            if (r < rows && c < d)
+                cp_async16(p, src + (long long)r * d + c);
+            else
+                *reinterpret_cast<uint4*>(p) = make_uint4(0, 0, 0, 0);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < nrow * DM; idx += blockDim.x) {
+            const int r = idx / DM, c = idx - r * DM;
+            dst[r * LD + c] =
+                (r < rows && c < d) ? reinterpret_cast<const u16*>(src)[(long long)r * d + c] : 0;
+        }
+    }
+}
+
+template <class T, int NWM, int DM>
+__device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
+                         const T* __restrict__ v, T* __restrict__ y, float* __restrict__ wout,
+                         float* __restrict__ pbar, float* __restrict__ cvec,
+                         const float* __restrict__ sigma, const float* __restrict__ gsum,
+                         const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
+                         int b, int m, float scale, float gamma) {
+    constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
+    constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
+    constexpr int XT = VT + 1;
+    constexpr int R = 16 * NWM;
+    extern __shared__ __align__(16) unsigned char smem[];
+    u16* qs = reinterpret_cast<u16*>(smem);
+    u16* ks = qs + R * LD;
+    u16* vs = ks + R * LD;
+    u16* ph = vs + R * LD;  // published right sides R_p, hi
+    u16* pl = ph + R * LD;  // and lo
+    float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × 16 × DSTR
+    float* csum = dws + NWM * 16 * DSTR;                  // LD
+
+    const int I = blockIdx.x, bh = blockIdx.y;
+    const long long kvh = kv_head(bh, H, Hkv);
+    const int base = I * b;
+    const int nb = min(b, n - base);
+    const int nw = blockDim.x >> 5;
+    const int nrow = 16 * nw;
+    const long long bi = (long long)bh * m + I;
+
+    load_block<T, DM>(qs, q + ((long long)bh * n + base) * dk, nb, dk, nrow);
+    load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
+    load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
+    asm volatile("cp.async.commit_group;");
+    for (int c = threadIdx.x; c < LD; c += blockDim.x) csum[c] = 0.0f;
+    const float sig = sigma[bi], gs = gsum[bi];
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    __syncthreads();
+
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = 16 * w;  // the warp's first row in the block
+    const int dkp = (dk + 15) & ~15, nvt = ((dv + 15) & ~15) / 8;
+    // ldmatrix lane roles: row within a 16-row operand and 8-column half.
+    const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
+
+    // S = Q_w·Kᵀ over keys [0, 16(w+1)), two 8-key n-tiles per step.
+    float s[2 * NWM][4];
+#pragma unroll
+    for (int i = 0; i < 2 * NWM; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[i][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < DM; kk += 16) {
+        if (kk < dkp) {
+            u32 a[4];
+            // A (16×16): matrices rows 0–7 / 8–15 × columns kk / kk+8.
+            ldsm_x4(a, qs + (r0 + lr) * LD + kk + lc);
+#pragma unroll
+            for (int np = 0; np < NWM; ++np) {
+                if (np <= w) {
+                    u32 bb[4];
+                    // B (keys as n): matrices keys np·16 + 0–7 / +8–15 × columns kk / kk+8.
+                    ldsm_x4(bb, ks + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk +
+                                    ((lane >> 3) & 1) * 8);
+                    Mma<T>::run(s[2 * np], a, bb);
+                    Mma<T>::run(s[2 * np + 1], a, bb + 2);
+                }
+            }
+        }
+    }
+
+    // Softmax with the coarse normalizer, in registers. Rows g (e = 0, 1) and g + 8
+    // (e = 2, 3) of the warp's panel; a row is spread over the 4 lanes of a quad. Only
+    // the warp's own 16-key step (j = w) needs the causal mask; rows past the block's
+    // end (padding) get weight 0 through invz.
+    const int ra = r0 + g, rb = r0 + g + 8;
+    const bool la = ra < nb, lb = rb < nb;
+    float mx[2] = {sig, sig};
+#pragma unroll
+    for (int nt = 0; nt < 2 * NWM; ++nt) {
+        if ((nt >> 1) <= w) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = (e < 2) ? ra : rb, c = nt * 8 + 2 * t + (e & 1);
+                const bool ok = (nt >> 1) < w || c <= r;
+                s[nt][e] = ok ? s[nt][e] * scale : neg_inf();
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+            }
+        }
+    }
+    float lsum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2 * NWM; ++nt) {
+        if ((nt >> 1) <= w) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float ex = __expf(s[nt][e] - mx[e >> 1]);  // exp(−inf) = 0
+                s[nt][e] = ex;
+                lsum[e >> 1] += ex;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+        }
+    }
+    float invz[2], zr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 1);
+        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
+        const bool live = h == 0 ? la : lb;
+        const float ecross = (gs > 0.0f && live) ? __expf(sig - mx[h]) : 0.0f;
+        invz[h] = live ? 1.0f / (lsum[h] + ecross * gs) : 0.0f;
+        zr[h] = ecross * invz[h];
+    }
+    // D in place; the diagonal 16×16 block also to shared memory (f32) for its inverse.
+    float* dw = dws + w * 16 * DSTR;
+#pragma unroll
+    for (int nt = 0; nt < 2 * NWM; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            s[nt][e] *= invz[e >> 1];
+            if (nt >> 1 == w) dw[(g + (e >> 1) * 8) * DSTR + (nt & 1) * 8 + 2 * t + (e & 1)] = s[nt][e];
+        }
+    // D as A fragments, one per 16-key step (the m16n8 accumulator pair is the k16 A).
+    u32 da[NWM][4];
+#pragma unroll
+    for (int j = 0; j < NWM; ++j) {
+        da[j][0] = pack2<T>(s[2 * j][0], s[2 * j][1]);
+        da[j][1] = pack2<T>(s[2 * j][2], s[2 * j][3]);
+        da[j][2] = pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
+        da[j][3] = pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
+    }
+
+    // X = D·V + z⊗[h | 1]: the right side, w column in tile VT.
+    float x[XT][4];
+#pragma unroll
+    for (int i = 0; i < XT; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[i][e] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NWM; ++j) {
+        if (j <= w) {
+#pragma unroll
+            for (int np = 0; np < VT / 2; ++np) {
+                if (2 * np < nvt) {
+                    u32 bb[4];
+                    ldsm_x4_t(bb, vs + (j * 16 + lr) * LD + np * 16 + lc);
+                    Mma<T>::run(x[2 * np], da[j], bb);
+                    Mma<T>::run(x[2 * np + 1], da[j], bb + 2);
+                }
+            }
+        }
+    }
+    const float* hI = hvec + bi * dv;
+#pragma unroll
+    for (int nt = 0; nt < VT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int c = nt * 8 + 2 * t + (e & 1);
+            if (c < dv) x[nt][e] += zr[e >> 1] * hI[c];
+        }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
+
+    // Inverse of the diagonal block L = I − γ·D_ww: lane c (and c + 16, unused) solves
+    // L·x = e_c by forward substitution, then the columns replace D_ww in shared memory.
+    __syncwarp();
+    {
+        const int c = lane & 15;
+        float xv[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            float acc = 0.0f;
+#pragma unroll
+            for (int j = 0; j < i; ++j) acc = fmaf(dw[i * DSTR + j], xv[j], acc);
+            const float di = 1.0f / (1.0f - gamma * dw[i * DSTR + i]);
+            xv[i] = ((i == c ? 1.0f : 0.0f) + gamma * acc) * di;
+        }
+        __syncwarp();
+        if (lane < 16) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) dw[i * DSTR + c] = xv[i];
+        }
+        __syncwarp();
+    }
+    __syncthreads();  // every warp's L⁻¹ is in shared memory
+    u32 lh[4], ll[4];  // the warp's own L⁻¹ as A fragments, hi and lo
+    split2<T>(dw[g * DSTR + 2 * t], dw[g * DSTR + 2 * t + 1], lh[0], ll[0]);
+    split2<T>(dw[(g + 8) * DSTR + 2 * t], dw[(g + 8) * DSTR + 2 * t + 1], lh[1], ll[1]);
+    split2<T>(dw[g * DSTR + 2 * t + 8], dw[g * DSTR + 2 * t + 9], lh[2], ll[2]);
+    split2<T>(dw[(g + 8) * DSTR + 2 * t + 8], dw[(g + 8) * DSTR + 2 * t + 9], lh[3], ll[3]);
+    // C_wp = γ·D_wp·L_p⁻¹ for the earlier panels p < w, as A fragments: with them the
+    // update from panel p needs only p's right side R_p (P_p = L_p⁻¹·R_p), so the chain
+    // below publishes each panel once and its step is one product deep. Computed here,
+    // off the chain, while the D fragments are still live.
+    u32 ca[NWM][4];
+#pragma unroll
+    for (int p = 0; p < NWM; ++p) {
+        if (p < w) {
+            const float* li = dws + p * 16 * DSTR;
+            float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            u32 bh[2], bl[2];
+            // B = L_p⁻¹ (k = row, n = column): b0 rows 2t, 2t+1, b1 rows 2t+8, 2t+9; column g.
+            split2<T>(li[2 * t * DSTR + g], li[(2 * t + 1) * DSTR + g], bh[0], bl[0]);
+            split2<T>(li[(2 * t + 8) * DSTR + g], li[(2 * t + 9) * DSTR + g], bh[1], bl[1]);
+            Mma<T>::run(c0, da[p], bh);
+            Mma<T>::run(c0, da[p], bl);
+            split2<T>(li[2 * t * DSTR + g + 8], li[(2 * t + 1) * DSTR + g + 8], bh[0], bl[0]);
+            split2<T>(li[(2 * t + 8) * DSTR + g + 8], li[(2 * t + 9) * DSTR + g + 8], bh[1], bl[1]);
+            Mma<T>::run(c1, da[p], bh);
+            Mma<T>::run(c1, da[p], bl);
+            ca[p][0] = pack2<T>(gamma * c0[0], gamma * c0[1]);
+            ca[p][1] = pack2<T>(gamma * c0[2], gamma * c0[3]);
+            ca[p][2] = pack2<T>(gamma * c1[0], gamma * c1[1]);
+            ca[p][3] = pack2<T>(gamma * c1[2], gamma * c1[3]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) ca[p][e] = 0u;
+        }
+    }
+
+    // Panel chain: at step p, warp p publishes its finished right side R_p (hi, lo);
+    // every later warp adds C_wp·R_p to its own, and warp p turns R_p into P_p = L_p⁻¹·R_p.
+    // A tile is live when it holds values (< nvt) or is the w column (VT).
+    u16* myh = ph + r0 * LD;
+    u16* myl = pl + r0 * LD;
+#pragma unroll
+    for (int p = 0; p < NWM; ++p) {
+        if (p >= nw) break;
+        if (w == p) {
+#pragma unroll
+            for (int nt = 0; nt < XT; ++nt) {
+                if (nt < nvt || nt == VT) {
+                    u32 h0, l0, h1, l1;
+                    split2<T>(x[nt][0], x[nt][1], h0, l0);
+                    split2<T>(x[nt][2], x[nt][3], h1, l1);
+                    const int c = nt * 8 + 2 * t;
+                    *reinterpret_cast<u32*>(&myh[g * LD + c]) = h0;
+                    *reinterpret_cast<u32*>(&myl[g * LD + c]) = l0;
+                    *reinterpret_cast<u32*>(&myh[(g + 8) * LD + c]) = h1;
+                    *reinterpret_cast<u32*>(&myl[(g + 8) * LD + c]) = l1;
+                }
+            }
+        }
+        if (p + 1 < nw)
+            __syncthreads();
+        else
+            __syncwarp();
+        const u16* oh = ph + p * 16 * LD;
+        const u16* ol = pl + p * 16 * LD;
+        if (w >= p) {
+            // w > p: X_w += C_wp·R_p. w = p: P_p = L_p⁻¹·R_p (hi·hi + hi·lo + lo·hi).
+            const bool own = w == p;
+#pragma unroll
+            for (int np = 0; np < VT / 2; ++np) {
+                if (2 * np < nvt) {
+                    u32 bh4[4], bl4[4];
+                    ldsm_x4_t(bh4, oh + lr * LD + np * 16 + lc);
+                    ldsm_x4_t(bl4, ol + lr * LD + np * 16 + lc);
+#pragma unroll
+                    for (int hh = 0; hh < 2; ++hh) {
+                        float* acc = x[2 * np + hh];
+                        if (own) {
+#pragma unroll
+                            for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
+                            Mma<T>::run(acc, lh, bh4 + 2 * hh);
+                            Mma<T>::run(acc, lh, bl4 + 2 * hh);
+                            Mma<T>::run(acc, ll, bh4 + 2 * hh);
+                        } else {
+                            Mma<T>::run(acc, ca[p], bh4 + 2 * hh);
+                            Mma<T>::run(acc, ca[p], bl4 + 2 * hh);
+                        }
+                    }
+                }
+            }
+            u32 bh2[2], bl2[2];
+            ldsm_x2_t(bh2, oh + lr * LD + VT * 8);
+            ldsm_x2_t(bl2, ol + lr * LD + VT * 8);
+            float* acc = x[VT];
+            if (own) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
+                Mma<T>::run(acc, lh, bh2);
+                Mma<T>::run(acc, lh, bl2);
+                Mma<T>::run(acc, ll, bh2);
+            } else {
+                Mma<T>::run(acc, ca[p], bh2);
+                Mma<T>::run(acc, ca[p], bl2);
+            }
+        }
+    }
+
+    // Outputs. w and the column sums from the fragments; P through shared memory (the
+    // warp's own rows of the V tile, which nobody reads any more) for 16-byte stores.
+    float* wh = wout + (long long)bh * n + base;
+    if (t == 0) {
+        if (la) wh[ra] = x[VT][0];
+        if (lb) wh[rb] = x[VT][2];
+    }
+#pragma unroll
+    for (int nt = 0; nt < XT; ++nt) {
+        if (nt < nvt || nt == VT) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                float cs = x[nt][hh] + x[nt][hh + 2];
+                cs += __shfl_xor_sync(0xffffffffu, cs, 4);
+                cs += __shfl_xor_sync(0xffffffffu, cs, 8);
+                cs += __shfl_xor_sync(0xffffffffu, cs, 16);
+                if (g == 0) atomicAdd(&csum[nt * 8 + 2 * t + hh], cs);
+            }
+        }
+    }
+    u16* st = vs + r0 * LD;
+#pragma unroll
+    for (int nt = 0; nt < VT; ++nt) {
+        if (nt < nvt) {
+            const int c = nt * 8 + 2 * t;
+            *reinterpret_cast<u32*>(&st[g * LD + c]) = pack2<T>(x[nt][0], x[nt][1]);
+            *reinterpret_cast<u32*>(&st[(g + 8) * LD + c]) = pack2<T>(x[nt][2], x[nt][3]);
+        }
+    }
+    __syncwarp();
+    T* yh = y + ((long long)bh * n + base + r0) * dv;
+    const int rows = min(16, nb - r0);
+    if (dv % 8 == 0) {
+        const int c8 = dv / 8;
+        for (int idx = lane; idx < rows * c8; idx += 32) {
+            const int r = idx / c8, c = (idx - r * c8) * 8;
+            *reinterpret_cast<uint4*>(&yh[(long long)r * dv + c]) =
+                *reinterpret_cast<const uint4*>(&st[r * LD + c]);
+        }
+    } else {
+        for (int idx = lane; idx < rows * dv; idx += 32) {
+            const int r = idx / dv, c = idx - r * dv;
+            reinterpret_cast<u16*>(yh)[(long long)r * dv + c] = st[r * LD + c];
+        }
+    }
+    __syncthreads();
+    const float inv = 1.0f / (float)nb;
+    for (int c = threadIdx.x; c < dv; c += blockDim.x) pbar[bi * dv + c] = csum[c] * inv;
+    if (threadIdx.x == 0) cvec[bi] = csum[VT * 8] * inv;
+}
+
+// Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
+// dk and dv. Register caps: 2 CTAs of 8 warps or 4 of 4 warps per SM.
+#define LOCAL_TC(T, S, W, D, MINB)                                                            \
+    extern "C" __global__ void __launch_bounds__(32 * W, MINB) local_tc_##S##_##W##_##D(      \
+        const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \
+        const float* sigma, const float* gsum, const float* hvec, int H, int Hkv, int n,     \
+        int dk, int dv, int b, int m, float scale, float gamma) {                             \
+        local_tc<T, W, D>(q, k, v, y, wout, pbar, cvec, sigma, gsum, hvec, H, Hkv, n, dk, dv, \
+                          b, m, scale, gamma);                                               \
+    }
+#define LOCAL_TC_ALL(T, S) \
+    LOCAL_TC(T, S, 4, 64, 4) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 4) LOCAL_TC(T, S, 8, 128, 1)
+LOCAL_TC_ALL(f16_t, f16)
+LOCAL_TC_ALL(bf16_t, bf16)
