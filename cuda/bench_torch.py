@@ -13,6 +13,7 @@ With --dump DIR (written by examples/gpu_bench.rs) it also checks blockres' outp
 the smallest n against this blockwise implementation run in float64.
 """
 import math
+import time
 import sys
 
 import numpy as np
@@ -22,16 +23,22 @@ H, D, GAMMA = 16, 64, 0.5
 dev = "cuda"
 
 
-def auto_block_size(n):  # same rule as blockres::auto_block_size
+def auto_block_size(n):  # same rule as blockres::gpu::auto_block_size
     # np.cbrt is exact on cubes and floor(x + 0.5) rounds halves up, as Rust does.
-    b = min(max(int(math.floor(1.5 * float(np.cbrt(n)) / 16.0 + 0.5)) * 16, 16), 512)
-    return max(n, 1) if n <= 2 * b else b
+    b = min(max(int(math.floor(float(np.cbrt(n)) / 16.0 + 0.5)) * 64, 64), 128)
+    per = -(-n // 4096)  # ceil(n / 4096): m stays ≤ 4096
+    b = max(b, -(-per // 16) * 16)
+    return min(b, max(n, 1))
 
 
 def timeit(fn, reps=20, warm=3):
-    for _ in range(warm):
+    # At least `warm` calls and 0.3 s, so the clocks have ramped up (as gpu_bench does).
+    t0 = time.perf_counter()
+    i = 0
+    while i < warm or time.perf_counter() - t0 < 0.3:
         fn()
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()
+        i += 1
     ts = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -165,7 +165,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     let b = if block == usize::MAX {
         n
     } else if block == 0 {
-        blockres::auto_block_size(n, dk.max(dv))
+        gpu::auto_block_size(n, dk.max(dv))
     } else {
         block
     }
@@ -253,15 +253,19 @@ fn bf16_matches_f64_reference() {
 
 #[test]
 fn gpu_matches_cpu_path() {
-    // The GPU and CPU implementations compute the same operator, also with b = auto.
+    // The GPU and CPU implementations compute the same operator for the same b (here
+    // the GPU's automatic one, passed to the CPU explicitly).
     let mut rng = Rng(77);
     let (h, n, d) = (3, 1000, 64);
     let q: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
     let k: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
     let v: Vec<f32> = rand_vec(&mut rng, h * n * d, 1.0);
     let t = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
-    let cfg = Config::default();
-    let yg = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &cfg).unwrap();
+    let yg = gpu::resolvent_attention_host(t(&q), t(&k), t(&v), &Config::default()).unwrap();
+    let cfg = Config {
+        block_size: gpu::auto_block_size(n, d),
+        ..Config::default()
+    };
     let yc =
         blockres::resolvent_attention_alloc(t(&q), t(&k), t(&v), &cfg, blockres::Par::Seq).unwrap();
     let num: f64 = yg

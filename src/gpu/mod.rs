@@ -285,6 +285,33 @@ fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
+/// The GPU's automatic block size (`block_size = 0` on the GPU path), from n (and d,
+/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 up to
+/// n ≈ 11,000 and 128 above (H100 sweeps in BENCHMARKS.md: b = 64 and 128 are the sizes
+/// the tensor-core block kernel fills, and 128 keeps the m×m coarse and reduced stages
+/// small at long n); above 128·4096 tokens, b grows so that m = n/b stays ≤ 4096.
+/// Never more than n.
+///
+/// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
+/// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
+/// different (equally valid) block operators on CPU and GPU. Pass an explicit
+/// `block_size` where both must agree.
+///
+/// ```
+/// # #[cfg(feature = "cuda")] {
+/// use blockres::gpu::auto_block_size;
+/// assert_eq!(auto_block_size(4096, 64), 64);
+/// assert_eq!(auto_block_size(32768, 64), 128);
+/// assert_eq!(auto_block_size(100, 64), 64.min(100));
+/// assert_eq!(auto_block_size(1 << 22, 64), 1024);
+/// # }
+/// ```
+pub fn auto_block_size(n: usize, _d: usize) -> usize {
+    let c = (n as f64).cbrt() / 16.0;
+    let b = (64.0 * c.round()).clamp(64.0, 128.0) as usize;
+    b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
+}
+
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
@@ -305,8 +332,7 @@ fn local_tc_allowed() -> bool {
 /// [`Structure::Dense`] (causal; evaluated as one block of `n`, which SPEC §2 makes
 /// exactly the dense operator). Returns once the work is enqueued; call
 /// [`GpuWorkspace::check_finite`] (which waits) to learn whether the inputs were all
-/// finite. `block_size = 0` picks the same `b` as the CPU ([`crate::auto_block_size`]),
-/// so both paths compute the same operator.
+/// finite. `block_size = 0` picks `b` by the GPU's rule ([`auto_block_size`]).
 ///
 /// ```no_run
 /// use blockres::{Config, Dims, gpu::{self, Gpu, GpuWorkspace}};
@@ -362,7 +388,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
         ));
     }
     let b = match cfg.structure {
-        Structure::Block if cfg.block_size == 0 => crate::auto_block_size(n, dk.max(dv)),
+        Structure::Block if cfg.block_size == 0 => auto_block_size(n, dk.max(dv)),
         Structure::Block => cfg.block_size,
         Structure::Dense => n,
         other => {
