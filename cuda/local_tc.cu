@@ -27,7 +27,7 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
 // the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks / their inverses
-// (NWM × 16 × 17 f32) and the column sums (DM + 8 f32).
+// (NWM × 16 × 17 f32) and the warps' column sums (NWM × (DM + 8) f32).
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
@@ -131,7 +131,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* ph = vs + R * LD;  // published right sides R_p, hi
     u16* pl = ph + R * LD;  // and lo
     float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × 16 × DSTR
-    float* csum = dws + NWM * 16 * DSTR;                  // LD
+    float* csum = dws + NWM * 16 * DSTR;                  // NWM × LD: per-warp column sums
 
     const int I = blockIdx.x, bh = blockIdx.y;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -145,7 +145,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
     load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
-    for (int c = threadIdx.x; c < LD; c += blockDim.x) csum[c] = 0.0f;
     const float sig = sigma[bi], gs = gsum[bi];
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
@@ -425,7 +424,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                 cs += __shfl_xor_sync(0xffffffffu, cs, 4);
                 cs += __shfl_xor_sync(0xffffffffu, cs, 8);
                 cs += __shfl_xor_sync(0xffffffffu, cs, 16);
-                if (g == 0) atomicAdd(&csum[nt * 8 + 2 * t + hh], cs);
+                if (g == 0) csum[w * LD + nt * 8 + 2 * t + hh] = cs;
             }
         }
     }
@@ -455,9 +454,18 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
     }
     __syncthreads();
+    // Column sums over the warps in a fixed order (no atomics: the same inputs give the
+    // same bits on every run).
     const float inv = 1.0f / (float)nb;
-    for (int c = threadIdx.x; c < dv; c += blockDim.x) pbar[bi * dv + c] = csum[c] * inv;
-    if (threadIdx.x == 0) cvec[bi] = csum[VT * 8] * inv;
+    for (int c = threadIdx.x; c <= dv; c += blockDim.x) {
+        const int cc = c < dv ? c : VT * 8;
+        float sum = 0.0f;
+        for (int j = 0; j < nw; ++j) sum += csum[j * LD + cc];
+        if (c < dv)
+            pbar[bi * dv + c] = sum * inv;
+        else
+            cvec[bi] = sum * inv;
+    }
 }
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
