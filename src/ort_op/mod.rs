@@ -11,6 +11,7 @@
 //! the three into one schema and picks the kernel from the input type.
 
 mod api;
+mod device;
 mod kernel;
 
 use std::ffi::{CStr, c_char};
