@@ -38,10 +38,16 @@ ATTRIBUTES = {
     "summary": 1,
     "alpha": 0.0,  # 0: the default window k = ceil(2·sqrt(n))
     "c_exp": 0.0,
+    # Where the op runs; not part of the operator's math (SPEC §5), only of this
+    # library: "auto" (the GPU for large causal block/dense calls when the library
+    # was built with `cuda` and a GPU is present), "cpu" or "gpu". Left off the node
+    # unless given, so BLOCKRES_DEVICE applies.
+    "device": "auto",
 }
 _FLOAT_ATTRS = {"gamma", "scale", "alpha", "c_exp"}
 _INT_ATTRS = {"block_size", "causal", "stride", "summary"}
 STRUCTURES = ("block", "dense", "strided", "fixed", "topk")
+DEVICES = ("auto", "cpu", "gpu")
 
 _LIB_NAME = "libblockres.so"
 
@@ -111,6 +117,8 @@ def make_node(q="Q", k="K", v="V", y="Y", name: str | None = None, **attrs):
     >>> n = make_node(gamma=0.9, structure="dense")
     >>> (n.domain, n.op_type, [a.name for a in n.attribute])
     ('blockres', 'ResolventAttention', ['gamma', 'structure'])
+    >>> [a.s for a in make_node(device="gpu").attribute]
+    [b'gpu']
     """
     from onnx import helper
 
@@ -149,10 +157,14 @@ def make_model(
     """A one-node ``onnx.ModelProto``: graph inputs Q, K, V, output Y.
 
     Shapes may mix ints and symbolic names; ``None`` leaves an input's shape unknown.
+    ``attrs`` go to :func:`make_node` (``device="gpu"`` included): only those given are
+    set on the node.
 
     >>> m = make_model("float16", gamma=0.25)
     >>> [o.domain for o in m.opset_import]
     ['', 'blockres']
+    >>> [a.name for a in make_model(device="cpu").graph.node[0].attribute]
+    ['device']
     """
     from onnx import helper
 
@@ -235,6 +247,7 @@ def __getattr__(name):
 
 __all__ = [
     "ATTRIBUTES",
+    "DEVICES",
     "DOMAIN",
     "OP_TYPE",
     "OPSET_VERSION",

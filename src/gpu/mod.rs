@@ -653,19 +653,68 @@ pub fn resolvent_attention_host<T: GpuElement>(
     v: TensorRef<'_, T>,
     cfg: &Config,
 ) -> Result<Vec<T>> {
+    let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    let shape = dims.output_shape();
+    let mut y = vec![T::default(); shape.iter().product()];
+    resolvent_attention_host_into(q, k, v, crate::tensor::TensorMut::new(&mut y, shape)?, cfg)?;
+    Ok(y)
+}
+
+/// [`resolvent_attention_host`] writing into a caller-provided `y: [B, H, n, dv]`:
+/// the result is copied from the device straight into `y`, with no intermediate host
+/// buffer (the ONNX Runtime op passes its output tensor). `y` is only written when the
+/// call succeeds. Calls from several threads are serialized (one shared device
+/// context and workspace).
+///
+/// ```no_run
+/// use blockres::{Config, TensorMut, TensorRef, gpu};
+/// let x = vec![half::f16::from_f32(0.5); 2 * 300 * 32];
+/// let t = TensorRef::new(&x, [1, 2, 300, 32]).unwrap();
+/// let mut y = vec![half::f16::ZERO; x.len()];
+/// let out = TensorMut::new(&mut y, [1, 2, 300, 32]).unwrap();
+/// gpu::resolvent_attention_host_into(t, t, t, out, &Config::default()).unwrap();
+/// assert!(y.iter().all(|v| (v.to_f32() - 0.5).abs() < 1e-3));
+/// ```
+pub fn resolvent_attention_host_into<T: GpuElement>(
+    q: TensorRef<'_, T>,
+    k: TensorRef<'_, T>,
+    v: TensorRef<'_, T>,
+    mut y: crate::tensor::TensorMut<'_, T>,
+    cfg: &Config,
+) -> Result<()> {
     cfg.validate()?;
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    if y.shape() != dims.output_shape() {
+        return Err(Error::Shape {
+            tensor: "Y",
+            message: format!(
+                "expected [B, H, n, dv] = {:?}, got {:?}",
+                dims.output_shape(),
+                y.shape()
+            ),
+        });
+    }
     let sh = shared()?;
     let gpu = &sh.gpu;
     let mut ws = sh
         .ws
         .lock()
         .map_err(|_| Error::Device("GPU workspace lock poisoned".into()))?;
+    // The caller's thread may never have used the context (a thread of the host's
+    // pool); not every driver call below makes it current by itself.
+    gpu.ctx
+        .bind_to_thread()
+        .map_err(|e| dev_err("making the CUDA context current", e))?;
     let dq = gpu.upload(q.data())?;
     let dk = gpu.upload(k.data())?;
     let dv = gpu.upload(v.data())?;
-    let mut dy = gpu.zeros::<T>(dims.output_shape().iter().product())?;
+    let mut dy = gpu.zeros::<T>(y.data_mut().len())?;
     resolvent_attention_device(gpu, &dq, &dk, &dv, &mut dy, &dims, cfg, &mut ws)?;
     ws.check_finite(gpu)?;
-    gpu.download(&dy)
+    gpu.stream
+        .memcpy_dtoh(&dy, y.data_mut())
+        .map_err(|e| dev_err("copying from the device", e))?;
+    // The copy is asynchronous and cudarc does not wait for it on a plain slice: wait
+    // before the caller reads `y`.
+    gpu.synchronize()
 }

@@ -15,6 +15,7 @@ use ort_sys::{
 
 use super::API_VERSION;
 use super::api::{Api, Attr, Attrs, Fail, type_code, type_name};
+use super::device::{self, Device, MaybeGpu, Target};
 use crate::{
     Config, Dims, Element, Par, Structure, TensorMut, TensorRef, Workspace,
     resolvent_attention_with,
@@ -28,8 +29,9 @@ pub(crate) const OP_NAME: &std::ffi::CStr = c"ResolventAttention";
 const DEFAULT_ALPHA: f32 = 0.0;
 const DEFAULT_C_EXP: f32 = 0.0;
 
-/// An element type together with its ONNX type code.
-pub(crate) trait OnnxElement: Element {
+/// An element type together with its ONNX type code (and, in a `cuda` build, the
+/// GPU kernels for it).
+pub(crate) trait OnnxElement: Element + MaybeGpu {
     const ONNX: ONNXTensorElementDataType;
 }
 impl OnnxElement for f32 {
@@ -60,6 +62,7 @@ pub(crate) struct Op<T> {
 struct Kernel<T> {
     api: Api,
     cfg: Config,
+    device: Device,
     ws: Workspace,
     _t: PhantomData<fn() -> T>,
 }
@@ -228,10 +231,13 @@ unsafe extern "system" fn create_kernel<T: OnnxElement>(
                 "blockres.ResolventAttention: CreateKernelV2 got no output slot",
             ));
         }
-        let cfg = parse_config(&Attrs { api, info })?;
+        let attrs = Attrs { api, info };
+        let cfg = parse_config(&attrs)?;
+        let device = parse_device(&attrs)?;
         let kernel = Box::new(Kernel::<T> {
             api,
             cfg,
+            device,
             ws: Workspace::new(),
             _t: PhantomData,
         });
@@ -341,6 +347,20 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
     Ok(cfg)
 }
 
+/// The node's `device` attribute, else `BLOCKRES_DEVICE`, else `auto`. A bad value
+/// of the variable fails only nodes that would use it: the attribute wins.
+fn parse_device(a: &Attrs) -> Result<Device, Fail> {
+    match a.string("device")? {
+        Attr::Value(s) => {
+            Device::parse(&s).ok_or_else(|| bad_attr("device", device::ALLOWED, &format!("'{s}'")))
+        }
+        Attr::WrongType(t) => Err(bad_attr("device", "a string: 'auto', 'cpu' or 'gpu'", t)),
+        Attr::Missing => Ok(device::env_setting()
+            .map_err(Fail::invalid)?
+            .unwrap_or(Device::Auto)),
+    }
+}
+
 impl<T: OnnxElement> Kernel<T> {
     fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), Fail> {
         let api = self.api;
@@ -412,10 +432,28 @@ impl<T: OnnxElement> Kernel<T> {
         // SAFETY: the output buffer was allocated for this call and nothing else refers
         // to it (the op declares no in-place reuse of inputs).
         let y = unsafe { std::slice::from_raw_parts_mut(yp.cast_mut(), ylen) };
-        resolvent_attention_with(
+        let (q, k, v) = (
             TensorRef::new(q, shapes[0])?,
             TensorRef::new(k, shapes[1])?,
             TensorRef::new(v, shapes[2])?,
+        );
+        // Opening the device costs a context and a module load: `auto` asks only for
+        // calls it would send there.
+        let gpu_available = self.device == Device::Auto
+            && device::gpu_suits(&dims, &self.cfg)
+            && device::gpu_available();
+        let target = device::choose(self.device, &dims, &self.cfg, gpu_available);
+        if let Target::Gpu { fallback } = target {
+            match device::run_gpu(q, k, v, TensorMut::new(&mut *y, out_shape)?, &self.cfg) {
+                Ok(()) => return Ok(()),
+                Err(e) if fallback && device::falls_back(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        resolvent_attention_with(
+            q,
+            k,
+            v,
             TensorMut::new(y, out_shape)?,
             &self.cfg,
             Par::rayon(0),

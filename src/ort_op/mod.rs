@@ -9,8 +9,13 @@
 //!
 //! The op is registered once per element type (float, float16, bfloat16); ORT merges
 //! the three into one schema and picks the kernel from the input type.
+//!
+//! Built with the `cuda` feature, Compute may run on the GPU instead, copying ORT's
+//! host tensors in and out (node attribute `device`, variable `BLOCKRES_DEVICE`; the
+//! rule is in `device.rs`), so that a CPU-only ORT still gets the GPU path.
 
 mod api;
+mod device;
 mod kernel;
 
 use std::ffi::{CStr, c_char};
