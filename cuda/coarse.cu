@@ -46,9 +46,24 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
     for (int J0 = 0; J0 < jend; J0 += 256) {
         const int nj = min(256, jend - J0);
         __syncthreads();
-        for (int idx = tid; idx < nj * dk; idx += blockDim.x) {
-            const int jl = idx / dk, c = idx - jl * dk;
-            kt[c * KTS + jl] = kb[(long long)(J0 + jl) * dk + c];
+        // 8 independent loads in flight per thread before the stores (one dependent L2
+        // round trip per element made this the kernel's cost).
+        const float* src = kb + (long long)J0 * dk;
+        for (int i0 = tid; i0 < nj * dk; i0 += 8 * 256) {
+            float tmp[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int idx = i0 + u * 256;
+                tmp[u] = idx < nj * dk ? src[idx] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int idx = i0 + u * 256;
+                if (idx < nj * dk) {
+                    const int jl = idx / dk, c = idx - jl * dk;
+                    kt[c * KTS + jl] = tmp[u];
+                }
+            }
         }
         __syncthreads();
         const int J = J0 + tid;
@@ -103,11 +118,23 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
 #pragma unroll
         for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
         if (c0 + c < dv) {
-            for (int J = part; J < jend; J += 4) {
-                const float vv = vb[(long long)J * dv + c0 + c];
+            // 8 rows of v̄ in flight per step.
+            for (int J = part; J < jend; J += 32) {
+                float vv[8];
 #pragma unroll
-                for (int r = 0; r < IGMAX; ++r)
-                    if (r < nI) acc[r] = fmaf(grow[r * m + J], vv, acc[r]);
+                for (int u = 0; u < 8; ++u) {
+                    const int Ju = J + 4 * u;
+                    vv[u] = Ju < jend ? vb[(long long)Ju * dv + c0 + c] : 0.0f;
+                }
+#pragma unroll
+                for (int u = 0; u < 8; ++u) {
+                    const int Ju = J + 4 * u;
+                    if (Ju < jend) {
+#pragma unroll
+                        for (int r = 0; r < IGMAX; ++r)
+                            if (r < nI) acc[r] = fmaf(grow[r * m + Ju], vv[u], acc[r]);
+                    }
+                }
             }
         }
 #pragma unroll

@@ -18,7 +18,8 @@
 //   a hi + lo pair of the element type (three products for the inverse, two for the
 //   update), about twice the type's significand (bf16: 2^-16 instead of 2^-9). D itself
 //   is used at the element type's precision, as in D·V.
-// - The panel chain costs one barrier per warp; the other CTAs on the SM (2–4) fill it.
+// - Warps signal each other through mbarriers (inverse ready, right side ready), so the
+//   chain runs as a pipeline and warps with less causal work finish early.
 //
 // Outputs as local.cu: P into y (the combine step completes it in place), w into wout,
 // the block means p̄_I, c_I into pbar, cvec.
@@ -27,7 +28,7 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
 // the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks / their inverses
-// (NWM × 16 × 17 f32) and the warps' column sums (NWM × (DM + 8) f32).
+// (NWM × 16 × 17 f32), the warps' column sums (NWM × (DM + 8) f32) and 2·NWM mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
@@ -51,6 +52,33 @@ __device__ __forceinline__ void ldsm_x2_t(u32* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
                  : "=r"(r[0]), "=r"(r[1])
                  : "r"(smem_addr(p)));
+}
+// mbarrier (sm_80+): one-shot "panel p is ready" signals between warps, so a warp waits
+// only for the panels it needs instead of for the whole CTA.
+__device__ __forceinline__ void mbar_init(u64* bar, int count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(u64* bar) {
+    asm volatile("{ .reg .b64 st; mbarrier.arrive.shared.b64 st, [%0]; }" ::"r"(smem_addr(bar))
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u64* bar) {  // phase 0
+    u32 done;
+    do {
+#if __CUDA_ARCH__ >= 900  // try_wait suspends the warp for a while instead of spinning
+        asm volatile(
+            "{ .reg .pred P; mbarrier.try_wait.parity.shared.b64 P, [%1], 0; selp.u32 %0, 1, 0, P; }"
+            : "=r"(done)
+            : "r"(smem_addr(bar))
+            : "memory");
+#else
+        asm volatile(
+            "{ .reg .pred P; mbarrier.test_wait.parity.shared.b64 P, [%1], 0; selp.u32 %0, 1, 0, P; }"
+            : "=r"(done)
+            : "r"(smem_addr(bar))
+            : "memory");
+#endif
+    } while (!done);
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
@@ -132,6 +160,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* pl = ph + R * LD;  // and lo
     float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × 16 × DSTR
     float* csum = dws + NWM * 16 * DSTR;                  // NWM × LD: per-warp column sums
+    // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
+    u64* mbar = reinterpret_cast<u64*>(csum + NWM * LD);
 
     const int I = blockIdx.x, bh = blockIdx.y;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -145,6 +175,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
     load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
+    if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
     const float sig = sigma[bi], gs = gsum[bi];
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
@@ -301,7 +332,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
         __syncwarp();
     }
-    __syncthreads();  // every warp's L⁻¹ is in shared memory
+    mbar_arrive(&mbar[w]);  // L_w⁻¹ published (each lane releases its own writes)
     u32 lh[4], ll[4];  // the warp's own L⁻¹ as A fragments, hi and lo
     split2<T>(dw[g * DSTR + 2 * t], dw[g * DSTR + 2 * t + 1], lh[0], ll[0]);
     split2<T>(dw[(g + 8) * DSTR + 2 * t], dw[(g + 8) * DSTR + 2 * t + 1], lh[1], ll[1]);
@@ -315,6 +346,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
     for (int p = 0; p < NWM; ++p) {
         if (p < w) {
+            mbar_wait(&mbar[p]);
             const float* li = dws + p * 16 * DSTR;
             float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             u32 bh[2], bl[2];
@@ -337,79 +369,73 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
     }
 
-    // Panel chain: at step p, warp p publishes its finished right side R_p (hi, lo);
-    // every later warp adds C_wp·R_p to its own, and warp p turns R_p into P_p = L_p⁻¹·R_p.
+    // Panel chain: warp w takes C_wp·R_p from every earlier panel as soon as that panel
+    // is published (mbarrier, no CTA-wide barrier: warps with little work run ahead),
+    // publishes its finished right side R_w (hi, lo), and forms P_w = L_w⁻¹·R_w.
     // A tile is live when it holds values (< nvt) or is the w column (VT).
+    // acc (+)= A·B_hi + A·B_lo (+ A_lo·B_hi when al is given) for every live tile, with
+    // B the 16-row right side at (oh, ol).
+    auto product = [&](const u16* oh, const u16* ol, const u32* ah, const u32* al, bool fresh) {
+#pragma unroll
+        for (int np = 0; np < VT / 2; ++np) {
+            if (2 * np < nvt) {
+                u32 bh4[4], bl4[4];
+                ldsm_x4_t(bh4, oh + lr * LD + np * 16 + lc);
+                ldsm_x4_t(bl4, ol + lr * LD + np * 16 + lc);
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh) {
+                    float* acc = x[2 * np + hh];
+                    if (fresh) {
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
+                    }
+                    Mma<T>::run(acc, ah, bh4 + 2 * hh);
+                    Mma<T>::run(acc, ah, bl4 + 2 * hh);
+                    if (al) Mma<T>::run(acc, al, bh4 + 2 * hh);
+                }
+            }
+        }
+        u32 bh2[2], bl2[2];
+        ldsm_x2_t(bh2, oh + lr * LD + VT * 8);
+        ldsm_x2_t(bl2, ol + lr * LD + VT * 8);
+        float* acc = x[VT];
+        if (fresh) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
+        }
+        Mma<T>::run(acc, ah, bh2);
+        Mma<T>::run(acc, ah, bl2);
+        if (al) Mma<T>::run(acc, al, bh2);
+    };
+#pragma unroll
+    for (int p = 0; p < NWM; ++p) {
+        if (p < w) {
+            mbar_wait(&mbar[NWM + p]);
+            product(ph + p * 16 * LD, pl + p * 16 * LD, ca[p], nullptr, false);
+        }
+    }
     u16* myh = ph + r0 * LD;
     u16* myl = pl + r0 * LD;
 #pragma unroll
-    for (int p = 0; p < NWM; ++p) {
-        if (p >= nw) break;
-        if (w == p) {
-#pragma unroll
-            for (int nt = 0; nt < XT; ++nt) {
-                if (nt < nvt || nt == VT) {
-                    u32 h0, l0, h1, l1;
-                    split2<T>(x[nt][0], x[nt][1], h0, l0);
-                    split2<T>(x[nt][2], x[nt][3], h1, l1);
-                    const int c = nt * 8 + 2 * t;
-                    *reinterpret_cast<u32*>(&myh[g * LD + c]) = h0;
-                    *reinterpret_cast<u32*>(&myl[g * LD + c]) = l0;
-                    *reinterpret_cast<u32*>(&myh[(g + 8) * LD + c]) = h1;
-                    *reinterpret_cast<u32*>(&myl[(g + 8) * LD + c]) = l1;
-                }
-            }
-        }
-        if (p + 1 < nw)
-            __syncthreads();
-        else
-            __syncwarp();
-        const u16* oh = ph + p * 16 * LD;
-        const u16* ol = pl + p * 16 * LD;
-        if (w >= p) {
-            // w > p: X_w += C_wp·R_p. w = p: P_p = L_p⁻¹·R_p (hi·hi + hi·lo + lo·hi).
-            const bool own = w == p;
-#pragma unroll
-            for (int np = 0; np < VT / 2; ++np) {
-                if (2 * np < nvt) {
-                    u32 bh4[4], bl4[4];
-                    ldsm_x4_t(bh4, oh + lr * LD + np * 16 + lc);
-                    ldsm_x4_t(bl4, ol + lr * LD + np * 16 + lc);
-#pragma unroll
-                    for (int hh = 0; hh < 2; ++hh) {
-                        float* acc = x[2 * np + hh];
-                        if (own) {
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
-                            Mma<T>::run(acc, lh, bh4 + 2 * hh);
-                            Mma<T>::run(acc, lh, bl4 + 2 * hh);
-                            Mma<T>::run(acc, ll, bh4 + 2 * hh);
-                        } else {
-                            Mma<T>::run(acc, ca[p], bh4 + 2 * hh);
-                            Mma<T>::run(acc, ca[p], bl4 + 2 * hh);
-                        }
-                    }
-                }
-            }
-            u32 bh2[2], bl2[2];
-            ldsm_x2_t(bh2, oh + lr * LD + VT * 8);
-            ldsm_x2_t(bl2, ol + lr * LD + VT * 8);
-            float* acc = x[VT];
-            if (own) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[e] = 0.0f;
-                Mma<T>::run(acc, lh, bh2);
-                Mma<T>::run(acc, lh, bl2);
-                Mma<T>::run(acc, ll, bh2);
-            } else {
-                Mma<T>::run(acc, ca[p], bh2);
-                Mma<T>::run(acc, ca[p], bl2);
-            }
+    for (int nt = 0; nt < XT; ++nt) {
+        if (nt < nvt || nt == VT) {
+            u32 h0, l0, h1, l1;
+            split2<T>(x[nt][0], x[nt][1], h0, l0);
+            split2<T>(x[nt][2], x[nt][3], h1, l1);
+            const int c = nt * 8 + 2 * t;
+            *reinterpret_cast<u32*>(&myh[g * LD + c]) = h0;
+            *reinterpret_cast<u32*>(&myl[g * LD + c]) = l0;
+            *reinterpret_cast<u32*>(&myh[(g + 8) * LD + c]) = h1;
+            *reinterpret_cast<u32*>(&myl[(g + 8) * LD + c]) = l1;
         }
     }
+    __syncwarp();
+    if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
+    product(myh, myl, lh, ll, true);
 
     // Outputs. w and the column sums from the fragments; P through shared memory (the
-    // warp's own rows of the V tile, which nobody reads any more) for 16-byte stores.
+    // warp's own rows of the Q tile: no other warp reads them, while slower warps may
+    // still read V) for 16-byte stores.
     float* wh = wout + (long long)bh * n + base;
     if (t == 0) {
         if (la) wh[ra] = x[VT][0];
@@ -428,7 +454,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
     }
-    u16* st = vs + r0 * LD;
+    u16* st = qs + r0 * LD;
 #pragma unroll
     for (int nt = 0; nt < VT; ++nt) {
         if (nt < nvt) {

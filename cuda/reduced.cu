@@ -42,7 +42,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
             for (int k = 0; k < CW; ++k) acc[k] = 0.0f;
             if (i < e) {
                 const float* gi = gh + (long long)i * m;
-#pragma unroll 4
+                // Unrolled 16 deep so that 16 independent L2 loads of G̃ are in flight.
+#pragma unroll 16
                 for (int j = cc; j < a; j += CW) {
                     const float gv = gi[j];
                     const float4 u0 = *reinterpret_cast<const float4*>(&us[j * CW]);
@@ -70,7 +71,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
         }
         pp[ri][cc] = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
         if (tid < PANEL) cp[tid] = a + tid < e ? ch[a + tid] : 0.0f;
-        for (int idx = tid; idx < PANEL * PANEL; idx += blockDim.x) {
+#pragma unroll
+        for (int idx = tid; idx < PANEL * PANEL; idx += 256) {
             const int r = idx / PANEL, k = idx - r * PANEL;
             gp[r][k] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
         }

@@ -131,7 +131,16 @@ pub(crate) fn run_gpu<T: crate::gpu::GpuElement>(
     y: TensorMut<'_, T>,
     cfg: &Config,
 ) -> crate::Result<()> {
-    crate::gpu::resolvent_attention_host_into(q, k, v, y, cfg)
+    // One operator per node wherever it runs: `block_size = 0` resolves with the crate's
+    // rule (crate::auto_block_size, the CPU's) before the GPU sees it, so `auto` never
+    // changes the math when a call crosses the size threshold. (The GPU's own automatic
+    // rule, gpu::auto_block_size, applies to direct calls of the Rust GPU API.)
+    let mut cfg = *cfg;
+    if cfg.structure == crate::Structure::Block && cfg.block_size == 0 {
+        let [_, _, n, dk] = q.shape();
+        cfg.block_size = crate::auto_block_size(n, dk.max(v.shape()[3]));
+    }
+    crate::gpu::resolvent_attention_host_into(q, k, v, y, &cfg)
 }
 
 /// Without the feature there is no GPU path: say so, and how to get one.
