@@ -1,28 +1,65 @@
 // SPEC §2 step 6, causal: the m×m reduced system (I − γ·diag(c)·G̃)·u = p̄ by blocked
 // forward substitution, and s = G̃·u (what step 7 needs).
 //
-// Columns of u are independent, so the grid is (column group of 8, head): enough
-// CTAs to fill the GPU at B·H = 16. The CTA's 8 columns of u live in shared memory
-// (m×8 floats). Rows go in panels of 32: first the product with the finished rows
-// (8 threads per row split j, G̃ rows read coalesced from global/L2), then the
-// forward substitution inside the panel, one thread per column, with the panel's
-// 32×32 diagonal block of G̃ staged in shared memory:
-//   s_i = Σ_{j<i} G̃_ij·u_j,   u_i = p̄_i + γ·c_i·s_i.
+// Rows go in panels of 32. With e_P = p̄_P + γ·c_P ⊙ (G̃_{P,<P}·u_{<P}) (the finished
+// rows' part), the panel's own rows satisfy M_P·u_P = e_P with M_P = I − γ·diag(c_P)·G̃_PP,
+// unit lower triangular. `reduced_inverses` forms every M_P⁻¹ first, all panels of all
+// heads in parallel (one warp per panel, a column per lane), so the sequential part of
+// `reduced_causal` is, per panel, one product with the finished rows and two 32-deep
+// products (u_P = M_P⁻¹·e_P, s_P += G̃_PP·u_P) spread over all 256 threads, instead of a
+// 32-step substitution by a few threads.
+//
+// Columns of u are independent, so the grid of `reduced_causal` is (column group of 8,
+// head): enough CTAs to fill the GPU at B·H = 16. The CTA's 8 columns of u live in
+// shared memory (m×8 floats).
 #include "common.cuh"
 
 #define PANEL 32
 #define CW 8
 
+// M_P⁻¹ of every 32-row panel: minv[((bh·np + P)·32 + i)·32 + j], np = ceil(m/32);
+// rows and columns past m are those of the identity.
+extern "C" __global__ void __launch_bounds__(32) reduced_inverses(
+    const float* __restrict__ g, const float* __restrict__ cvec, float* __restrict__ minv,
+    int m, float gamma) {
+    __shared__ float gp[PANEL][PANEL + 1];
+    __shared__ float cp[PANEL];
+    const int P = blockIdx.x, bh = blockIdx.y, lane = threadIdx.x;
+    const int np = (m + PANEL - 1) / PANEL;
+    const int a = P * PANEL, rows = min(PANEL, m - a);
+    const float* gh = g + (long long)bh * m * m;
+    float tmp[PANEL];
+#pragma unroll
+    for (int r = 0; r < PANEL; ++r) tmp[r] = (r < rows && lane < rows) ? gh[(long long)(a + r) * m + a + lane] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < PANEL; ++r) gp[r][lane] = tmp[r];
+    cp[lane] = lane < rows ? gamma * cvec[(long long)bh * m + a + lane] : 0.0f;
+    __syncwarp();
+    // Column `lane` of M_P⁻¹: x_i = δ_i,lane + γ·c_i·Σ_{j<i} G̃_ij·x_j.
+    float x[PANEL];
+#pragma unroll
+    for (int i = 0; i < PANEL; ++i) {
+        float acc = 0.0f;
+#pragma unroll
+        for (int j = 0; j < i; ++j) acc = fmaf(gp[i][j], x[j], acc);
+        x[i] = (i == lane ? 1.0f : 0.0f) + cp[i] * acc;
+    }
+    float* out = minv + ((long long)bh * np + P) * PANEL * PANEL;
+#pragma unroll
+    for (int i = 0; i < PANEL; ++i) out[i * PANEL + lane] = x[i];
+}
+
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(
     const float* __restrict__ g, const float* __restrict__ pbar, const float* __restrict__ cvec,
-    float* __restrict__ s, int m, int dv, float gamma) {
+    const float* __restrict__ minv, float* __restrict__ s, int m, int dv, float gamma) {
     extern __shared__ __align__(16) float us[];  // m × CW: this CTA's columns of u
-    __shared__ float gp[PANEL][PANEL + 1];   // diagonal block of the panel
-    __shared__ float sp[PANEL][CW];          // the panel's partial s
-    __shared__ float pp[PANEL][CW];          // the panel's p̄ and c, staged so the
-    __shared__ float cp[PANEL];              // sequential part reads no global memory
+    __shared__ float gp[PANEL][PANEL + 1];   // G̃_PP
+    __shared__ float mi[PANEL][PANEL + 1];   // M_P⁻¹
+    __shared__ float sp[PANEL][CW];          // the panel's s (finished rows' part first)
+    __shared__ float ep[PANEL][CW];          // e_P
     const int bh = blockIdx.y;
     const int c0 = blockIdx.x * CW;
+    const int np = (m + PANEL - 1) / PANEL;
     const float* gh = g + (long long)bh * m * m;
     const float* ph = pbar + (long long)bh * m * dv;
     const float* ch = cvec + (long long)bh * m;
@@ -32,6 +69,16 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
     for (int a = 0; a < m; a += PANEL) {
         const int e = min(a + PANEL, m);
         const int i = a + ri;
+        // Every load of the panel first (independent of u), then the product.
+        const float pv = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
+        const float cv = i < e ? ch[i] : 0.0f;
+        const float* mg = minv + ((long long)bh * np + a / PANEL) * PANEL * PANEL;
+#pragma unroll
+        for (int idx = tid; idx < PANEL * PANEL; idx += 256) {
+            const int r = idx / PANEL, k = idx - r * PANEL;
+            gp[r][k] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
+            mi[r][k] = mg[idx];
+        }
         {
             // Product with the finished rows j < a: the 8 threads of row i split j
             // (coalesced 32-byte reads of G̃'s row), each keeps all 8 columns (two
@@ -68,46 +115,20 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
                 if (k == cc) mine = v;
             }
             sp[ri][cc] = mine;
-        }
-        pp[ri][cc] = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
-        if (tid < PANEL) cp[tid] = a + tid < e ? ch[a + tid] : 0.0f;
-#pragma unroll
-        for (int idx = tid; idx < PANEL * PANEL; idx += 256) {
-            const int r = idx / PANEL, k = idx - r * PANEL;
-            gp[r][k] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
+            ep[ri][cc] = pv + gamma * cv * mine;
         }
         __syncthreads();
-        if (tid < CW) {
-            // Forward substitution in the panel, one thread per column: sub-panels of
-            // 8 rows, the finished rows' part register-blocked, the 8-row triangle
-            // fully unrolled with its values in registers.
-            for (int sb = 0; sb < e - a; sb += 8) {
-                float acc[8];
-#pragma unroll
-                for (int r = 0; r < 8; ++r) acc[r] = sp[min(sb + r, PANEL - 1)][tid];
-                for (int k = 0; k < sb; ++k) {
-                    const float uk = us[(a + k) * CW + tid];
-#pragma unroll
-                    for (int r = 0; r < 8; ++r) acc[r] = fmaf(gp[min(sb + r, PANEL - 1)][k], uk, acc[r]);
-                }
-                float uv[8];
-#pragma unroll
-                for (int rr = 0; rr < 8; ++rr) {
-                    const int r = sb + rr;
-                    uv[rr] = 0.0f;
-                    if (r < e - a) {
-                        float si = acc[rr];
-#pragma unroll
-                        for (int k = 0; k < rr; ++k) si = fmaf(gp[r][sb + k], uv[k], si);
-                        sp[r][tid] = si;
-                        uv[rr] = pp[r][tid] + gamma * cp[r] * si;
-                        us[(a + r) * CW + tid] = uv[rr];
-                    }
-                }
-            }
-        }
+        // u_P = M_P⁻¹·e_P (lower triangular).
+        float u = 0.0f;
+        for (int j = 0; j <= ri; ++j) u = fmaf(mi[ri][j], ep[j][cc], u);
+        if (i < e) us[i * CW + cc] = u;
         __syncthreads();
-        if (i < e && c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = sp[ri][cc];
+        // s_P = (finished rows' part) + G̃_PP·u_P (strictly lower).
+        if (i < e) {
+            float sv = sp[ri][cc];
+            for (int j = 0; j < ri; ++j) sv = fmaf(gp[ri][j], us[(a + j) * CW + cc], sv);
+            if (c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = sv;
+        }
         __syncthreads();
     }
 }

@@ -427,7 +427,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             n * dv.max(dk)
         )));
     }
-    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s.
+    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and the reduced system's 32×32
+    // panel inverses.
     ws.ensure(
         gpu,
         &[
@@ -442,10 +443,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
             bh * m * dv,
             bh * m,
             bh * m * dv,
+            bh * m.div_ceil(32) * 32 * 32,
         ],
     )?;
-    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s] = &mut ws.bufs[..] else {
-        unreachable!("ensure made 11 buffers")
+    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
+        unreachable!("ensure made 12 buffers")
     };
     let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
     let st = &gpu.stream;
@@ -562,7 +564,19 @@ pub fn resolvent_attention_device<T: GpuElement>(
             "launching the local kernel",
         )?;
     }
-    // 6. Reduced system.
+    // 6. Reduced system: the panels' inverses (all at once), then the blocked solve.
+    {
+        let mut lb = st.launch_builder(&kx.reduced_inverses);
+        lb.arg(&*g)
+            .arg(&*cvec)
+            .arg(&mut *minv)
+            .arg(&mi)
+            .arg(&gamma);
+        launch(
+            unsafe { lb.launch(cfg1((m.div_ceil(32) as u32, bh as u32), 32, 0)) },
+            "launching reduced_inverses",
+        )?;
+    }
     {
         let smem = m * REDUCED_CW * 4;
         kx.allow_smem(&kx.reduced, smem)?;
@@ -570,6 +584,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
         lb.arg(&*g)
             .arg(&*pbar)
             .arg(&*cvec)
+            .arg(&*minv)
             .arg(&mut *s)
             .arg(&mi)
             .arg(&dvi)

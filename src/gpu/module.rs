@@ -34,6 +34,7 @@ pub(crate) struct Kernels {
     /// of [`LOCAL_TC_VARIANTS`].
     pub local_tc: [[CudaFunction; 4]; 2],
     pub reduced: CudaFunction,
+    pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
 }
 
@@ -118,6 +119,7 @@ impl Kernels {
             local: typed(&local, "local_causal")?,
             local_tc: [local_tc(&local_tc_m, "f16")?, local_tc(&local_tc_m, "bf16")?],
             reduced: func(&reduced, "reduced_causal")?,
+            reduced_inverses: func(&reduced, "reduced_inverses")?,
             combine: typed(&combine, "combine")?,
         })
     }
