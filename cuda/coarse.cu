@@ -8,23 +8,50 @@
 // adds no cross-block mass.
 //
 // One CTA (256 threads) per (group of `ig` ≤ 8 block rows, query head), so each k̄_J
-// and v̄_J read from L2 serves ig rows. Logits: one thread per J, ig dot products,
-// k̄ staged transposed in shared memory 256 rows at a time.
-// Max and sum: warp r takes row r. h: 4 groups of 64 threads over J, ig rows each.
-// The ig rows of G̃ live in shared memory (ig·m floats).
+// and v̄_J read from L2 serves ig rows. k̄ and v̄ are staged in shared memory 256 rows at
+// a time with asynchronous 16-byte copies, all in flight at once (one dependent L2 load
+// per element made this kernel latency-bound). Logits: one thread per J, ig dot
+// products in float4 steps. Max and sum: warp r takes row r. h: 4 groups of 64 threads
+// over J, ig rows each. The ig rows of G̃ live in shared memory (ig·m floats).
 #include "common.cuh"
 
 #define IGMAX 8
-#define KTS 257  // row stride of the transposed k̄ chunk (256 + 1: no bank conflicts)
+#define CH 256  // rows of k̄ / v̄ per staged chunk
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(a), "l"(src));
+}
+
+// Rows [0, nj) × columns [c0, c0 + w4·4) of a row-major f32 matrix of width d into `dst`
+// (row stride ld), zero past d. Asynchronous when d allows 16-byte copies; the caller
+// waits (cp.async.wait_group) and synchronizes.
+__device__ __forceinline__ void stage(float* dst, const float* src, int nj, int d, int c0, int w4,
+                                      int ld) {
+    for (int idx = threadIdx.x; idx < nj * w4; idx += blockDim.x) {
+        const int jl = idx / w4, c = c0 + (idx - jl * w4) * 4;
+        float* o = dst + jl * ld + (c - c0);
+        if (d % 4 == 0 && c + 4 <= d) {
+            cp_async16(o, src + (long long)jl * d + c);
+        } else {
+#pragma unroll
+            for (int u = 0; u < 4; ++u) o[u] = c + u < d ? src[(long long)jl * d + c + u] : 0.0f;
+        }
+    }
+    asm volatile("cp.async.commit_group;");
+}
 
 extern "C" __global__ void __launch_bounds__(256) coarse(
     const float* __restrict__ qbar, const float* __restrict__ kbar, const float* __restrict__ vbar,
     float* __restrict__ g, float* __restrict__ sigma, float* __restrict__ gsum,
     float* __restrict__ h, int H, int Hkv, int n, int dk, int dv, int b, int m, float scale,
     int causal, int ig) {
-    __shared__ float qrows[IGMAX][128];
+    __shared__ __align__(16) float qrows[IGMAX][128];
     __shared__ float hpart[4][IGMAX][64];
-    extern __shared__ float grow[];  // ig × m, then the k̄ chunk (dk × KTS)
+    // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
+    // CH × 64 (v̄) floats. Mirrored in src/gpu/mod.rs.
+    extern __shared__ __align__(16) float grow[];
     const int I0 = blockIdx.x * ig;
     const int bh = blockIdx.y;
     const int nI = min(ig, m - I0);
@@ -32,49 +59,37 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
     const float* kb = kbar + kvh * m * dk;
     const float* vb = vbar + kvh * m * dv;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    for (int idx = tid; idx < IGMAX * dk; idx += blockDim.x) {
-        const int r = idx / dk, c = idx - r * dk;
-        qrows[r][c] = r < nI ? qbar[((long long)bh * m + I0 + r) * dk + c] : 0.0f;
+    const int dk4 = (dk + 3) / 4;
+    // Row stride of the staged k̄: an odd number of 16-byte units, so the 8 threads of a
+    // float4 load phase (consecutive J) hit different banks.
+    const int ks = (dk4 % 2 == 0 ? dk4 + 1 : dk4) * 4;
+    float* stg = grow + ((ig * m + 3) & ~3);
+    for (int idx = tid; idx < IGMAX * 128; idx += blockDim.x) {
+        const int r = idx >> 7, c = idx & 127;
+        qrows[r][c] = (r < nI && c < dk) ? qbar[((long long)bh * m + I0 + r) * dk + c] : 0.0f;
     }
-    __syncthreads();
     const float ln_b = logf((float)b);
     const float ln_last = logf((float)(n - (m - 1) * b));
     const int jend = causal ? I0 + nI - 1 : m;  // no row of the group allows J ≥ jend
-    // k̄ in chunks of 256 rows, staged transposed in shared memory (coalesced global
-    // reads, conflict-free column reads); thread J computes ig dot products.
-    float* kt = grow + ig * m;  // dk × KTS
-    for (int J0 = 0; J0 < jend; J0 += 256) {
-        const int nj = min(256, jend - J0);
+    for (int J0 = 0; J0 < jend; J0 += CH) {
+        const int nj = min(CH, jend - J0);
         __syncthreads();
-        // 8 independent loads in flight per thread before the stores (one dependent L2
-        // round trip per element made this the kernel's cost).
-        const float* src = kb + (long long)J0 * dk;
-        for (int i0 = tid; i0 < nj * dk; i0 += 8 * 256) {
-            float tmp[8];
-#pragma unroll
-            for (int u = 0; u < 8; ++u) {
-                const int idx = i0 + u * 256;
-                tmp[u] = idx < nj * dk ? src[idx] : 0.0f;
-            }
-#pragma unroll
-            for (int u = 0; u < 8; ++u) {
-                const int idx = i0 + u * 256;
-                if (idx < nj * dk) {
-                    const int jl = idx / dk, c = idx - jl * dk;
-                    kt[c * KTS + jl] = tmp[u];
-                }
-            }
-        }
+        stage(stg, kb + (long long)J0 * dk, nj, dk, 0, dk4, ks);
+        asm volatile("cp.async.wait_group 0;" ::: "memory");
         __syncthreads();
         const int J = J0 + tid;
         if (tid < nj) {
             float acc[IGMAX];
 #pragma unroll
             for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
-            for (int c = 0; c < dk; ++c) {
-                const float kv = kt[c * KTS + tid];
+            const float* kr = stg + tid * ks;
+            for (int c4 = 0; c4 < dk4; ++c4) {
+                const float4 kv = *reinterpret_cast<const float4*>(kr + 4 * c4);
 #pragma unroll
-                for (int r = 0; r < IGMAX; ++r) acc[r] = fmaf(qrows[r][c], kv, acc[r]);
+                for (int r = 0; r < IGMAX; ++r) {
+                    const float4 qv = *reinterpret_cast<const float4*>(&qrows[r][4 * c4]);
+                    acc[r] = fmaf(qv.x, kv.x, fmaf(qv.y, kv.y, fmaf(qv.z, kv.z, fmaf(qv.w, kv.w, acc[r]))));
+                }
             }
             const float lnj = J == m - 1 ? ln_last : ln_b;
 #pragma unroll
@@ -111,30 +126,25 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
         float* gout = g + ((long long)bh * m + I0 + r) * m;
         for (int J = tid; J < m; J += blockDim.x) gout[J] = J < jend ? grow[r * m + J] : 0.0f;
     }
-    // h_I = Σ_J G̃_IJ v̄_J: thread (part, c) sums J ≡ part (mod 4) for every row.
+    // h_I = Σ_J G̃_IJ v̄_J: v̄ staged 256 rows × 64 columns at a time; thread (part, c)
+    // sums J ≡ part (mod 4) for every row.
     const int part = tid >> 6, c = tid & 63;
     for (int c0 = 0; c0 < dv; c0 += 64) {
         float acc[IGMAX];
 #pragma unroll
         for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
-        if (c0 + c < dv) {
-            // 8 rows of v̄ in flight per step.
-            for (int J = part; J < jend; J += 32) {
-                float vv[8];
+        for (int J0 = 0; J0 < jend; J0 += CH) {
+            const int nj = min(CH, jend - J0);
+            __syncthreads();
+            stage(stg, vb + (long long)J0 * dv, nj, dv, c0, 16, 64);
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            __syncthreads();
+#pragma unroll 4
+            for (int jl = part; jl < nj; jl += 4) {
+                const float vv = stg[jl * 64 + c];
 #pragma unroll
-                for (int u = 0; u < 8; ++u) {
-                    const int Ju = J + 4 * u;
-                    vv[u] = Ju < jend ? vb[(long long)Ju * dv + c0 + c] : 0.0f;
-                }
-#pragma unroll
-                for (int u = 0; u < 8; ++u) {
-                    const int Ju = J + 4 * u;
-                    if (Ju < jend) {
-#pragma unroll
-                        for (int r = 0; r < IGMAX; ++r)
-                            if (r < nI) acc[r] = fmaf(grow[r * m + Ju], vv[u], acc[r]);
-                    }
-                }
+                for (int r = 0; r < IGMAX; ++r)
+                    if (r < nI) acc[r] = fmaf(grow[r * m + J0 + jl], vv, acc[r]);
             }
         }
 #pragma unroll

@@ -38,20 +38,22 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
     asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
     return a;
 }
-__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+// ldmatrix from a shared-memory address (bytes): each lane's row address is formed once
+// per kernel and the tile offsets added as constants.
+__device__ __forceinline__ void ldsm_x4(u32* r, u32 a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(a));
 }
-__device__ __forceinline__ void ldsm_x4_t(u32* r, const void* p) {
+__device__ __forceinline__ void ldsm_x4_t(u32* r, u32 a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(a));
 }
-__device__ __forceinline__ void ldsm_x2_t(u32* r, const void* p) {
+__device__ __forceinline__ void ldsm_x2_t(u32* r, u32 a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
                  : "=r"(r[0]), "=r"(r[1])
-                 : "r"(smem_addr(p)));
+                 : "r"(a));
 }
 // mbarrier (sm_80+): one-shot "panel p is ready" signals between warps, so a warp waits
 // only for the panels it needs instead of for the whole CTA.
@@ -185,6 +187,10 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     const int dkp = (dk + 15) & ~15, nvt = ((dv + 15) & ~15) / 8;
     // ldmatrix lane roles: row within a 16-row operand and 8-column half.
     const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
+    const u32 qa = smem_addr(qs + (r0 + lr) * LD + lc);
+    const u32 ka = smem_addr(ks + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8);
+    const u32 va = smem_addr(vs + lr * LD + lc);
+    const u32 pha = smem_addr(ph + lr * LD + lc), pla = smem_addr(pl + lr * LD + lc);
 
     // S = Q_w·Kᵀ over keys [0, 16(w+1)), two 8-key n-tiles per step.
     float s[2 * NWM][4];
@@ -197,14 +203,13 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         if (kk < dkp) {
             u32 a[4];
             // A (16×16): matrices rows 0–7 / 8–15 × columns kk / kk+8.
-            ldsm_x4(a, qs + (r0 + lr) * LD + kk + lc);
+            ldsm_x4(a, qa + 2 * kk);
 #pragma unroll
             for (int np = 0; np < NWM; ++np) {
                 if (np <= w) {
                     u32 bb[4];
                     // B (keys as n): matrices keys np·16 + 0–7 / +8–15 × columns kk / kk+8.
-                    ldsm_x4(bb, ks + (np * 16 + (lane & 7) + (lane >> 4) * 8) * LD + kk +
-                                    ((lane >> 3) & 1) * 8);
+                    ldsm_x4(bb, ka + 2 * (np * 16 * LD + kk));
                     Mma<T>::run(s[2 * np], a, bb);
                     Mma<T>::run(s[2 * np + 1], a, bb + 2);
                 }
@@ -258,7 +263,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
         const bool live = h == 0 ? la : lb;
         const float ecross = (gs > 0.0f && live) ? __expf(sig - mx[h]) : 0.0f;
-        invz[h] = live ? 1.0f / (lsum[h] + ecross * gs) : 0.0f;
+        invz[h] = live ? __frcp_rn(lsum[h] + ecross * gs) : 0.0f;
         zr[h] = ecross * invz[h];
     }
     // D in place; the diagonal 16×16 block also to shared memory (f32) for its inverse.
@@ -293,7 +298,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             for (int np = 0; np < VT / 2; ++np) {
                 if (2 * np < nvt) {
                     u32 bb[4];
-                    ldsm_x4_t(bb, vs + (j * 16 + lr) * LD + np * 16 + lc);
+                    ldsm_x4_t(bb, va + 2 * (j * 16 * LD + np * 16));
                     Mma<T>::run(x[2 * np], da[j], bb);
                     Mma<T>::run(x[2 * np + 1], da[j], bb + 2);
                 }
@@ -322,7 +327,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             float acc = 0.0f;
 #pragma unroll
             for (int j = 0; j < i; ++j) acc = fmaf(dw[i * DSTR + j], xv[j], acc);
-            const float di = 1.0f / (1.0f - gamma * dw[i * DSTR + i]);
+            const float di = __frcp_rn(1.0f - gamma * dw[i * DSTR + i]);
             xv[i] = ((i == c ? 1.0f : 0.0f) + gamma * acc) * di;
         }
         __syncwarp();
@@ -375,13 +380,13 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // A tile is live when it holds values (< nvt) or is the w column (VT).
     // acc (+)= A·B_hi + A·B_lo (+ A_lo·B_hi when al is given) for every live tile, with
     // B the 16-row right side at (oh, ol).
-    auto product = [&](const u16* oh, const u16* ol, const u32* ah, const u32* al, bool fresh) {
+    auto product = [&](u32 oh, u32 ol, const u32* ah, const u32* al, bool fresh) {
 #pragma unroll
         for (int np = 0; np < VT / 2; ++np) {
             if (2 * np < nvt) {
                 u32 bh4[4], bl4[4];
-                ldsm_x4_t(bh4, oh + lr * LD + np * 16 + lc);
-                ldsm_x4_t(bl4, ol + lr * LD + np * 16 + lc);
+                ldsm_x4_t(bh4, oh + 2 * np * 16);
+                ldsm_x4_t(bl4, ol + 2 * np * 16);
 #pragma unroll
                 for (int hh = 0; hh < 2; ++hh) {
                     float* acc = x[2 * np + hh];
@@ -396,8 +401,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
         u32 bh2[2], bl2[2];
-        ldsm_x2_t(bh2, oh + lr * LD + VT * 8);
-        ldsm_x2_t(bl2, ol + lr * LD + VT * 8);
+        ldsm_x2_t(bh2, oh + 2 * VT * 8);
+        ldsm_x2_t(bl2, ol + 2 * VT * 8);
         float* acc = x[VT];
         if (fresh) {
 #pragma unroll
@@ -411,7 +416,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     for (int p = 0; p < NWM; ++p) {
         if (p < w) {
             mbar_wait(&mbar[NWM + p]);
-            product(ph + p * 16 * LD, pl + p * 16 * LD, ca[p], nullptr, false);
+            product(pha + 2 * p * 16 * LD, pla + 2 * p * 16 * LD, ca[p], nullptr, false);
         }
     }
     u16* myh = ph + r0 * LD;
@@ -431,7 +436,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     }
     __syncwarp();
     if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
-    product(myh, myl, lh, ll, true);
+    product(pha + 2 * r0 * LD, pla + 2 * r0 * LD, lh, ll, true);
 
     // Outputs. w and the column sums from the fragments; P through shared memory (the
     // warp's own rows of the Q tile: no other warp reads them, while slower warps may

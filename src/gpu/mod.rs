@@ -494,12 +494,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
     {
-        // Shared memory: ig rows of G̃ (ig·m floats) and a transposed 256-row chunk of k̄
-        // (dk × 257 floats, `KTS` in cuda/coarse.cu).
-        let kt = dk * 257 * 4;
-        let ig = ((MAX_SMEM - kt) / (4 * m)).clamp(1, 8);
+        // Shared memory (mirrors cuda/coarse.cu): ig rows of G̃ (ig·m floats, rounded up
+        // to 4), then a 256-row staging area for k̄ (row stride `ks`: dk rounded up to 4
+        // and to an odd number of float4s) or for 64 columns of v̄.
+        let dk4 = dk.div_ceil(4);
+        let ks = if dk4 % 2 == 0 { dk4 + 1 } else { dk4 } * 4;
+        let stage = 256 * ks.max(64) * 4;
+        let ig = ((MAX_SMEM - stage) / (4 * m)).clamp(1, 8);
+        let smem = (ig * m).div_ceil(4) * 16 + stage;
         let igi = ig as i32;
-        let smem = ig * m * 4 + kt;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
         lb.arg(&*qbar)
