@@ -30,15 +30,26 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
 #pragma unroll
         for (int k = 0; k < 8; ++k) s[k] = 0.0f;
         if (g < groups) {
-            for (int r = r0 + g; r < r1; r += groups) {
-                const long long off = (head * n + r) * d + cv * V;
-                uint4 raw = *reinterpret_cast<const uint4*>(x + off);
-                const T* e = reinterpret_cast<const T*>(&raw);
+            // Four rows' loads issued before any is used: one 16-byte load in flight per
+            // thread left the kernel well under the read bandwidth.
+            for (int r = r0 + g; r < r1; r += 4 * groups) {
+                uint4 raw[4];
 #pragma unroll
-                for (int k = 0; k < V; ++k) {
-                    const float v = to_f(e[k]);
-                    if (!finite_f(v)) atomicMax(bad, FLAG - (u64)(off + k));
-                    s[k] += v;
+                for (int u = 0; u < 4; ++u) {
+                    const int rr = r + u * groups;
+                    raw[u] = rr < r1 ? *reinterpret_cast<const uint4*>(x + (head * n + rr) * d + cv * V)
+                                     : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const T* e = reinterpret_cast<const T*>(&raw[u]);
+                    const long long off = (head * n + r + u * groups) * d + cv * V;
+#pragma unroll
+                    for (int k = 0; k < V; ++k) {
+                        const float v = to_f(e[k]);
+                        if (!finite_f(v)) atomicMax(bad, FLAG - (u64)(off + k));
+                        s[k] += v;
+                    }
                 }
             }
 #pragma unroll
