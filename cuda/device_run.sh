@@ -1,16 +1,41 @@
+#!/usr/bin/env bash
+# The whole GPU-machine run (tests, sanitizers, per-kernel times, benchmarks, the ONNX
+# Runtime op on the GPU) in one call. The machine has no Rust: build here and carry the
+# binaries in one folder, e.g. .dev/final (ignored by git):
+#
+#   cargo build --release --features cuda --lib --example gpu_bench --test gpu
+#   strip -o .dev/final/gpu_test  target/release/deps/gpu-<hash>
+#   strip -o .dev/final/gpu_bench target/release/examples/gpu_bench
+#   strip -o .dev/final/libblockres.so target/release/libblockres.so
+#   there (repo root): bash cuda/device_run.sh .dev/final
+#
+# Writes 8 logs to $OUT (machine, gpu_tests, sanitizers, ncu, bench_blockres,
+# bench_torch, ort_gpu_tests, ort_gpu_timing) and prints a summary.
 set -o pipefail
-cd "$(dirname "$0")"
+bin=$(readlink -f "${1:?usage: bash cuda/device_run.sh BINDIR}")
+root=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1
-{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } | tee $OUT/machine.txt
+OUT=${OUT:-/tmp/blockres_device_run}
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader; } | tee $OUT/machine.txt
 echo "== gpu tests"
-timeout 200 ./gpu_test --test-threads=1 --nocapture 2>&1 | tee $OUT/gpu_tests.txt | grep -E "^test .*(ok|FAILED)$|panicked|test result" | tail -12
-grep -E "rel err" $OUT/gpu_tests.txt | awk '{print $1, $NF}' | sort -k2 -g | awk '{m[$1]=$2} END {for (k in m) print "max rel err", k, m[k]}'
-echo "== memcheck"
-timeout 150 compute-sanitizer --tool memcheck ./gpu_test small_mixed_case --test-threads=1 2>&1 | tee $OUT/memcheck.txt | tail -2
-echo "== racecheck"
-timeout 150 compute-sanitizer --tool racecheck ./gpu_test small_mixed_case --test-threads=1 2>&1 | tee $OUT/racecheck.txt | tail -2
-echo "== ncu"
-timeout 120 ncu --launch-skip 7 --launch-count 7 --metrics gpu__time_duration.sum ./gpu_bench 32768 2>&1 | tee $OUT/ncu_32768.txt | grep -E "^  [a-z_0-9]+|gpu__time_duration" | paste - - | awk '{print $1, $(NF-1), $(NF)}'
-echo "== bench (command: gpu_bench --dump /tmp/dump --block 128; python3 cuda/bench_torch.py --dump /tmp/dump --block 128)"
-timeout 200 ./gpu_bench --dump /tmp/dump --block 128 2>&1 | tee $OUT/bench_blockres.txt
-timeout 300 python3 bench_torch.py --dump /tmp/dump --block 128 2>&1 | tee $OUT/bench_torch.txt
+timeout 200 $bin/gpu_test --test-threads=1 --nocapture > $OUT/gpu_tests.txt 2>&1
+grep -E "^test .*(ok|FAILED)$|panicked|test result" $OUT/gpu_tests.txt | tail -10
+grep -E "rel err" $OUT/gpu_tests.txt | awk '{print $1, $NF}' | sort -k2 -g | awk '$1 ~ /^(f32|f16|bf16)$/ {m[$1]=$2} END {for (k in m) print "max rel err", k, m[k]}'
+echo "== compute-sanitizer (memcheck, racecheck, synccheck)"
+for tool in memcheck racecheck synccheck; do
+  echo "--- $tool" >> $OUT/sanitizers.txt
+  timeout 150 compute-sanitizer --tool $tool $bin/gpu_test small_mixed_case non_finite --test-threads=1 >> $OUT/sanitizers.txt 2>&1
+  echo "$tool: $(tail -1 $OUT/sanitizers.txt)"
+done
+echo "== per kernel (Nsight Compute gpu__time_duration, automatic b)"
+for n in 4096 32768; do
+  timeout 120 ncu --launch-skip 40 --launch-count 8 --metrics gpu__time_duration.sum $bin/gpu_bench --blocks 0 $n > /tmp/ncu_$n.txt 2>&1
+  { echo "--- n=$n"; cat /tmp/ncu_$n.txt; } >> $OUT/ncu.txt
+  echo "n=$n:"; grep -E "^  [a-z_0-9]+|gpu__time_duration" /tmp/ncu_$n.txt | paste - - | awk '{print "  " $1, $(NF-1), $NF}'
+done
+echo "== bench: $bin/gpu_bench --dump /tmp/dump --block 64; python3 cuda/bench_torch.py --dump /tmp/dump --block 64"
+timeout 200 $bin/gpu_bench --dump /tmp/dump --block 64 > $OUT/bench_blockres.txt 2>&1; tail -10 $OUT/bench_blockres.txt
+timeout 300 python3 $root/cuda/bench_torch.py --dump /tmp/dump --block 64 > $OUT/bench_torch.txt 2>&1; tail -8 $OUT/bench_torch.txt
+echo "== ONNX Runtime op on the GPU"
+timeout 400 bash $root/cuda/ort_gpu_check.sh $bin/libblockres.so 2>&1 | tail -14

@@ -28,10 +28,13 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
 // the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks / their inverses
-// (NWM × 16 × 17 f32), the warps' column sums (NWM × (DM + 8) f32) and 2·NWM mbarriers.
+// (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and
+// 2·NWM mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
+#define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
+#define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
 
 __device__ __forceinline__ u32 smem_addr(const void* p) {
     u32 a;
@@ -160,10 +163,11 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* vs = ks + R * LD;
     u16* ph = vs + R * LD;  // published right sides R_p, hi
     u16* pl = ph + R * LD;  // and lo
-    float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × 16 × DSTR
-    float* csum = dws + NWM * 16 * DSTR;                  // NWM × LD: per-warp column sums
+    float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × DWS
+    float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
+    float* hs = csum + NWM * LD;                          // LD: h_I
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
-    u64* mbar = reinterpret_cast<u64*>(csum + NWM * LD);
+    u64* mbar = reinterpret_cast<u64*>(hs + LD);
 
     const int I = blockIdx.x, bh = blockIdx.y;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -179,6 +183,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     asm volatile("cp.async.commit_group;");
     if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
     const float sig = sigma[bi], gs = gsum[bi];
+    for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
 
@@ -267,7 +272,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         zr[h] = ecross * invz[h];
     }
     // D in place; the diagonal 16×16 block also to shared memory (f32) for its inverse.
-    float* dw = dws + w * 16 * DSTR;
+    float* dw = dws + w * DWS;
 #pragma unroll
     for (int nt = 0; nt < 2 * NWM; ++nt)
 #pragma unroll
@@ -305,13 +310,12 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
     }
-    const float* hI = hvec + bi * dv;
 #pragma unroll
     for (int nt = 0; nt < VT; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int c = nt * 8 + 2 * t + (e & 1);
-            if (c < dv) x[nt][e] += zr[e >> 1] * hI[c];
+            if (c < dv) x[nt][e] += zr[e >> 1] * hs[c];
         }
 #pragma unroll
     for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
@@ -330,19 +334,25 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             const float di = __frcp_rn(1.0f - gamma * dw[i * DSTR + i]);
             xv[i] = ((i == c ? 1.0f : 0.0f) + gamma * acc) * di;
         }
+        // L⁻¹ as 16-bit hi (lanes < 16) and lo (lanes ≥ 16) tiles over D_ww, row-major,
+        // for ldmatrix: the A operand here, the B operand of C_wp in later warps.
         __syncwarp();
-        if (lane < 16) {
+        u16* li = reinterpret_cast<u16*>(dw) + (lane >> 4) * 16 * LIS;
 #pragma unroll
-            for (int i = 0; i < 16; ++i) dw[i * DSTR + c] = xv[i];
+        for (int i = 0; i < 16; ++i) {
+            u32 hi, lo;
+            split2<T>(xv[i], 0.0f, hi, lo);
+            li[i * LIS + c] = (u16)((lane < 16 ? hi : lo) & 0xffffu);
         }
         __syncwarp();
     }
     mbar_arrive(&mbar[w]);  // L_w⁻¹ published (each lane releases its own writes)
+    // Lane addresses of the hi and lo tiles of panel p's L⁻¹.
+    auto lih = [&](int p) { return smem_addr(reinterpret_cast<u16*>(dws + p * DWS) + lr * LIS + lc); };
+    const u32 lio = 2 * 16 * LIS;  // bytes from hi to lo
     u32 lh[4], ll[4];  // the warp's own L⁻¹ as A fragments, hi and lo
-    split2<T>(dw[g * DSTR + 2 * t], dw[g * DSTR + 2 * t + 1], lh[0], ll[0]);
-    split2<T>(dw[(g + 8) * DSTR + 2 * t], dw[(g + 8) * DSTR + 2 * t + 1], lh[1], ll[1]);
-    split2<T>(dw[g * DSTR + 2 * t + 8], dw[g * DSTR + 2 * t + 9], lh[2], ll[2]);
-    split2<T>(dw[(g + 8) * DSTR + 2 * t + 8], dw[(g + 8) * DSTR + 2 * t + 9], lh[3], ll[3]);
+    ldsm_x4(lh, lih(w));
+    ldsm_x4(ll, lih(w) + lio);
     // C_wp = γ·D_wp·L_p⁻¹ for the earlier panels p < w, as A fragments: with them the
     // update from panel p needs only p's right side R_p (P_p = L_p⁻¹·R_p), so the chain
     // below publishes each panel once and its step is one product deep. Computed here,
@@ -352,18 +362,15 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     for (int p = 0; p < NWM; ++p) {
         if (p < w) {
             mbar_wait(&mbar[p]);
-            const float* li = dws + p * 16 * DSTR;
             float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            u32 bh[2], bl[2];
-            // B = L_p⁻¹ (k = row, n = column): b0 rows 2t, 2t+1, b1 rows 2t+8, 2t+9; column g.
-            split2<T>(li[2 * t * DSTR + g], li[(2 * t + 1) * DSTR + g], bh[0], bl[0]);
-            split2<T>(li[(2 * t + 8) * DSTR + g], li[(2 * t + 9) * DSTR + g], bh[1], bl[1]);
+            // B = L_p⁻¹ (k = row, n = column), columns 0–7 and 8–15, hi and lo.
+            u32 bh[4], bl[4];
+            ldsm_x4_t(bh, lih(p));
+            ldsm_x4_t(bl, lih(p) + lio);
             Mma<T>::run(c0, da[p], bh);
             Mma<T>::run(c0, da[p], bl);
-            split2<T>(li[2 * t * DSTR + g + 8], li[(2 * t + 1) * DSTR + g + 8], bh[0], bl[0]);
-            split2<T>(li[(2 * t + 8) * DSTR + g + 8], li[(2 * t + 9) * DSTR + g + 8], bh[1], bl[1]);
-            Mma<T>::run(c1, da[p], bh);
-            Mma<T>::run(c1, da[p], bl);
+            Mma<T>::run(c1, da[p], bh + 2);
+            Mma<T>::run(c1, da[p], bl + 2);
             ca[p][0] = pack2<T>(gamma * c0[0], gamma * c0[1]);
             ca[p][1] = pack2<T>(gamma * c0[2], gamma * c0[3]);
             ca[p][2] = pack2<T>(gamma * c1[0], gamma * c1[1]);

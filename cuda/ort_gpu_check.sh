@@ -33,7 +33,7 @@ rc=$?
 grep -E "^=* ?[0-9]+ (passed|failed|errors?|skipped)" "$logs/ort_gpu_tests.txt" | tail -1
 grep -E "^(FAILED|ERROR)" "$logs/ort_gpu_tests.txt" | head -20
 # Largest relative error against the float64 reference, per element type.
-grep -oE "^(float32|float16|bfloat16) [a-z]+ n=[0-9]+: rel err [0-9.e+-]+" "$logs/ort_gpu_tests.txt" |
+grep -oE "(float32|float16|bfloat16) [a-z]+ n=[0-9]+: rel err [0-9.e+-]+" "$logs/ort_gpu_tests.txt" |
   awk '{e=$NF+0; if (e > m[$1]) {m[$1]=e; c[$1]=$2" "$3}} END {for (t in m) printf "max rel err %-9s %.3e  (%s)\n", t, m[t], c[t]}' | sort
 grep -oE "auto vs cpu \([a-z]+\): rel err [0-9.e+-]+" "$logs/ort_gpu_tests.txt"
 if [ $rc -ne 0 ]; then

@@ -73,11 +73,14 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
         const float pv = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
         const float cv = i < e ? ch[i] : 0.0f;
         const float* mg = minv + ((long long)bh * np + a / PANEL) * PANEL * PANEL;
+        // The panel's blocks into registers now, into shared memory after the product,
+        // so their loads overlap the product's instead of preceding them.
+        float gt[PANEL * PANEL / 256], mt[PANEL * PANEL / 256];
 #pragma unroll
-        for (int idx = tid; idx < PANEL * PANEL; idx += 256) {
-            const int r = idx / PANEL, k = idx - r * PANEL;
-            gp[r][k] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
-            mi[r][k] = mg[idx];
+        for (int u = 0; u < PANEL * PANEL / 256; ++u) {
+            const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
+            gt[u] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
+            mt[u] = mg[idx];
         }
         {
             // Product with the finished rows j < a: the 8 threads of row i split j
@@ -116,6 +119,12 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(
             }
             sp[ri][cc] = mine;
             ep[ri][cc] = pv + gamma * cv * mine;
+        }
+#pragma unroll
+        for (int u = 0; u < PANEL * PANEL / 256; ++u) {
+            const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
+            gp[r][k] = gt[u];
+            mi[r][k] = mt[u];
         }
         __syncthreads();
         // u_P = M_P⁻¹·e_P (lower triangular).

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [N ...]
 //! ```
-//! Prints one row per n: median and best time over 30 runs after 0.3 s and 5 runs of
+//! Prints one row per n: median and best time over 50 runs after 1 s and 5 runs of
 //! warm-up, the
 //! bytes that must cross memory at least (Q, K, V read once, Y written once) over the
 //! median time, and that rate against a measured device-to-device copy. `--dump DIR`
@@ -119,15 +119,15 @@ fn main() {
             let mut dy = g.upload(&vec![bf16::from_f32(f32::NAN); len]).unwrap();
             let (a, b) = events(&g);
             let mut t = Vec::new();
-            // Warm-up for at least 0.3 s so that the clocks have ramped up (an idle H100
+            // Warm-up for at least 1 s so that the clocks have ramped up (an idle H100
             // sits at a low clock; a short warm-up left small n timed partly at it).
             let t0 = std::time::Instant::now();
-            while t0.elapsed().as_secs_f32() < 0.3 {
+            while t0.elapsed().as_secs_f32() < 1.0 {
                 gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws)
                     .unwrap();
                 g.synchronize().unwrap();
             }
-            for i in 0..35 {
+            for i in 0..55 {
                 a.record(g.stream()).unwrap();
                 gpu::resolvent_attention_device(&g, &dq, &dk, &dv, &mut dy, &dims, &cfg, &mut ws)
                     .unwrap();

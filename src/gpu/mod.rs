@@ -315,7 +315,7 @@ pub fn auto_block_size(n: usize, _d: usize) -> usize {
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    5 * rows * ld * 2 + warps * 16 * 17 * 4 + warps * ld * 4 + 2 * warps * 8
+    5 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + 2 * warps * 8
 }
 
 /// The tensor-core local kernel takes f16/bf16 blocks of at most 128 rows; unset or any
