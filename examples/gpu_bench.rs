@@ -2,7 +2,7 @@
 //! B = 1, H = 16, d = 64, bf16, automatic block size, timed with CUDA events.
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [N ...]
+//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [--bidirectional] [N ...]
 //! ```
 //! Prints one row per n: median and best time over 50 runs after 1 s and 5 runs of
 //! warm-up, the
@@ -11,9 +11,9 @@
 //! writes the inputs and output of the smallest n (raw bf16) for the cross-check in
 //! cuda/bench_torch.py.
 
+use blockres::gpu::auto_block_size;
 use blockres::gpu::{self, Gpu, GpuWorkspace};
 use blockres::synthetic::Rng;
-use blockres::gpu::auto_block_size;
 use blockres::{Config, Dims};
 use cudarc::driver::sys::CUevent_flags;
 use half::bf16;
@@ -62,6 +62,14 @@ fn main() {
         blocks.push(args[p + 1].parse().expect("--block takes an integer"));
         args.drain(p..p + 2);
     }
+    // `--bidirectional`: causal = 0 (cuda/bidir.cu; correct, not tuned).
+    let causal = match args.iter().position(|a| a == "--bidirectional") {
+        Some(p) => {
+            args.remove(p);
+            false
+        }
+        None => true,
+    };
     // `--blocks 64,128`: exactly these block sizes (0 = automatic), for profiling one.
     if let Some(p) = args.iter().position(|a| a == "--blocks") {
         blocks = args[p + 1]
@@ -94,6 +102,7 @@ fn main() {
     let (h, d) = (16usize, 64usize);
     let cfg = Config {
         gamma: 0.5,
+        causal,
         ..Config::default()
     };
     let mut rows = Vec::new();
@@ -171,7 +180,8 @@ fn main() {
             }
         }
     }
-    println!("blockres block, causal, bf16, B=1 H=16 d=64, gamma=0.5");
+    let mask = if causal { "causal" } else { "bidirectional" };
+    println!("blockres block, {mask}, bf16, B=1 H=16 d=64, gamma=0.5");
     println!("|      n | b          |     m | median ms | best ms | GB/s min-bytes | of copy |");
     println!("|-------:|:-----------|------:|----------:|--------:|--------:|--------:|");
     for r in rows {

@@ -35,6 +35,7 @@ struct Case {
     block: usize, // 0 = auto; usize::MAX = Structure::Dense
     gamma: f32,
     qgain: f64,
+    causal: bool,
 }
 
 /// Reference for one head: q (n×dk), k (n×dk), v (n×dv) in f64, block size b.
@@ -49,6 +50,7 @@ fn reference_head(
     b: usize,
     scale: f64,
     gamma: f64,
+    causal: bool,
 ) -> Vec<f64> {
     let m = n.div_ceil(b);
     let mean = |x: &[f64], d: usize, j: usize| -> Vec<f64> {
@@ -68,8 +70,9 @@ fn reference_head(
     let mut a = vec![0.0f64; n * n];
     for i in 0..n {
         let bi = i / b;
+        let last = if causal { i } else { n - 1 };
         let mut lg = vec![f64::NEG_INFINITY; n];
-        for j in 0..=i {
+        for j in 0..=last {
             let bj = j / b;
             lg[j] = if bj == bi {
                 scale * dot(&q[i * dk..(i + 1) * dk], &k[j * dk..(j + 1) * dk])
@@ -79,9 +82,12 @@ fn reference_head(
         }
         let mx = lg.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = lg.iter().map(|&l| (l - mx).exp()).sum();
-        for j in 0..=i {
+        for j in 0..=last {
             a[i * n + j] = (lg[j] - mx).exp() / z;
         }
+    }
+    if !causal {
+        return dense_solve(&a, v, n, dv, gamma);
     }
     let mut w = vec![0.0f64; n * dv];
     for i in 0..n {
@@ -97,6 +103,50 @@ fn reference_head(
         }
     }
     w.iter().map(|x| (1.0 - gamma) * x).collect()
+}
+
+/// (1 − γ)·(I − γA)⁻¹·A·V for a full n×n A, by Gaussian elimination with partial
+/// pivoting (the reference does not lean on the diagonal dominance the kernels use).
+fn dense_solve(a: &[f64], v: &[f64], n: usize, dv: usize, gamma: f64) -> Vec<f64> {
+    let w = n + dv;
+    let mut m = vec![0.0f64; n * w];
+    for i in 0..n {
+        for j in 0..n {
+            m[i * w + j] = if i == j { 1.0 } else { 0.0 } - gamma * a[i * n + j];
+        }
+        for c in 0..dv {
+            m[i * w + n + c] = (0..n).map(|j| a[i * n + j] * v[j * dv + c]).sum();
+        }
+    }
+    for p in 0..n {
+        let piv = (p..n)
+            .max_by(|&x, &y| m[x * w + p].abs().total_cmp(&m[y * w + p].abs()))
+            .unwrap();
+        if piv != p {
+            for j in 0..w {
+                m.swap(p * w + j, piv * w + j);
+            }
+        }
+        for i in p + 1..n {
+            let f = m[i * w + p] / m[p * w + p];
+            if f != 0.0 {
+                for j in p..w {
+                    m[i * w + j] -= f * m[p * w + j];
+                }
+            }
+        }
+    }
+    let mut x = vec![0.0f64; n * dv];
+    for i in (0..n).rev() {
+        for c in 0..dv {
+            let mut s = m[i * w + n + c];
+            for j in i + 1..n {
+                s -= m[i * w + j] * x[j * dv + c];
+            }
+            x[i * dv + c] = s / m[i * w + i];
+        }
+    }
+    x.iter().map(|e| (1.0 - gamma) * e).collect()
 }
 
 fn to64<T: GpuElement>(x: &[T]) -> Vec<f64> {
@@ -127,6 +177,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
         block,
         gamma,
         qgain,
+        causal,
     } = c;
     let q: Vec<T> = rand_vec(&mut rng, batch * heads * n * dk, qgain);
     let k: Vec<T> = rand_vec(&mut rng, batch * kv_heads * n * dk, 1.0);
@@ -134,7 +185,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     let cfg = Config {
         gamma,
         block_size: if block == usize::MAX { 0 } else { block },
-        causal: true,
+        causal,
         scale: 0.0,
         structure: if block == usize::MAX {
             Structure::Dense
@@ -185,6 +236,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
             b,
             scale,
             gamma as f64,
+            causal,
         );
         for (o, rr) in y[bh * n * dv..(bh + 1) * n * dv].iter().zip(&r) {
             num += (o - rr) * (o - rr);
@@ -205,8 +257,19 @@ fn cases() -> Vec<Case> {
         block,
         gamma,
         qgain,
+        causal: true,
     };
+    let bidir = |c: Case| Case { causal: false, ..c };
     vec![
+        // Bidirectional (causal = 0): GQA, dk ≠ dv, short last block; odd dk, B = 2; dense
+        // (b ≥ n and Structure::Dense); b = 1; d = 128 with b = 64; automatic b, γ near 1.
+        bidir(c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0)),
+        bidir(c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5)),
+        bidir(c(1, 1, 1, 90, 16, 16, 1000, 0.5, 2.0)),
+        bidir(c(1, 2, 1, 120, 64, 32, usize::MAX, 0.7, 1.0)),
+        bidir(c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0)),
+        bidir(c(1, 2, 2, 150, 128, 128, 64, 0.3, 1.0)),
+        bidir(c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0)),
         c(1, 2, 2, 1, 16, 16, 0, 0.5, 1.0),            // n = 1
         c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0),         // GQA, dk ≠ dv, n not a multiple of b
         c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5),         // odd dk (not a multiple of 16), B = 2
@@ -327,16 +390,18 @@ fn non_finite_input_is_reported() {
 fn unsupported_requests_are_errors() {
     let x = vec![0.5f32; 2 * 50 * 16];
     let t = TensorRef::new(&x, [1, 2, 50, 16]).unwrap();
-    let bidir = gpu::resolvent_attention_host(
-        t,
-        t,
-        t,
-        &Config {
+    // Bidirectional blocks above 128 rows, or whose system does not fit in shared memory.
+    for (block, d) in [(200, 16), (128, 128)] {
+        let x = vec![0.5f32; 300 * d];
+        let t = TensorRef::new(&x, [1, 1, 300, d]).unwrap();
+        let cfg = Config {
             causal: false,
+            block_size: block,
             ..Config::default()
-        },
-    );
-    assert!(matches!(bidir, Err(Error::Unsupported(_))), "{bidir:?}");
+        };
+        let e = gpu::resolvent_attention_host(t, t, t, &cfg);
+        assert!(matches!(e, Err(Error::Unsupported(_))), "{e:?}");
+    }
     let wide = vec![0.5f32; 50 * 200];
     let tw = TensorRef::new(&wide, [1, 1, 50, 200]).unwrap();
     let e = gpu::resolvent_attention_host(tw, tw, tw, &Config::default()).unwrap_err();
@@ -368,6 +433,7 @@ fn small_mixed_case() {
         block: 150,
         gamma: 0.6,
         qgain: 1.0,
+        causal: true,
     };
     let e32 = run_case::<f32>(&g, c, 11);
     let e16 = run_case::<bf16>(&g, c, 12);
@@ -382,4 +448,13 @@ fn small_mixed_case() {
         println!("small case b = {block}, dk = {dk}, dv = {dv}: bf16 {eb:.3e}, f16 {eh:.3e}");
         assert!(eb <= 1e-2 && eh <= 1e-2, "bf16 {eb:e}, f16 {eh:e}");
     }
+    // Bidirectional (cuda/bidir.cu): blocks of 48 with a short last one, f32 and bf16.
+    let c = Case {
+        causal: false,
+        block: 48,
+        ..c
+    };
+    let (e32, eb) = (run_case::<f32>(&g, c, 16), run_case::<bf16>(&g, c, 17));
+    println!("small case bidirectional b = 48: f32 {e32:.3e}, bf16 {eb:.3e}");
+    assert!(e32 <= 1e-4 && eb <= 1e-2, "f32 {e32:e}, bf16 {eb:e}");
 }

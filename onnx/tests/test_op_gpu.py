@@ -102,9 +102,24 @@ def test_auto_large_all_types(dtype):
     assert rel_err(y_auto, y_cpu.astype(np.float64)) <= TOL[dtype]
 
 
-def test_forced_gpu_bidirectional_is_an_error_status():
-    q, k, v = random_qkv(rng_for(204), 1, 2, 2, 100, 16, 16)
-    msg = expect_error(lambda: run(q, k, v, device="gpu", causal=0), "causal")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_forced_gpu_bidirectional_matches_float64_reference(dtype):
+    # causal = 0 on the GPU (cuda/bidir.cu): blocks of 64 with a short last one, GQA,
+    # dk ≠ dv; and the dense operator on 100 tokens.
+    for i, (structure, n, b) in enumerate((("block", 300, 64), ("dense", 100, 0))):
+        q, k, v = random_qkv(rng_for(210 + i), 1, 2, 1, n, 32, 48)
+        attrs = dict(structure=structure, block_size=b, gamma=0.6, causal=0)
+        y = run(q, k, v, dtype, device="gpu", **attrs)
+        ref = reference(*(rounded(t, dtype) for t in (q, k, v)), **attrs)
+        err = rel_err(y, ref)
+        print(f"{dtype} bidirectional {structure} n={n}: rel err {err:.3e}")
+        assert err <= TOL[dtype], err
+
+
+def test_forced_gpu_bidirectional_limits_and_auto():
+    # Blocks above 128 rows are not taken by the GPU's bidirectional kernels.
+    q, k, v = random_qkv(rng_for(204), 1, 2, 2, 300, 16, 16)
+    msg = expect_error(lambda: run(q, k, v, device="gpu", causal=0, block_size=200), "128")
     assert "unsupported" in msg.lower() or "bidirectional" in msg.lower(), msg
     # `auto` with causal=0 takes the CPU, even when large (B·H·n·d = 2^20).
     q, k, v = (np.ascontiguousarray(t[:, :, :1024]) for t in large_inputs(205))

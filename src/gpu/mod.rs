@@ -1,5 +1,6 @@
 //! CUDA path (feature `cuda`): the block structure (SPEC §2) and the exact dense
-//! operator, causal, on an NVIDIA GPU through the driver API ([`cudarc`]).
+//! operator, causal and bidirectional, on an NVIDIA GPU through the driver API
+//! ([`cudarc`]).
 //!
 //! Two levels:
 //! - [`Gpu`] + [`GpuWorkspace`] + [`resolvent_attention_device`]: tensors already on
@@ -14,9 +15,11 @@
 //! than the driver). Every missing piece (no driver, no device,
 //! no PTX and no NVRTC, an unsupported shape) is an [`Error`], never a panic.
 //!
-//! Limits of this path: causal only (bidirectional is [`Error::Unsupported`]),
-//! `dk ≤ 128`, `dv ≤ 128`, `B·H ≤ 65535`, compute capability ≥ 9.0 for the embedded PTX
-//! (8.0 with run-time NVRTC). Arithmetic is f32; f16/bf16 logits use the tensor cores
+//! Limits of this path: `dk ≤ 128`, `dv ≤ 128`, `B·H ≤ 65535`, compute capability ≥ 9.0
+//! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
+//! at most 128 rows (64 when d > 64) and at most 2048 blocks, and is correct but not
+//! tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
+//! is [`Error::Unsupported`]. Arithmetic is f32; f16/bf16 logits use the tensor cores
 //! with f32 accumulation.
 //!
 //! ```no_run
@@ -312,6 +315,11 @@ pub fn auto_block_size(n: usize, _d: usize) -> usize {
     b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
 }
 
+/// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu).
+fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
+    (b * (b + dv + 2) + (2 * b * (dk + 1)).max(b * (dv + 1))) * 4
+}
+
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
@@ -328,9 +336,9 @@ fn local_tc_allowed() -> bool {
 
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
 /// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
-/// (row-major, shapes in `dims`). Structures: [`Structure::Block`] (causal) and
-/// [`Structure::Dense`] (causal; evaluated as one block of `n`, which SPEC §2 makes
-/// exactly the dense operator). Returns once the work is enqueued; call
+/// (row-major, shapes in `dims`). Structures: [`Structure::Block`] and
+/// [`Structure::Dense`] (evaluated as one block of `n`, which SPEC §2 makes exactly the
+/// dense operator), causal or bidirectional (see the module's limits). Returns once the work is enqueued; call
 /// [`GpuWorkspace::check_finite`] (which waits) to learn whether the inputs were all
 /// finite. `block_size = 0` picks `b` by the GPU's rule ([`auto_block_size`]).
 ///
@@ -382,11 +390,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
             });
         }
     }
-    if !cfg.causal {
-        return Err(Error::Unsupported(
-            "the GPU path computes causal attention only; use the CPU path for causal = 0".into(),
-        ));
-    }
     let b = match cfg.structure {
         Structure::Block if cfg.block_size == 0 => auto_block_size(n, dk.max(dv)),
         Structure::Block => cfg.block_size,
@@ -410,6 +413,28 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )));
     }
     let m = n.div_ceil(b);
+    if !cfg.causal {
+        // Bidirectional: the block's full system lives in one CTA's shared memory and the
+        // m×m reduced system in global memory (cuda/bidir.cu).
+        if b > 128 || bidir_smem(b, dk, dv) > MAX_SMEM {
+            return Err(Error::Unsupported(format!(
+                "bidirectional attention on the GPU takes blocks of at most 128 rows whose \
+                 system fits in shared memory (b = {b}, dk = {dk}, dv = {dv}{}); pass a smaller \
+                 block_size or use the CPU path",
+                if b > 128 {
+                    ""
+                } else {
+                    ": use b ≤ 64 for d > 64"
+                }
+            )));
+        }
+        if m > 2048 {
+            return Err(Error::Unsupported(format!(
+                "bidirectional attention on the GPU takes at most 2048 blocks (n/b = {m}); use a \
+                 larger block_size or the CPU path"
+            )));
+        }
+    }
     if m > 65535 {
         return Err(Error::Unsupported(format!(
             "n/b = {m} blocks exceed the GPU grid limit 65535"
@@ -427,8 +452,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             n * dv.max(dk)
         )));
     }
-    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and the reduced system's 32×32
-    // panel inverses.
+    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and for the reduced system the 32×32
+    // panel inverses (causal) or its augmented matrix (bidirectional).
     ws.ensure(
         gpu,
         &[
@@ -443,7 +468,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
             bh * m * dv,
             bh * m,
             bh * m * dv,
-            bh * m.div_ceil(32) * 32 * 32,
+            if cfg.causal {
+                bh * m.div_ceil(32) * 32 * 32
+            } else {
+                bh * m * (m + dv)
+            },
         ],
     )?;
     let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
@@ -463,7 +492,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     let (hi, hkvi) = (to_i32(heads, "H")?, to_i32(kv_heads, "Hkv")?);
     let scale = cfg.effective_scale(dk);
     let gamma = cfg.gamma;
-    let causal = 1i32;
+    let causal = i32::from(cfg.causal);
     let kx = &gpu.k;
     let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
         r.map(|_| ()).map_err(|e| dev_err(what, e))
@@ -530,8 +559,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
         let bn = b.min(n);
-        let tc = T::INDEX != 0 && bn <= 128 && local_tc_allowed();
-        let (f, threads, smem) = if tc {
+        let tc = cfg.causal && T::INDEX != 0 && bn <= 128 && local_tc_allowed();
+        let (f, threads, smem) = if !cfg.causal {
+            (&kx.local_bidir[T::INDEX], 256, bidir_smem(bn, dk, dv))
+        } else if tc {
             let warps = bn.div_ceil(16);
             let v = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
             let (wmax, dmax) = module::LOCAL_TC_VARIANTS[v];
@@ -567,41 +598,66 @@ pub fn resolvent_attention_device<T: GpuElement>(
             "launching the local kernel",
         )?;
     }
-    // 6. Reduced system: the panels' inverses (all at once), then the blocked solve.
-    {
-        let mut lb = st.launch_builder(&kx.reduced_inverses);
-        lb.arg(&*g)
-            .arg(&*cvec)
-            .arg(&mut *minv)
-            .arg(&mi)
-            .arg(&gamma);
-        launch(
-            unsafe { lb.launch(cfg1((m.div_ceil(32) as u32, bh as u32), 32, 0)) },
-            "launching reduced_inverses",
-        )?;
-    }
-    {
-        let smem = m * REDUCED_CW * 4;
-        kx.allow_smem(&kx.reduced, smem)?;
-        let mut lb = st.launch_builder(&kx.reduced);
+    // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
+    // solve. Bidirectional: Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄], then s = G̃·u.
+    if !cfg.causal {
+        let [build, solve, apply] = &kx.reduced_bidir;
+        let mut lb = st.launch_builder(build);
         lb.arg(&*g)
             .arg(&*pbar)
             .arg(&*cvec)
-            .arg(&*minv)
-            .arg(&mut *s)
+            .arg(&mut *minv)
             .arg(&mi)
             .arg(&dvi)
             .arg(&gamma);
         launch(
-            unsafe {
-                lb.launch(cfg1(
-                    (dv.div_ceil(REDUCED_CW) as u32, bh as u32),
-                    256,
-                    smem as u32,
-                ))
-            },
-            "launching reduced_causal",
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, 0)) },
+            "launching reduced_bidir_build",
         )?;
+        let mut lb = st.launch_builder(solve);
+        lb.arg(&mut *minv).arg(&mi).arg(&dvi);
+        launch(
+            unsafe { lb.launch(cfg1((bh as u32, 1), 1024, 0)) },
+            "launching reduced_bidir_solve",
+        )?;
+        let mut lb = st.launch_builder(apply);
+        lb.arg(&*g).arg(&*minv).arg(&mut *s).arg(&mi).arg(&dvi);
+        launch(
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), dv as u32, 0)) },
+            "launching reduced_bidir_apply",
+        )?;
+    } else {
+        {
+            let mut lb = st.launch_builder(&kx.reduced_inverses);
+            lb.arg(&*g).arg(&*cvec).arg(&mut *minv).arg(&mi).arg(&gamma);
+            launch(
+                unsafe { lb.launch(cfg1((m.div_ceil(32) as u32, bh as u32), 32, 0)) },
+                "launching reduced_inverses",
+            )?;
+        }
+        {
+            let smem = m * REDUCED_CW * 4;
+            kx.allow_smem(&kx.reduced, smem)?;
+            let mut lb = st.launch_builder(&kx.reduced);
+            lb.arg(&*g)
+                .arg(&*pbar)
+                .arg(&*cvec)
+                .arg(&*minv)
+                .arg(&mut *s)
+                .arg(&mi)
+                .arg(&dvi)
+                .arg(&gamma);
+            launch(
+                unsafe {
+                    lb.launch(cfg1(
+                        (dv.div_ceil(REDUCED_CW) as u32, bh as u32),
+                        256,
+                        smem as u32,
+                    ))
+                },
+                "launching reduced_causal",
+            )?;
+        }
     }
     // 7. Combine in place.
     {

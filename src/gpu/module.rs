@@ -36,6 +36,8 @@ pub(crate) struct Kernels {
     pub reduced: CudaFunction,
     pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
+    pub local_bidir: [CudaFunction; 3],
+    pub reduced_bidir: [CudaFunction; 3],
 }
 
 /// The source of one unit with the shared header inlined (as cuda/compile_ptx.py does).
@@ -113,14 +115,24 @@ impl Kernels {
         let local_tc_m = module(ctx, "local_tc")?;
         let reduced = module(ctx, "reduced")?;
         let combine = module(ctx, "combine")?;
+        let bidir = module(ctx, "bidir")?;
         Ok(Self {
             means: typed(&means, "block_means")?,
             coarse: func(&coarse, "coarse")?,
             local: typed(&local, "local_causal")?,
-            local_tc: [local_tc(&local_tc_m, "f16")?, local_tc(&local_tc_m, "bf16")?],
+            local_tc: [
+                local_tc(&local_tc_m, "f16")?,
+                local_tc(&local_tc_m, "bf16")?,
+            ],
             reduced: func(&reduced, "reduced_causal")?,
             reduced_inverses: func(&reduced, "reduced_inverses")?,
             combine: typed(&combine, "combine")?,
+            local_bidir: typed(&bidir, "local_bidir")?,
+            reduced_bidir: [
+                func(&bidir, "reduced_bidir_build")?,
+                func(&bidir, "reduced_bidir_solve")?,
+                func(&bidir, "reduced_bidir_apply")?,
+            ],
         })
     }
 
