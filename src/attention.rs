@@ -83,6 +83,28 @@ impl Dims {
     pub fn output_shape(&self) -> [usize; 4] {
         [self.batch, self.heads, self.n, self.dv]
     }
+
+    /// `Ok` when `y_shape` is [`Self::output_shape`], else the error naming `Y`.
+    ///
+    /// ```
+    /// use blockres::Dims;
+    /// let d = Dims::from_shapes([1, 2, 10, 8], [1, 2, 10, 8], [1, 2, 10, 4]).unwrap();
+    /// assert!(d.check_output([1, 2, 10, 4]).is_ok());
+    /// assert!(d.check_output([1, 2, 10, 8]).is_err());
+    /// ```
+    pub fn check_output(&self, y_shape: [usize; 4]) -> Result<()> {
+        if y_shape == self.output_shape() {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            tensor: "Y",
+            message: format!(
+                "expected [B, H, n, dv] = {:?}, got {:?}",
+                self.output_shape(),
+                y_shape
+            ),
+        })
+    }
 }
 
 /// Reusable scratch memory. Calls that share one `Workspace` reuse its buffers instead
@@ -200,16 +222,7 @@ pub fn resolvent_attention_with<T: Element>(
 ) -> Result<()> {
     cfg.validate()?;
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
-    if y.shape() != dims.output_shape() {
-        return Err(Error::Shape {
-            tensor: "Y",
-            message: format!(
-                "expected [B, H, n, dv] = {:?}, got {:?}",
-                dims.output_shape(),
-                y.shape()
-            ),
-        });
-    }
+    dims.check_output(y.shape())?;
     let Dims {
         heads,
         kv_heads,

@@ -2,9 +2,12 @@
 //! NVIDIA GPU: without one these tests fail, they never pass vacuously).
 //!
 //! The reference builds the block-structured attention matrix A of SPEC §2 entry by
-//! entry in f64 (small n) and solves (I − γA)·W = A·V by forward substitution,
+//! entry in f64 (small n) and solves (I − γA)·W = A·V by forward substitution (causal)
+//! or Gaussian elimination with partial pivoting (bidirectional, `tests/common`),
 //! Y = (1−γ)·W: it shares no code with the kernels or the CPU path.
 #![cfg(feature = "cuda")]
+
+mod common;
 
 use blockres::gpu::{self, Gpu, GpuElement, GpuWorkspace};
 use blockres::{Config, Dims, Error, Structure, TensorRef};
@@ -87,7 +90,8 @@ fn reference_head(
         }
     }
     if !causal {
-        return dense_solve(&a, v, n, dv, gamma);
+        // Full system: Gaussian elimination with partial pivoting (tests/common).
+        return common::resolvent(&a, v, n, dv, gamma);
     }
     let mut w = vec![0.0f64; n * dv];
     for i in 0..n {
@@ -103,50 +107,6 @@ fn reference_head(
         }
     }
     w.iter().map(|x| (1.0 - gamma) * x).collect()
-}
-
-/// (1 − γ)·(I − γA)⁻¹·A·V for a full n×n A, by Gaussian elimination with partial
-/// pivoting (the reference does not lean on the diagonal dominance the kernels use).
-fn dense_solve(a: &[f64], v: &[f64], n: usize, dv: usize, gamma: f64) -> Vec<f64> {
-    let w = n + dv;
-    let mut m = vec![0.0f64; n * w];
-    for i in 0..n {
-        for j in 0..n {
-            m[i * w + j] = if i == j { 1.0 } else { 0.0 } - gamma * a[i * n + j];
-        }
-        for c in 0..dv {
-            m[i * w + n + c] = (0..n).map(|j| a[i * n + j] * v[j * dv + c]).sum();
-        }
-    }
-    for p in 0..n {
-        let piv = (p..n)
-            .max_by(|&x, &y| m[x * w + p].abs().total_cmp(&m[y * w + p].abs()))
-            .unwrap();
-        if piv != p {
-            for j in 0..w {
-                m.swap(p * w + j, piv * w + j);
-            }
-        }
-        for i in p + 1..n {
-            let f = m[i * w + p] / m[p * w + p];
-            if f != 0.0 {
-                for j in p..w {
-                    m[i * w + j] -= f * m[p * w + j];
-                }
-            }
-        }
-    }
-    let mut x = vec![0.0f64; n * dv];
-    for i in (0..n).rev() {
-        for c in 0..dv {
-            let mut s = m[i * w + n + c];
-            for j in i + 1..n {
-                s -= m[i * w + j] * x[j * dv + c];
-            }
-            x[i * dv + c] = s / m[i * w + i];
-        }
-    }
-    x.iter().map(|e| (1.0 - gamma) * e).collect()
 }
 
 fn to64<T: GpuElement>(x: &[T]) -> Vec<f64> {

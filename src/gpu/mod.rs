@@ -758,16 +758,7 @@ pub fn resolvent_attention_host_into<T: GpuElement>(
 ) -> Result<()> {
     cfg.validate()?;
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
-    if y.shape() != dims.output_shape() {
-        return Err(Error::Shape {
-            tensor: "Y",
-            message: format!(
-                "expected [B, H, n, dv] = {:?}, got {:?}",
-                dims.output_shape(),
-                y.shape()
-            ),
-        });
-    }
+    dims.check_output(y.shape())?;
     let sh = shared()?;
     let gpu = &sh.gpu;
     let mut ws = sh
