@@ -33,14 +33,23 @@ def test_typed_entry_points_present(tmp_path):
     entries = set()
     for p in tmp_path.glob("*.ptx"):
         entries |= set(re.findall(r"\.visible \.entry (\w+)\(", p.read_text()))
-    want = {"coarse", "reduced_causal"}
-    for base in ("block_means", "local_causal", "combine"):
+    want = {"coarse", "reduced_causal", "reduced_inverses", "reduced_bidir_build",
+            "reduced_bidir_solve", "reduced_bidir_apply"}
+    for base in ("block_means", "local_causal", "combine", "local_bidir"):
         want |= {f"{base}_{s}" for s in ("f32", "f16", "bf16")}
+    # The tensor-core block kernel: (warps, head-dim bound) variants per half type, as
+    # src/gpu/module.rs looks them up.
+    for s_ in ("f16", "bf16"):
+        want |= {f"local_tc_{s_}_{w}_{d}" for w, d in ((4, 64), (8, 64), (4, 128), (8, 128))}
     assert want <= entries, f"missing: {sorted(want - entries)}"
     # The f16/bf16 local kernels use the tensor cores.
     local = (tmp_path / "local.ptx").read_text()
     assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in local
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in local
+    tc = (tmp_path / "local_tc.ptx").read_text()
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in tc
+    assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in tc
+    assert "mbarrier.try_wait.parity.shared.b64" in tc
 
 
 def test_broken_source_fails(tmp_path):
