@@ -11,9 +11,12 @@
 // the causal path's kernels.
 #include "common.cuh"
 
-#define NT 256
+#define NT 1024
+#define NR (NT / 32)  // rows of workers (warps)
 
-// One CTA (256 threads as 8 rows × 32 columns of workers) per (block I, query head).
+// One CTA (1024 threads as 32 rows × 32 columns of workers) per (block I, query head):
+// the shared memory allows one CTA per SM, so it brings its own warps to hide latency
+// (256 threads took 3× as long at n = 32768).
 // Shared memory (mirrored by bidir_smem() in src/gpu/mod.rs): the augmented matrix
 // (nb × (nb + dv + 2) floats), then scratch for Q and K (2 · nb × (dk + 1)) or V
 // (nb × (dv + 1)).
@@ -48,7 +51,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         ks[r * lq + c] = to_f(kh[idx]);
     }
     __syncthreads();
-    for (int i = ty; i < nb; i += 8)
+    for (int i = ty; i < nb; i += NR)
         for (int j = tx; j < nb; j += 32) {
             float s = 0.0f;
             for (int c = 0; c < dk; ++c) s = fmaf(qs[i * lq + c], ks[j * lq + c], s);
@@ -57,7 +60,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     __syncthreads();
     // Softmax with the coarse normalizer (warp per row): D in place, z in the w column.
     const float sig = sigma[bi], gs = gsum[bi];
-    for (int i = ty; i < nb; i += 8) {
+    for (int i = ty; i < nb; i += NR) {
         float* row = A + i * as;
         float mx = sig;
         for (int j = tx; j < nb; j += 32) mx = fmaxf(mx, row[j]);
@@ -84,14 +87,14 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     }
     __syncthreads();
     const float* hI = hvec + bi * dv;
-    for (int i = ty; i < nb; i += 8)
+    for (int i = ty; i < nb; i += NR)
         for (int c = tx; c < dv; c += 32) {
             float s = 0.0f;
             for (int j = 0; j < nb; ++j) s = fmaf(A[i * as + j], vs[j * lv + c], s);
             A[i * as + nb + c] = s + A[i * as + nb + dv] * hI[c];
         }
     __syncthreads();
-    for (int i = ty; i < nb; i += 8)
+    for (int i = ty; i < nb; i += NR)
         for (int j = tx; j < nb; j += 32) A[i * as + j] = (i == j ? 1.0f : 0.0f) - gamma * A[i * as + j];
     __syncthreads();
     // Gauss–Jordan: scale pivot row p, subtract it from every other row (columns > p).
@@ -100,7 +103,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         __syncthreads();
         for (int j = p + 1 + tid; j < wa; j += NT) A[p * as + j] *= inv;
         __syncthreads();
-        for (int i = ty; i < nb; i += 8) {
+        for (int i = ty; i < nb; i += NR) {
             if (i == p) continue;
             const float f = A[i * as + p];
             for (int j = p + 1 + tx; j < wa; j += 32) A[i * as + j] = fmaf(-f, A[p * as + j], A[i * as + j]);
@@ -138,7 +141,7 @@ BLOCKRES_FOR_TYPES(LOCAL_BIDIR)
 
 // The reduced system's augmented matrix per head, aug: m × (m + dv), row-major:
 // [I − γ·diag(c)·G̃ | p̄]. Grid (row, head).
-extern "C" __global__ void __launch_bounds__(NT) reduced_bidir_build(
+extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(
     const float* __restrict__ g, const float* __restrict__ pbar, const float* __restrict__ cvec,
     float* __restrict__ aug, int m, int dv, float gamma) {
     const int i = blockIdx.x, bh = blockIdx.y;
@@ -146,7 +149,7 @@ extern "C" __global__ void __launch_bounds__(NT) reduced_bidir_build(
     const float gc = gamma * cvec[row];
     const float* gi = g + row * m;
     float* ai = aug + row * (m + dv);
-    for (int j = threadIdx.x; j < m + dv; j += NT)
+    for (int j = threadIdx.x; j < m + dv; j += blockDim.x)
         ai[j] = j < m ? (i == j ? 1.0f : 0.0f) - gc * gi[j] : pbar[row * dv + j - m];
 }
 

@@ -561,7 +561,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let bn = b.min(n);
         let tc = cfg.causal && T::INDEX != 0 && bn <= 128 && local_tc_allowed();
         let (f, threads, smem) = if !cfg.causal {
-            (&kx.local_bidir[T::INDEX], 256, bidir_smem(bn, dk, dv))
+            (&kx.local_bidir[T::INDEX], 1024, bidir_smem(bn, dk, dv))
         } else if tc {
             let warps = bn.div_ceil(16);
             let v = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
