@@ -13,11 +13,11 @@
 //   panels, one per warp, across warps: with the inverses L_p⁻¹ of the 16×16 diagonal
 //   blocks (every warp computes its own, in parallel) and C_wp = γ·D_wp·L_p⁻¹, warp p
 //   publishes its finished right side R_p, every later warp w adds C_wp·R_p to its
-//   own, and warp p forms P_p = L_p⁻¹·R_p. All products are mma; the values of the
-//   right sides and of the inverses go through the tensor cores as
-//   a hi + lo pair of the element type (three products for the inverse, two for the
-//   update), about twice the type's significand (bf16: 2^-16 instead of 2^-9). D itself
-//   is used at the element type's precision, as in D·V.
+//   own, and warp p forms P_p = L_p⁻¹·R_p. All products are mma; the right sides and
+//   the inverses go through the tensor cores as a hi + lo pair of the element type
+//   (three products for P_p, two for C_wp and for the update), about twice the type's
+//   significand (bf16: 2^-16 instead of 2^-9). D itself is used at the element type's
+//   precision, as in D·V.
 // - Warps signal each other through mbarriers (inverse ready, right side ready), so the
 //   chain runs as a pipeline and warps with less causal work finish early.
 //
@@ -27,9 +27,9 @@
 // NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
-// the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks / their inverses
-// (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and
-// 2·NWM mbarriers.
+// the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks
+// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32),
+// h_I (DM + 8 f32) and 2·NWM mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
