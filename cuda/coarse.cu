@@ -18,12 +18,6 @@
 #define IGMAX 8
 #define CH 256  // rows of k̄ / v̄ per staged chunk
 
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(a), "l"(src));
-}
-
 // Rows [0, nj) × columns [c0, c0 + w4·4) of a row-major f32 matrix of width d into `dst`
 // (row stride ld), zero past d. Asynchronous when d allows 16-byte copies; the caller
 // waits (cp.async.wait_group) and synchronizes.

@@ -104,6 +104,19 @@ template <> struct Mma<f16_t> {
     }
 };
 
+// The shared-memory (state space) address of a generic pointer to shared memory, for
+// the instructions that take one (ldmatrix, cp.async, mbarrier).
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+// 16-byte asynchronous copy global → shared (sm_80+); completes at cp.async.wait_group.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+}
+
 // Instantiate `extern "C"` entry points of a kernel template for the three element
 // types, named NAME_f32, NAME_f16 and NAME_bf16 (the Rust side looks them up so).
 #define BLOCKRES_FOR_TYPES(M) M(float, f32) M(f16_t, f16) M(bf16_t, bf16)

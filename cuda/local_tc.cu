@@ -36,11 +36,6 @@
 #define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
 #define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
 
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-    u32 a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
 // ldmatrix from a shared-memory address (bytes): each lane's row address is formed once
 // per kernel and the tile offsets added as constants.
 __device__ __forceinline__ void ldsm_x4(u32* r, u32 a) {
@@ -84,9 +79,6 @@ __device__ __forceinline__ void mbar_wait(u64* bar) {  // phase 0
             : "memory");
 #endif
     } while (!done);
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
 }
 
 // Two floats packed as the 16-bit type, the first in the low half (lower k or column).
