@@ -2,12 +2,21 @@
 # Python side of the project (the numpy peer, the ORT host tests, the NVRTC check):
 # one virtual environment in .venv with the pinned packages of onnx/requirements.txt,
 # installed from the package registry. Idempotent; prints nothing on a warm run.
+#   bash scripts/setup.sh          the main job's packages (onnx/requirements.txt)
+#   bash scripts/setup.sh torch    plus PyTorch for the tests (onnx/requirements-torch.txt)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
 req="$root/onnx/requirements.txt"
+if [ "${1:-}" = torch ]; then req="$root/onnx/requirements-torch.txt"; fi
 stamp="$venv/.requirements.sha"
-want=$(sha256sum "$req" | cut -d' ' -f1)
+want=$(cat "$req" "$root/onnx/requirements.txt" | sha256sum | cut -d' ' -f1)
+# A venv already set up with torch serves the main job too.
+if [ "${1:-}" != torch ] && [ -f "$venv/.requirements-torch.sha" ] && \
+   [ "$(cat "$venv/.requirements-torch.sha")" = "$(cat "$root/onnx/requirements-torch.txt" "$root/onnx/requirements.txt" | sha256sum | cut -d' ' -f1)" ]; then
+  exit 0
+fi
+if [ "${1:-}" = torch ]; then stamp="$venv/.requirements-torch.sha"; fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 if [ ! -x "$venv/bin/python" ]; then
   if ! python3 -m venv "$venv" 2>/dev/null; then

@@ -3,7 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-bash scripts/setup.sh
+bash scripts/setup.sh torch
 source scripts/env.sh
 cargo test --release
 # The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on
