@@ -386,6 +386,7 @@ fn run<T: Element>(a: &Args, n: usize) -> Result<(), String> {
             causal: a.causal,
             scale: 0.0,
             structure,
+            ..Config::default()
         };
         let mut y = vec![T::default(); h * n * dv];
         let mut call = || -> Result<f64, String> {

@@ -325,8 +325,8 @@ fn run_head<T: Element>(
         })
     };
     // The block kernel reads every input once for its block means, and a NaN or ±∞
-    // anywhere makes a mean non-finite: it reports that, and only then are the inputs
-    // searched. Other kernels get the inputs checked up front.
+    // anywhere makes a mean non-finite (with coarse_query = first it scans Q instead of
+    // averaging it): it reports that, and only then are the inputs searched. Other kernels get the inputs checked up front.
     let checked_by_kernel = cfg.structure == Structure::Block;
     if !checked_by_kernel && let Some(e) = locate() {
         return Err(e);
@@ -383,7 +383,7 @@ fn dispatch(
             } else {
                 cfg.block_size
             };
-            cpu::block::evaluate(head, b, cfg.causal, y, s, par)
+            cpu::block::evaluate(head, b, cfg.causal, cfg.coarse_query, y, s, par)
         }
         Structure::Strided { .. } | Structure::Fixed { .. } | Structure::TopK { .. } => {
             cpu::sparse::evaluate(head, cfg.structure, cfg.causal, y, s, par)

@@ -49,13 +49,59 @@ impl Structure {
     }
 }
 
-/// Parameters of one evaluation. `Config::default()` is the ONNX op's defaults:
-/// γ = 0.5, automatic block size, causal, `scale = 1/sqrt(dk)`, block structure.
+/// Which query stands for a block in the coarse logits `L_IJ = scale · q_I·k̄_J` of
+/// [`Structure::Block`] (SPEC §2, the ONNX attribute `coarse_query`). Other structures
+/// have no coarse logits and ignore it.
 ///
 /// ```
-/// use blockres::{Config, Structure};
+/// use blockres::CoarseQuery;
+/// assert_eq!(CoarseQuery::default(), CoarseQuery::Mean);
+/// assert_eq!(CoarseQuery::parse("first"), Some(CoarseQuery::First));
+/// assert_eq!(CoarseQuery::parse("middle"), None);
+/// assert_eq!(CoarseQuery::First.name(), "first");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoarseQuery {
+    /// The mean query `q̄_I` of block I (the default). Causal rows of block I then depend
+    /// on the queries of later tokens of their own block: fine for prefill, but not
+    /// decodable token by token.
+    #[default]
+    Mean,
+    /// The query of block I's first token, `q̂_I = q_{I·b}`: strictly causal (row i
+    /// depends on tokens ≤ i only), same cost; SPEC §6 (decoding) requires it.
+    First,
+}
+
+impl CoarseQuery {
+    /// The name used by the ONNX `coarse_query` attribute.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CoarseQuery::Mean => "mean",
+            CoarseQuery::First => "first",
+        }
+    }
+
+    /// The value of an ONNX `coarse_query` attribute: `"mean"` or `"first"`, else `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mean" => Some(CoarseQuery::Mean),
+            "first" => Some(CoarseQuery::First),
+            _ => None,
+        }
+    }
+}
+
+/// Parameters of one evaluation. `Config::default()` is the ONNX op's defaults:
+/// γ = 0.5, automatic block size, causal, `scale = 1/sqrt(dk)`, block structure,
+/// mean coarse queries.
+///
+/// ```
+/// use blockres::{CoarseQuery, Config, Structure};
 /// let cfg = Config { gamma: 0.9, causal: false, ..Config::default() };
 /// assert_eq!(cfg.structure, Structure::Block);
+/// assert_eq!(cfg.coarse_query, CoarseQuery::Mean);
+/// let decodable = Config { coarse_query: CoarseQuery::First, ..Config::default() };
+/// assert!(decodable.validate().is_ok());
 /// assert!(cfg.validate().is_ok());
 /// assert!(Config { gamma: 1.0, ..cfg }.validate().is_err());
 /// ```
@@ -72,6 +118,9 @@ pub struct Config {
     pub scale: f32,
     /// Which attention matrix.
     pub structure: Structure,
+    /// The block query of the coarse logits of [`Structure::Block`]; ignored by the
+    /// other structures.
+    pub coarse_query: CoarseQuery,
 }
 
 impl Default for Config {
@@ -82,6 +131,7 @@ impl Default for Config {
             causal: true,
             scale: 0.0,
             structure: Structure::Block,
+            coarse_query: CoarseQuery::Mean,
         }
     }
 }

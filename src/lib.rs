@@ -35,7 +35,7 @@ mod tensor;
 pub use attention::{
     Dims, Workspace, resolvent_attention, resolvent_attention_alloc, resolvent_attention_with,
 };
-pub use config::{Config, Structure};
+pub use config::{CoarseQuery, Config, Structure};
 pub use cpu::block::auto_block_size;
 pub use element::Element;
 pub use error::{Error, Result};

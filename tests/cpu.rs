@@ -1,14 +1,14 @@
 //! CPU kernels against the float64 reference of `common`: dense (SPEC §1) and
 //! block-structured (SPEC §2) resolvent attention, every element type, GQA, odd sizes,
-//! the exact special cases, and the error paths.
+//! the exact special cases, both coarse queries, and the error paths.
 
 mod common;
 
 use blockres::half::{bf16, f16};
 use blockres::synthetic::Rng;
 use blockres::{
-    Config, Element, Error, Par, Structure, TensorMut, TensorRef, Workspace, auto_block_size,
-    resolvent_attention, resolvent_attention_alloc, resolvent_attention_with,
+    CoarseQuery, Config, Element, Error, Par, Structure, TensorMut, TensorRef, Workspace,
+    auto_block_size, resolvent_attention, resolvent_attention_alloc, resolvent_attention_with,
 };
 use common::*;
 
@@ -24,6 +24,7 @@ struct Case {
     causal: bool,
     structure: Structure,
     block_size: usize,
+    coarse_query: CoarseQuery,
 }
 
 const fn case(
@@ -46,6 +47,7 @@ const fn case(
         causal,
         structure,
         block_size,
+        coarse_query: CoarseQuery::Mean,
     }
 }
 
@@ -77,6 +79,7 @@ fn config(c: &Case) -> Config {
         causal: c.causal,
         scale: 0.0,
         structure: c.structure,
+        coarse_query: c.coarse_query,
     }
 }
 
@@ -101,7 +104,7 @@ fn reference<T: Element>(c: &Case, x: &Inputs<T>) -> Vec<f64> {
                 } else {
                     c.block_size
                 };
-                block_a(qh, kh, n, dk, b.min(n), scale, c.causal)
+                block_a_with(qh, kh, n, dk, b.min(n), scale, c.causal, c.coarse_query)
             }
             other => panic!("no reference for {other:?}"),
         };
@@ -331,6 +334,141 @@ fn workspace_reuse_and_par_agree() {
     }
 }
 
+/// SPEC §2 with `coarse_query = first`: f32, f16, bf16 against the reference, causal and
+/// bidirectional, n = 1, n not a multiple of b, dk ≠ dv.
+#[test]
+fn block_first_query_matches_reference() {
+    for causal in [true, false] {
+        for gamma in [0.0, 0.5, 0.95] {
+            for (n, b) in [(1, 4), (37, 5), (130, 16), (300, 7), (257, 64), (200, 200)] {
+                all_types(Case {
+                    coarse_query: CoarseQuery::First,
+                    ..case(n, 12, 20, gamma, causal, Structure::Block, b)
+                });
+            }
+        }
+        all_types(Case {
+            coarse_query: CoarseQuery::First,
+            ..case(333, 16, 8, 0.5, causal, Structure::Block, 0)
+        });
+    }
+}
+
+#[test]
+fn block_first_query_grouped_and_batched() {
+    for causal in [true, false] {
+        all_types(Case {
+            batch: 2,
+            heads: 6,
+            kv_heads: 2,
+            coarse_query: CoarseQuery::First,
+            ..case(45, 8, 6, 0.7, causal, Structure::Block, 10)
+        });
+    }
+}
+
+/// `coarse_query` is ignored by the other structures.
+#[test]
+fn first_query_is_ignored_by_dense() {
+    let c = case(60, 8, 8, 0.5, true, Structure::Dense, 0);
+    let x = inputs::<f32>(&c, &mut Rng::new(seed()), 2.0);
+    let first = Case {
+        coarse_query: CoarseQuery::First,
+        ..c
+    };
+    assert_eq!(
+        run(&c, &x, Par::Seq).unwrap(),
+        run(&first, &x, Par::Seq).unwrap()
+    );
+}
+
+/// SPEC §2: b = 1 and b ≥ n are the dense operator with either coarse query, and
+/// constant values pass through.
+#[test]
+fn first_query_special_cases() {
+    let s = seed();
+    for causal in [true, false] {
+        for n in [1, 9, 150] {
+            let dense = case(n, 8, 5, 0.8, causal, Structure::Dense, 0);
+            let x = inputs::<f32>(&dense, &mut Rng::new(s ^ n as u64), 3.0);
+            let want = reference(&dense, &x);
+            for b in [1, n, n + 5] {
+                let c = Case {
+                    structure: Structure::Block,
+                    block_size: b,
+                    coarse_query: CoarseQuery::First,
+                    ..dense
+                };
+                let y = run(&c, &x, Par::rayon(2)).unwrap();
+                let got: Vec<f64> = y.iter().map(|&e| e as f64).collect();
+                let (err, tol) = (rel_err(&got, &want), tolerance::<f32>(&c));
+                assert!(
+                    err <= tol,
+                    "first b={b} n={n} causal={causal}: {err:.3e} > {tol:.3e} (BLOCKRES_SEED={s})"
+                );
+            }
+        }
+        for gamma in [0.0, 0.5, 0.95] {
+            let c = Case {
+                coarse_query: CoarseQuery::First,
+                ..case(123, 16, 7, gamma, causal, Structure::Block, 10)
+            };
+            let mut x = inputs::<f32>(&c, &mut Rng::new(s), 4.0);
+            for (i, v) in x.v.iter_mut().enumerate() {
+                *v = (i % c.dv) as f32 - 2.5;
+            }
+            let y = run(&c, &x, Par::rayon(2)).unwrap();
+            for (i, &yy) in y.iter().enumerate() {
+                let want = (i % c.dv) as f32 - 2.5;
+                assert!(
+                    (yy - want).abs() <= 1e-5 * (1.0 + want.abs()) / (1.0 - gamma),
+                    "{c:?}: y[{i}] = {yy}, want {want} (BLOCKRES_SEED={s})"
+                );
+            }
+        }
+    }
+}
+
+/// SPEC §2: causal with `first`, row i depends on tokens ≤ i only; with `mean`, rows of
+/// a block see the queries of its later tokens through q̄.
+#[test]
+fn first_query_is_strictly_causal() {
+    let s = seed();
+    let (n, b, d) = (64, 8, 8);
+    for coarse_query in [CoarseQuery::First, CoarseQuery::Mean] {
+        let c = Case {
+            coarse_query,
+            ..case(n, d, d, 0.7, true, Structure::Block, b)
+        };
+        let x = inputs::<f32>(&c, &mut Rng::new(s), 2.0);
+        let y0 = run(&c, &x, Par::Seq).unwrap();
+        // Change token t's query, key and value; t is not the first of its block.
+        let t = 3 * b + 5;
+        let mut x1 = Inputs {
+            q: x.q.clone(),
+            k: x.k.clone(),
+            v: x.v.clone(),
+        };
+        for buf in [&mut x1.q, &mut x1.k, &mut x1.v] {
+            buf[t * d..(t + 1) * d]
+                .iter_mut()
+                .for_each(|e| *e = -2.0 * *e + 1.0);
+        }
+        let y1 = run(&c, &x1, Par::Seq).unwrap();
+        let before = |y: &[f32]| -> Vec<f64> { y[..t * d].iter().map(|&e| e as f64).collect() };
+        let diff = rel_err(&before(&y1), &before(&y0));
+        match coarse_query {
+            CoarseQuery::First => {
+                assert!(diff <= 1e-6, "first: rows < {t} changed by {diff:.3e}")
+            }
+            _ => assert!(diff > 1e-4, "mean: rows < {t} unchanged ({diff:.3e})"),
+        }
+        // Both change row t itself.
+        let at = |y: &[f32]| -> Vec<f64> { y[t * d..].iter().map(|&e| e as f64).collect() };
+        assert!(rel_err(&at(&y1), &at(&y0)) > 1e-4);
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let q = vec![0.1f32; 2 * 4 * 8];
@@ -372,8 +510,21 @@ fn bad_input_is_a_clear_error() {
             .to_string()
             .contains("elements")
     );
-    // Non-finite values are named with their position.
-    for (which, idx) in [("Q", 5usize), ("K", 17), ("V", 63)] {
+    // Non-finite values are named with their position (with the first-token coarse
+    // query too, which does not average Q: index 13 is in a block's second row).
+    let first = Config {
+        coarse_query: CoarseQuery::First,
+        block_size: 2,
+        ..cfg
+    };
+    for (which, idx, cfg) in [
+        ("Q", 5usize, cfg),
+        ("K", 17, cfg),
+        ("V", 63, cfg),
+        ("Q", 13, first),
+        ("Q", 5, first),
+        ("K", 17, first),
+    ] {
         let (mut q, mut k, mut v) = (q.clone(), k.clone(), v.clone());
         let target = match which {
             "Q" => &mut q,

@@ -152,6 +152,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
         } else {
             Structure::Block
         },
+        ..Config::default()
     };
     let dims = Dims::from_shapes(
         [batch, heads, n, dk],

@@ -7,6 +7,9 @@
 //! `Y_I = (1−γ)·(P_I + γ·w_I ⊗ (G·u)_I)`. G is kept shifted per block row
 //! (`G̃_IJ = exp(L_IJ + ln n_J − σ_I)`), and the shift is folded into `z`, so no
 //! exponential can overflow.
+//!
+//! The coarse logits use the mean query of each block, or with
+//! [`CoarseQuery::First`] the query of its first token (SPEC §2, `coarse_query`).
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
@@ -15,6 +18,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Head, KernelScratch, small, threads};
+use crate::config::CoarseQuery;
 use crate::error::{Error, Result};
 
 /// The block size `block_size = 0` resolves to, for sequence length `n` and head
@@ -83,6 +87,7 @@ pub(crate) fn evaluate(
     h: &Head<'_>,
     b: usize,
     causal: bool,
+    coarse_query: CoarseQuery,
     y: &mut [f32],
     s: &mut KernelScratch,
     par: Par,
@@ -130,14 +135,24 @@ pub(crate) fn evaluate(
         rsize,
     ]);
 
-    // 1. Block means and the shifted coarse matrix G̃.
+    // 1. Block means (q̄ is used only by the coarse logits; with `First` the buffer
+    // holds each block's first query instead) and the shifted coarse matrix G̃.
     for (name, x, d, out) in [
         ("Q", q, dk, &mut *qbar),
         ("K", k, dk, &mut *kbar),
         ("V", v, dv, &mut *vbar),
     ] {
-        block_means(x, d, b, n, out);
-        if small::any_non_finite(out) {
+        let bad = if name == "Q" && coarse_query == CoarseQuery::First {
+            for (j, o) in out.chunks_exact_mut(dk).enumerate() {
+                o.copy_from_slice(&q[j * b * dk..][..dk]);
+            }
+            // The means would have caught a non-finite query anywhere; so must this.
+            small::any_non_finite(q)
+        } else {
+            block_means(x, d, b, n, out);
+            small::any_non_finite(out)
+        };
+        if bad {
             // The caller locates the offending element.
             return Err(Error::NonFinite {
                 tensor: name,

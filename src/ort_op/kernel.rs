@@ -342,6 +342,7 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
         causal,
         scale,
         structure,
+        coarse_query: d.coarse_query,
     };
     cfg.validate()?;
     Ok(cfg)

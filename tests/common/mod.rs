@@ -19,7 +19,8 @@ pub fn dense_a(q: &[f64], k: &[f64], n: usize, dk: usize, scale: f64, causal: bo
     a
 }
 
-/// Block-structured attention (SPEC §2), materialized n×n, float64.
+/// Block-structured attention (SPEC §2), materialized n×n, float64, with mean coarse
+/// queries.
 pub fn block_a(
     q: &[f64],
     k: &[f64],
@@ -28,6 +29,22 @@ pub fn block_a(
     b: usize,
     scale: f64,
     causal: bool,
+) -> Vec<f64> {
+    block_a_with(q, k, n, dk, b, scale, causal, blockres::CoarseQuery::Mean)
+}
+
+/// [`block_a`] with the coarse query of SPEC §2's `coarse_query`: the block's mean
+/// query, or the query of its first token.
+#[allow(clippy::too_many_arguments)]
+pub fn block_a_with(
+    q: &[f64],
+    k: &[f64],
+    n: usize,
+    dk: usize,
+    b: usize,
+    scale: f64,
+    causal: bool,
+    coarse_query: blockres::CoarseQuery,
 ) -> Vec<f64> {
     let m = n.div_ceil(b);
     let blk = |i: usize| i / b;
@@ -38,7 +55,12 @@ pub fn block_a(
             .map(|t| (r0..r1).map(|r| x[r * dk + t]).sum::<f64>() / (r1 - r0) as f64)
             .collect()
     };
-    let qb: Vec<Vec<f64>> = (0..m).map(|j| mean(q, j)).collect();
+    let qb: Vec<Vec<f64>> = (0..m)
+        .map(|j| match coarse_query {
+            blockres::CoarseQuery::Mean => mean(q, j),
+            blockres::CoarseQuery::First => q[j * b * dk..(j * b + 1) * dk].to_vec(),
+        })
+        .collect();
     let kb: Vec<Vec<f64>> = (0..m).map(|j| mean(k, j)).collect();
     let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
     let mut a = vec![0.0; n * n];
