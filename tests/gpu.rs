@@ -10,7 +10,7 @@
 mod common;
 
 use blockres::gpu::{self, Gpu, GpuElement, GpuWorkspace};
-use blockres::{Config, Dims, Error, Structure, TensorRef};
+use blockres::{CoarseQuery, Config, Dims, Error, Structure, TensorRef};
 use half::{bf16, f16};
 
 struct Rng(u64);
@@ -377,6 +377,16 @@ fn unsupported_requests_are_errors() {
         },
     );
     assert!(matches!(bad, Err(Error::Param { name: "gamma", .. })));
+    // coarse_query = first is CPU-only (the ONNX op's `auto` falls back on Unsupported).
+    let first = Config {
+        coarse_query: CoarseQuery::First,
+        ..Config::default()
+    };
+    let e = gpu::resolvent_attention_host(t, t, t, &first).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("coarse_query"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
 //! at most 128 rows (64 when d > 64) and at most 2048 blocks, and is correct but not
 //! tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
-//! is [`Error::Unsupported`]. Arithmetic is f32; f16/bf16 logits use the tensor cores
+//! is [`Error::Unsupported`], as is `coarse_query = first` with the block structure
+//! (the coarse logits use the mean queries only). Arithmetic is f32; f16/bf16 logits use the tensor cores
 //! with f32 accumulation.
 //!
 //! ```no_run
@@ -41,7 +42,7 @@ use cudarc::driver::{
 };
 
 use crate::attention::Dims;
-use crate::config::{Config, Structure};
+use crate::config::{CoarseQuery, Config, Structure};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::TensorRef;
@@ -367,6 +368,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     ws: &mut GpuWorkspace,
 ) -> Result<()> {
     cfg.validate()?;
+    check_coarse_query(cfg)?;
     let Dims {
         batch,
         heads,
@@ -697,6 +699,20 @@ fn shared() -> Result<&'static Shared> {
     .map_err(Clone::clone)
 }
 
+/// The GPU kernels compute the block structure's coarse logits from the block means
+/// of Q only: [`CoarseQuery::First`] is [`Error::Unsupported`] there (the ONNX op's
+/// `device = auto` then runs the CPU path). Other structures ignore the setting.
+fn check_coarse_query(cfg: &Config) -> Result<()> {
+    if cfg.structure == Structure::Block && cfg.coarse_query == CoarseQuery::First {
+        return Err(Error::Unsupported(
+            "coarse_query = 'first' (structure 'block') is not available on the GPU; \
+             use the CPU path (device 'cpu' or 'auto')"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the GPU path can run here: `Ok` when device 0 opened and the kernels
 /// loaded, else the reason (the same error every GPU call would return).
 ///
@@ -757,6 +773,7 @@ pub fn resolvent_attention_host_into<T: GpuElement>(
     cfg: &Config,
 ) -> Result<()> {
     cfg.validate()?;
+    check_coarse_query(cfg)?;
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
     dims.check_output(y.shape())?;
     let sh = shared()?;
