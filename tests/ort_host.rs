@@ -369,6 +369,17 @@ fn bad_attributes_and_types_fail_session_creation() {
     for (attrs, needle) in [
         (vec![("gamma", Attr::F(1.0))], "attribute gamma"),
         (vec![("structure", Attr::S("nope"))], "attribute structure"),
+        // A value with an interior NUL is not the value before it.
+        (vec![("structure", Attr::S("block\0x"))], "'block\\0x'"),
+        (
+            vec![("coarse_query", Attr::S("middle"))],
+            "attribute coarse_query: expected one of 'mean', 'first', got 'middle'",
+        ),
+        (
+            vec![("coarse_query", Attr::S("first\0"))],
+            "attribute coarse_query",
+        ),
+        (vec![("coarse_query", Attr::I(1))], "attribute coarse_query"),
         (vec![("causal", Attr::I(7))], "attribute causal"),
         (vec![("gamma", Attr::I(0))], "attribute gamma"),
     ] {

@@ -331,9 +331,12 @@ impl Attrs {
                 &mut len,
             ))?
         };
-        let text = CStr::from_bytes_until_nul(&buf)
-            .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| String::from_utf8_lossy(&buf).into_owned());
+        // The size query gave the value's length plus the terminator (what `len` holds
+        // after the copy differs between ORT versions), and ORT copies the whole value.
+        // Interior NULs are kept, not cut at (which would read "block\0x" as "block"),
+        // so that no allowed value matches and the attribute is rejected.
+        let end = size.saturating_sub(1).min(buf.len());
+        let text = String::from_utf8_lossy(&buf[..end]).into_owned();
         Ok(Some(text))
     }
 

@@ -17,7 +17,7 @@ use super::API_VERSION;
 use super::api::{Api, Attr, Attrs, Fail, type_code, type_name};
 use super::device::{self, Device, MaybeGpu, Target};
 use crate::{
-    Config, Dims, Element, Par, Structure, TensorMut, TensorRef, Workspace,
+    CoarseQuery, Config, Dims, Element, Par, Structure, TensorMut, TensorRef, Workspace,
     resolvent_attention_with,
 };
 
@@ -272,6 +272,11 @@ fn bad_attr(name: &str, expected: &str, got: &str) -> Fail {
     ))
 }
 
+/// A string attribute's value for a message, in quotes, an interior NUL shown as `\0`.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\0', "\\0"))
+}
+
 fn float_attr(a: &Attrs, name: &str, default: f32) -> Result<f32, Fail> {
     match a.float(name)? {
         Attr::Missing => Ok(default),
@@ -332,8 +337,17 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
             return Err(bad_attr(
                 "structure",
                 "one of 'block', 'dense', 'strided', 'fixed', 'topk'",
-                &format!("'{other}'"),
+                &quoted(other),
             ));
+        }
+    };
+    // Read and checked for every structure; only `block` has coarse logits to use it.
+    let coarse_query = match a.string("coarse_query")? {
+        Attr::Missing => d.coarse_query,
+        Attr::Value(s) => CoarseQuery::parse(&s)
+            .ok_or_else(|| bad_attr("coarse_query", "one of 'mean', 'first'", &quoted(&s)))?,
+        Attr::WrongType(t) => {
+            return Err(bad_attr("coarse_query", "a string: 'mean' or 'first'", t));
         }
     };
     let cfg = Config {
@@ -342,7 +356,7 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
         causal,
         scale,
         structure,
-        coarse_query: d.coarse_query,
+        coarse_query,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -353,7 +367,7 @@ fn parse_config(a: &Attrs) -> Result<Config, Fail> {
 fn parse_device(a: &Attrs) -> Result<Device, Fail> {
     match a.string("device")? {
         Attr::Value(s) => {
-            Device::parse(&s).ok_or_else(|| bad_attr("device", device::ALLOWED, &format!("'{s}'")))
+            Device::parse(&s).ok_or_else(|| bad_attr("device", device::ALLOWED, &quoted(&s)))
         }
         Attr::WrongType(t) => Err(bad_attr("device", "a string: 'auto', 'cpu' or 'gpu'", t)),
         Attr::Missing => Ok(device::env_setting()
