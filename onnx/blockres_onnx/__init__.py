@@ -38,6 +38,10 @@ ATTRIBUTES = {
     "summary": 1,
     "alpha": 0.0,  # 0: the default window k = ceil(2·sqrt(n))
     "c_exp": 0.0,
+    # The block query of the coarse logits (structure "block"; ignored by the others):
+    # "mean" (the block's mean query) or "first" (its first token's query, strictly
+    # causal, SPEC §2).
+    "coarse_query": "mean",
     # Where the op runs; not part of the operator's math (SPEC §5), only of this
     # library: "auto" (the GPU for large causal block/dense calls when the library
     # was built with `cuda` and a GPU is present), "cpu" or "gpu". Left off the node
@@ -48,6 +52,7 @@ _FLOAT_ATTRS = {"gamma", "scale", "alpha", "c_exp"}
 _INT_ATTRS = {"block_size", "causal", "stride", "summary"}
 STRUCTURES = ("block", "dense", "strided", "fixed", "topk")
 DEVICES = ("auto", "cpu", "gpu")
+COARSE_QUERIES = ("mean", "first")
 
 _LIB_NAME = "libblockres.so"
 
@@ -119,6 +124,8 @@ def make_node(q="Q", k="K", v="V", y="Y", name: str | None = None, **attrs):
     ('blockres', 'ResolventAttention', ['gamma', 'structure'])
     >>> [a.s for a in make_node(device="gpu").attribute]
     [b'gpu']
+    >>> [(a.name, a.s) for a in make_node(coarse_query="first").attribute]
+    [('coarse_query', b'first')]
     """
     from onnx import helper
 
@@ -165,6 +172,8 @@ def make_model(
     ['', 'blockres']
     >>> [a.name for a in make_model(device="cpu").graph.node[0].attribute]
     ['device']
+    >>> make_model(coarse_query="first").graph.node[0].attribute[0].s
+    b'first'
     """
     from onnx import helper
 
@@ -247,6 +256,7 @@ def __getattr__(name):
 
 __all__ = [
     "ATTRIBUTES",
+    "COARSE_QUERIES",
     "DEVICES",
     "DOMAIN",
     "OP_TYPE",

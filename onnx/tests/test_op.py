@@ -36,8 +36,11 @@ VENV = ROOT / ".venv"
 # --------------------------------------------------------------------------- reference
 
 
-def attention_matrix(q, k, *, scale, causal, structure, b=None, stride=0, summary=1, alpha=0.0, c_exp=0.0):
-    """Row-stochastic A (n×n, float64) of one head, per SPEC §1–§3."""
+def attention_matrix(
+    q, k, *, scale, causal, structure, b=None, stride=0, summary=1, alpha=0.0, c_exp=0.0, coarse_query="mean"
+):
+    """Row-stochastic A (n×n, float64) of one head, per SPEC §1–§3. ``coarse_query``
+    ("mean" or "first") picks the block query of the coarse logits (structure block)."""
     n = q.shape[0]
     logits = scale * (q @ k.T)
     i = np.arange(n)[:, None]
@@ -46,7 +49,11 @@ def attention_matrix(q, k, *, scale, causal, structure, b=None, stride=0, summar
     if structure == "block":
         blk = np.arange(n) // b
         m = blk[-1] + 1
-        qm = np.stack([q[blk == t].mean(0) for t in range(m)])
+        if coarse_query == "first":
+            qm = q[::b][:m]  # q_{I·b}: each block's first query
+        else:
+            assert coarse_query == "mean"
+            qm = np.stack([q[blk == t].mean(0) for t in range(m)])
         km = np.stack([k[blk == t].mean(0) for t in range(m)])
         coarse = scale * (qm @ km.T)
         same = blk[:, None] == blk[None, :]
@@ -254,6 +261,54 @@ def test_large_logits_stay_finite():
         assert rel_err(y, reference(q, k, v, structure=structure, block_size=10)) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("causal", [1, 0])
+def test_coarse_query_first_matches_reference(dtype, causal):
+    """coarse_query='first' (SPEC §2): odd n, a short last block, GQA, dk ≠ dv."""
+    rng = rng_for(21 + causal)
+    q, k, v = random_qkv(rng, 2, 4, 2, 101, 8, 5)
+    attrs = dict(coarse_query="first", block_size=8, causal=causal, gamma=0.7)
+    y = run(q, k, v, dtype, **attrs)
+    x = [rounded(t, dtype) for t in (q, k, v)]
+    ref = reference(*x, **attrs)
+    assert rel_err(y, ref) <= TOL[dtype]
+    # The option changes the operator: the mean-query reference is far off.
+    assert rel_err(ref, reference(*x, **{**attrs, "coarse_query": "mean"})) > 0.05
+
+
+@pytest.mark.parametrize("n", [1, 5, 77])
+@pytest.mark.parametrize("causal", [1, 0])
+def test_coarse_query_first_extremes_and_other_structures(n, causal):
+    """b = 1 and b ≥ n are the dense operator with 'first' too; dense ignores it."""
+    rng = rng_for(40 + n + causal)
+    q, k, v = random_qkv(rng, 1, 2, 1, n, 8, 5)
+    dense = run(q, k, v, structure="dense", causal=causal, gamma=0.7).astype(np.float64)
+    for b in (1, n, n + 9):
+        y = run(q, k, v, structure="block", block_size=b, causal=causal, gamma=0.7, coarse_query="first")
+        assert rel_err(y, dense) <= 1e-5, f"b={b}"
+    y = run(q, k, v, structure="dense", causal=causal, gamma=0.7, coarse_query="first", device="auto")
+    assert rel_err(y, dense) <= 1e-6
+
+
+def test_coarse_query_first_constant_values_and_causality():
+    rng = rng_for(44)
+    q, k, _ = random_qkv(rng, 1, 2, 2, 64, 8, 4)
+    v = np.full((1, 2, 64, 4), 0.625, np.float32)
+    for causal in (1, 0):
+        y = run(q, k, v, block_size=8, causal=causal, gamma=0.9, coarse_query="first")
+        np.testing.assert_allclose(y, 0.625, rtol=1e-5)
+    # Causal 'first': rows before token t ignore everything at t (mean: not so).
+    _, _, v = random_qkv(rng, 1, 2, 2, 64, 8, 4)
+    t = 3 * 8 + 5
+    q2, k2, v2 = q.copy(), k.copy(), v.copy()
+    for x in (q2, k2, v2):
+        x[:, :, t] = -2.0 * x[:, :, t] + 1.0
+    for cq, same in (("first", True), ("mean", False)):
+        y1 = run(q, k, v, block_size=8, coarse_query=cq)
+        y2 = run(q2, k2, v2, block_size=8, coarse_query=cq)
+        assert np.allclose(y1[:, :, :t], y2[:, :, :t], rtol=0, atol=1e-6) == same, cq
+
+
 @pytest.mark.parametrize("structure", ["strided", "fixed", "topk"])
 @pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "defaults"])
 def test_sparse_structures_match_or_report_unsupported(structure, explicit):
@@ -332,6 +387,9 @@ def test_error_kv_heads_do_not_divide():
         (dict(gamma=-0.1), ["attribute gamma"]),
         (dict(gamma=float("nan")), ["attribute gamma"]),
         (dict(structure="butterfly"), ["attribute structure", "'butterfly'", "'block'"]),
+        (dict(coarse_query="middle"), ["attribute coarse_query", "'middle'", "'mean'", "'first'"]),
+        (dict(coarse_query="first\x00"), ["attribute coarse_query", "'first\\0'"]),
+        (dict(structure="block\x00x"), ["attribute structure"]),
         (dict(causal=2), ["attribute causal", "0 or 1"]),
         (dict(block_size=-4), ["attribute block_size", ">= 0"]),
         (dict(scale=-1.0), ["attribute scale"]),
