@@ -115,8 +115,11 @@ def test_shipped_model_matches_pytorch_eager(kind):
     for n in (N0, 4 * N0 + 3):
         tokens = ref[f"tokens_{n}"]
         (got,) = session(kind).run(None, {"tokens": tokens})
-        diff = float(np.abs(got - ref[f"{kind}_{n}"]).max())
-        assert diff <= 1e-4, f"{kind}, n = {n}: max |ORT − eager| = {diff:.2e}"
+        eager = ref[f"{kind}_{n}"]
+        # Relative to the largest logit: the float32 eager model is itself ~1e-5 of it
+        # from its float64 run (export_check.txt), so that is the scale of agreement.
+        diff = float(np.abs(got - eager).max() / np.abs(eager).max())
+        assert diff <= 1e-4, f"{kind}, n = {n}: max |ORT − eager| / max |logit| = {diff:.2e}"
 
 
 @pytest.mark.parametrize("kind", ["block", "dense", "softmax"])
