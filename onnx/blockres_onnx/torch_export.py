@@ -20,7 +20,7 @@ import torch
 from . import ATTRIBUTES, DOMAIN, OP_TYPE, OPSET_VERSION, STRUCTURES, auto_block_size, topk_window
 
 
-def _attention_matrix(q, k, *, scale, causal, structure, block_size, stride, summary, alpha, c_exp):
+def _attention_matrix(q, k, *, scale, causal, structure, block_size, stride, summary, alpha, c_exp, coarse_query="mean"):
     """Dense float64 A (…, n, n) for one structure; O(n²) memory (a reference)."""
     n = q.shape[-2]
     logits = scale * (q @ k.transpose(-1, -2))
@@ -35,7 +35,12 @@ def _attention_matrix(q, k, *, scale, causal, structure, block_size, stride, sum
         blk = torch.arange(n) // b
         counts = torch.bincount(blk, minlength=m).to(q.dtype)
         onehot = torch.nn.functional.one_hot(blk, m).to(q.dtype)  # n×m
-        qm = (onehot.T @ q) / counts[:, None]
+        if coarse_query == "first":
+            qm = q[..., torch.arange(m) * b, :]
+        elif coarse_query == "mean":
+            qm = (onehot.T @ q) / counts[:, None]
+        else:
+            raise ValueError(f"attribute coarse_query: expected 'mean' or 'first', got {coarse_query!r}")
         km = (onehot.T @ k) / counts[:, None]
         coarse = scale * (qm @ km.transpose(-1, -2))  # m×m
         same = blk.view(n, 1) == blk.view(1, n)
@@ -91,6 +96,7 @@ def resolvent_attention_reference(q, k, v, **attrs):
         summary=int(p["summary"]),
         alpha=float(p["alpha"]),
         c_exp=float(p["c_exp"]),
+        coarse_query=str(p.get("coarse_query", "mean")),
     )
     n = q.shape[-2]
     eye = torch.eye(n, dtype=torch.float64)
