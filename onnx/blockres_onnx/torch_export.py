@@ -105,9 +105,12 @@ def resolvent_attention_reference(q, k, v, **attrs):
 
 
 class ResolventAttention(torch.nn.Module):
-    """Resolvent attention as a module: eager reference in PyTorch; under
-    ``torch.onnx.export(..., dynamo=True)`` one ``blockres::ResolventAttention`` node
-    carrying the module's attributes.
+    """Resolvent attention as a module; under ``torch.onnx.export(..., dynamo=True)``
+    one ``blockres::ResolventAttention`` node carrying the module's attributes.
+
+    Eager: causal ``dense`` and ``block`` run the trainable path of ``torch_ops``
+    (the input's dtype and device, autograd, never n×n for ``block``); the other
+    structures, and bidirectional attention, the float64 reference.
     """
 
     def __init__(self, **attrs):
@@ -134,5 +137,16 @@ class ResolventAttention(torch.nn.Module):
                 dtype=q.dtype,
                 shape=shape,
                 version=OPSET_VERSION,
+            )
+        p = dict(ATTRIBUTES)
+        p.update(self.attrs)
+        if int(p["causal"]) and p["structure"] in ("dense", "block"):
+            from .torch_ops import resolvent_attention
+
+            if not 0.0 <= float(p["gamma"]) < 1.0:
+                raise ValueError(f"attribute gamma: must lie in [0, 1), got {p['gamma']}")
+            return resolvent_attention(
+                q, k, v, float(p["gamma"]), structure=p["structure"], block_size=int(p["block_size"]),
+                scale=float(p["scale"]), coarse_query=str(p["coarse_query"]),
             )
         return resolvent_attention_reference(q, k, v, **self.attrs)

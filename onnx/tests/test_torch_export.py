@@ -27,6 +27,7 @@ def inputs(salt, b=1, h=4, hkv=2, n=70, dk=16, dv=8):
     "attrs",
     [
         dict(structure="block", block_size=16, gamma=0.5),
+        dict(structure="block", block_size=16, gamma=0.9, coarse_query="first"),
         dict(structure="block", block_size=9, gamma=0.8, causal=0),
         dict(structure="dense", gamma=0.3),
         dict(structure="strided", stride=6),
