@@ -465,15 +465,14 @@ impl<T: OnnxElement> Kernel<T> {
                 Err(e) => return Err(e.into()),
             }
         }
-        resolvent_attention_with(
-            q,
-            k,
-            v,
-            TensorMut::new(y, out_shape)?,
-            &self.cfg,
-            Par::rayon(0),
-            &self.ws,
-        )?;
+        let y = TensorMut::new(y, out_shape)?;
+        match super::pool::current() {
+            Some(pool) => pool.install(|| {
+                let par = Par::rayon(pool.current_num_threads());
+                resolvent_attention_with(q, k, v, y, &self.cfg, par, &self.ws)
+            })?,
+            None => resolvent_attention_with(q, k, v, y, &self.cfg, Par::Seq, &self.ws)?,
+        }
         Ok(())
     }
 }

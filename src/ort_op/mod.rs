@@ -17,6 +17,7 @@
 mod api;
 mod device;
 mod kernel;
+mod pool;
 
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
