@@ -342,10 +342,12 @@ fn run_head<T: Element>(
         gamma: cfg.gamma,
     };
     let result = match T::as_f32_mut(out) {
-        Some(y32) => dispatch(&head, cfg, y32, kernel, par),
+        Some(y32) => dispatch(&head, cfg, y32, kernel, par).and_then(|()| finite_result::<T>(y32, bh)),
         None => {
             yf.resize(n * dv, 0.0);
-            dispatch(&head, cfg, yf, kernel, par).map(|()| {
+            dispatch(&head, cfg, yf, kernel, par)
+                .and_then(|()| finite_result::<T>(yf, bh))
+                .map(|()| {
                 if split {
                     out.par_chunks_mut(CONVERT_CHUNK)
                         .zip(yf.par_chunks(CONVERT_CHUNK))
@@ -389,6 +391,21 @@ fn dispatch(
             cpu::sparse::evaluate(head, cfg.structure, cfg.causal, y, s, par)
         }
     }
+}
+
+/// Finite inputs must not give a silent NaN/∞: a result that overflowed (in f32, or
+/// past the element type's range) is an error that says why.
+fn finite_result<T: Element>(y: &[f32], bh: usize) -> Result<()> {
+    let within = |y: &[f32]| y.iter().fold(true, |ok, v| ok & (v.abs() <= T::MAX));
+    if y.chunks(4096).all(within) {
+        return Ok(());
+    }
+    Err(Error::Overflow(format!(
+        "the result of (batch·head) {bh} is not finite in {} although the inputs are: the \
+         logits scale·q·k, the values V or W = Y/(1−γ) exceed its range; scale Q/K or V \
+         down, or lower gamma",
+        T::NAME
+    )))
 }
 
 fn first_non_finite(x: &[f32]) -> Option<usize> {

@@ -24,6 +24,8 @@ mod sealed {
 pub trait Element: sealed::Sealed + Copy + Send + Sync + Default + PartialEq + 'static {
     /// The ONNX name of the type (`float`, `float16`, `bfloat16`).
     const NAME: &'static str;
+    /// The largest finite value, as f32 (results beyond it would round to infinity).
+    const MAX: f32;
     /// Widen one value.
     fn to_f32(self) -> f32;
     /// Round one value (to nearest even).
@@ -40,6 +42,7 @@ pub trait Element: sealed::Sealed + Copy + Send + Sync + Default + PartialEq + '
 
 impl Element for f32 {
     const NAME: &'static str = "float";
+    const MAX: f32 = f32::MAX;
     #[inline]
     fn to_f32(self) -> f32 {
         self
@@ -66,6 +69,7 @@ macro_rules! half_element {
     ($t:ty, $name:literal, $widen:expr, $narrow:expr) => {
         impl Element for $t {
             const NAME: &'static str = $name;
+            const MAX: f32 = <$t>::MAX.to_f32_const();
             #[inline]
             fn to_f32(self) -> f32 {
                 <$t>::to_f32(self)

@@ -28,6 +28,9 @@ pub enum Error {
         /// Flat index of the first offending element.
         index: usize,
     },
+    /// The inputs are finite but the result is not representable: the logits
+    /// `scale·q·k`, the values or `W = Y/(1−γ)` exceed the element type's range.
+    Overflow(String),
     /// A valid request this build cannot serve (a structure with a restriction, a
     /// device that is missing).
     Unsupported(String),
@@ -44,6 +47,7 @@ impl fmt::Display for Error {
                 f,
                 "input {tensor}: element {index} is not finite (NaN or infinity); all values must be finite"
             ),
+            Error::Overflow(m) => write!(f, "overflow: {m}"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
             Error::Device(m) => write!(f, "device error: {m}"),
         }

@@ -568,3 +568,63 @@ fn bad_input_is_a_clear_error() {
     .unwrap_err();
     assert!(e.to_string().contains("input Y"), "{e}");
 }
+
+/// Finite inputs never give a silent NaN/∞ (issue 10, item 3): logits that overflow
+/// f32, a huge accepted `scale`, and W = V/(1−γ) past f32's range are either computed
+/// finitely or refused with an error that says why.
+#[test]
+fn finite_inputs_never_give_non_finite_output() {
+    let (n, d) = (40, 8);
+    let mut rng = Rng::new(11);
+    let normal = rng.normals(n * d);
+    let huge = vec![1e19f32; n * d];
+    let big_v = vec![1e36f32; n * d];
+    let structures = [
+        Structure::Dense,
+        Structure::Block,
+        Structure::Strided { stride: 0 },
+        Structure::Fixed { block: 0, summary: 1 },
+        Structure::TopK { alpha: 0.0, c_exp: 0.0 },
+    ];
+    // (what, Q = K, V, γ, scale)
+    type Inputs<'a> = (&'a str, &'a [f32], &'a [f32], f32, f32);
+    let cases: [Inputs; 3] = [
+        ("Q = K = 1e19", &huge, &normal, 0.5, 0.0),
+        ("scale = 3.4e38", &normal, &normal, 0.5, 3.4e38),
+        ("V = 1e36, gamma = 0.999", &normal, &big_v, 0.999, 0.0),
+    ];
+    for (what, qk, v, gamma, scale) in cases {
+        for structure in structures {
+            for causal in [true, false] {
+                if !causal && !matches!(structure, Structure::Dense | Structure::Block) {
+                    continue;
+                }
+                let cfg = Config {
+                    gamma,
+                    scale,
+                    causal,
+                    structure,
+                    block_size: 8,
+                    ..Config::default()
+                };
+                let (tq, tv) = (
+                    TensorRef::new(qk, [1, 1, n, d]).unwrap(),
+                    TensorRef::new(v, [1, 1, n, d]).unwrap(),
+                );
+                match resolvent_attention_alloc(tq, tq, tv, &cfg, Par::Seq) {
+                    Ok(y) => assert!(
+                        y.iter().all(|x| x.is_finite()),
+                        "{what}, {structure:?}, causal {causal}: non-finite output"
+                    ),
+                    Err(e) => {
+                        let m = e.to_string();
+                        assert!(
+                            matches!(e, Error::Overflow(_)) && m.contains("not finite"),
+                            "{what}, {structure:?}: {m}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

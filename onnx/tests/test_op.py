@@ -592,3 +592,17 @@ def test_package_doctests():
 
     result = doctest.testmod(br)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("structure", ["block", "dense", "strided"])
+def test_finite_inputs_give_finite_output_or_an_overflow_error(structure):
+    """Issue 10 item 3: Q = K = 1e19 (finite f32) overflows the logits; the op must not
+    return NaN silently."""
+    q = np.full((1, 1, 40, 8), 1e19, np.float32)
+    v = rng_for(901).standard_normal((1, 1, 40, 8)).astype(np.float32)
+    try:
+        y = run(q, q, v, structure=structure, block_size=8)
+    except Exception as e:  # onnxruntime's error type differs between versions
+        assert "overflow" in str(e) and "not finite" in str(e), str(e)
+    else:
+        assert np.isfinite(y).all()
