@@ -342,20 +342,22 @@ fn run_head<T: Element>(
         gamma: cfg.gamma,
     };
     let result = match T::as_f32_mut(out) {
-        Some(y32) => dispatch(&head, cfg, y32, kernel, par).and_then(|()| finite_result::<T>(y32, bh)),
+        Some(y32) => {
+            dispatch(&head, cfg, y32, kernel, par).and_then(|()| finite_result::<T>(y32, bh))
+        }
         None => {
             yf.resize(n * dv, 0.0);
             dispatch(&head, cfg, yf, kernel, par)
                 .and_then(|()| finite_result::<T>(yf, bh))
                 .map(|()| {
-                if split {
-                    out.par_chunks_mut(CONVERT_CHUNK)
-                        .zip(yf.par_chunks(CONVERT_CHUNK))
-                        .for_each(|(d, s)| T::narrow(s, d));
-                } else {
-                    T::narrow(yf, out);
-                }
-            })
+                    if split {
+                        out.par_chunks_mut(CONVERT_CHUNK)
+                            .zip(yf.par_chunks(CONVERT_CHUNK))
+                            .for_each(|(d, s)| T::narrow(s, d));
+                    } else {
+                        T::narrow(yf, out);
+                    }
+                })
         }
     };
     match result {

@@ -583,8 +583,14 @@ fn finite_inputs_never_give_non_finite_output() {
         Structure::Dense,
         Structure::Block,
         Structure::Strided { stride: 0 },
-        Structure::Fixed { block: 0, summary: 1 },
-        Structure::TopK { alpha: 0.0, c_exp: 0.0 },
+        Structure::Fixed {
+            block: 0,
+            summary: 1,
+        },
+        Structure::TopK {
+            alpha: 0.0,
+            c_exp: 0.0,
+        },
     ];
     // (what, Q = K, V, γ, scale)
     type Inputs<'a> = (&'a str, &'a [f32], &'a [f32], f32, f32);

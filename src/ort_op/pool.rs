@@ -31,7 +31,9 @@ pub(crate) fn current() -> Option<Arc<ThreadPool>> {
             // The lock only guards a lookup: a panic while holding it leaves nothing
             // half-done.
             Err(TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_PATIENCE => std::thread::yield_now(),
+            Err(TryLockError::WouldBlock) if start.elapsed() < LOCK_PATIENCE => {
+                std::thread::yield_now()
+            }
             Err(TryLockError::WouldBlock) => return None,
         }
     };
@@ -60,6 +62,9 @@ mod tests {
         let a = super::current().expect("pool");
         let b = super::current().expect("pool");
         assert!(std::sync::Arc::ptr_eq(&a, &b));
-        assert_eq!(a.install(rayon::current_num_threads), a.current_num_threads());
+        assert_eq!(
+            a.install(rayon::current_num_threads),
+            a.current_num_threads()
+        );
     }
 }
