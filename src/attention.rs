@@ -204,7 +204,8 @@ pub fn resolvent_attention_alloc<T: Element>(
 ) -> Result<Vec<T>> {
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
     let shape = dims.output_shape();
-    let mut out = vec![T::default(); shape.iter().product()];
+    let mut out = Vec::new();
+    cpu::grow(&mut out, shape.iter().product(), "the output Y")?;
     resolvent_attention(q, k, v, TensorMut::new(&mut out, shape)?, cfg, par)?;
     Ok(out)
 }
@@ -292,9 +293,10 @@ fn run_head<T: Element>(
     // Conversions are memory-bound passes over whole heads: split them across the
     // threads the kernel itself will use, or they cap a long head's speed-up.
     let split = cpu::threads(par) > 1;
-    let widen = |x: &'_ [T], buf: &'_ mut Vec<f32>| {
+    let widen = |x: &'_ [T], buf: &'_ mut Vec<f32>| -> Result<()> {
         if T::as_f32(x).is_none() {
-            buf.resize(x.len(), 0.0);
+            cpu::grow(buf, x.len(), "the widened f32 copy of one head's input")?;
+            buf.truncate(x.len());
             if split {
                 buf.par_chunks_mut(CONVERT_CHUNK)
                     .zip(x.par_chunks(CONVERT_CHUNK))
@@ -303,10 +305,11 @@ fn run_head<T: Element>(
                 T::widen(x, buf);
             }
         }
+        Ok(())
     };
-    widen(q, qf);
-    widen(k, kf);
-    widen(v, vf);
+    widen(q, qf)?;
+    widen(k, kf)?;
+    widen(v, vf)?;
     let q32 = T::as_f32(q).unwrap_or(qf);
     let k32 = T::as_f32(k).unwrap_or(kf);
     let v32 = T::as_f32(v).unwrap_or(vf);
@@ -346,7 +349,8 @@ fn run_head<T: Element>(
             dispatch(&head, cfg, y32, kernel, par).and_then(|()| finite_result::<T>(y32, bh))
         }
         None => {
-            yf.resize(n * dv, 0.0);
+            cpu::grow(yf, n * dv, "the f32 result of one head")?;
+            yf.truncate(n * dv);
             dispatch(&head, cfg, yf, kernel, par)
                 .and_then(|()| finite_result::<T>(yf, bh))
                 .map(|()| {

@@ -31,6 +31,14 @@ pub enum Error {
     /// The inputs are finite but the result is not representable: the logits
     /// `scale·q·k`, the values or `W = Y/(1−γ)` exceed the element type's range.
     Overflow(String),
+    /// Scratch memory for the call could not be allocated (its size depends on the
+    /// inputs: an address-space limit, or simply too large).
+    OutOfMemory {
+        /// What the memory was for.
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+    },
     /// A valid request this build cannot serve (a structure with a restriction, a
     /// device that is missing).
     Unsupported(String),
@@ -48,6 +56,13 @@ impl fmt::Display for Error {
                 "input {tensor}: element {index} is not finite (NaN or infinity); all values must be finite"
             ),
             Error::Overflow(m) => write!(f, "overflow: {m}"),
+            Error::OutOfMemory { what, bytes } => write!(
+                f,
+                "out of memory: {what} needs {bytes} bytes ({:.2} GiB), which could not be \
+                 allocated; use a smaller input, a larger block_size for long sequences, or \
+                 structure 'block' instead of a dense bidirectional call",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
             Error::Device(m) => write!(f, "device error: {m}"),
         }

@@ -133,7 +133,7 @@ pub(crate) fn evaluate(
         m,
         m,
         rsize,
-    ]);
+    ])?;
 
     // 1. Block means (q̄ is used only by the coarse logits; with `First` the buffer
     // holds each block's first query instead) and the shifted coarse matrix G̃.
@@ -228,14 +228,12 @@ pub(crate) fn evaluate(
     // 2.–5. Per block: local softmax with the coarse normalizer, X = A·V, local
     // solves for P (into y) and w, and their block means.
     let (hm, sigma, gsum): (&[f32], &[f32], &[f32]) = (hm, sigma, gsum);
-    let local = |buf: &mut Vec<f32>, (bi, (((yb, wb), pb), cb)): BlockItem<'_>| {
+    let local = |buf: &mut Vec<f32>, (bi, (((yb, wb), pb), cb)): BlockItem<'_>| -> Result<()> {
         let nb = wb.len();
         let r0 = bi * b;
         let ldx = dv + 1;
         let need = nb * nb + nb * ldx + nb * nb.max(dk);
-        if buf.len() < need {
-            buf.resize(need, 0.0);
-        }
+        super::grow(buf, need, "a block's local system")?;
         let (sblk, rest) = buf.split_at_mut(nb * nb);
         let (xb, tb) = rest.split_at_mut(nb * ldx);
         let qb = &q[r0 * dk..(r0 + nb) * dk];
@@ -310,6 +308,7 @@ pub(crate) fn evaluate(
         let inv = 1.0 / nb as f32;
         pb.iter_mut().for_each(|a| *a *= inv);
         *cb = csum * inv;
+        Ok(())
     };
     if threads(par) > 1 && m > 1 {
         y.par_chunks_mut(b * dv)
@@ -318,7 +317,7 @@ pub(crate) fn evaluate(
             .zip(cvec.par_iter_mut())
             .enumerate()
             .with_min_len(4)
-            .for_each_init(Vec::new, local);
+            .try_for_each_init(Vec::new, local)?;
     } else {
         let mut buf = Vec::new();
         y.chunks_mut(b * dv)
@@ -326,7 +325,7 @@ pub(crate) fn evaluate(
             .zip(pbar.chunks_mut(dv))
             .zip(cvec.iter_mut())
             .enumerate()
-            .for_each(|item| local(&mut buf, item));
+            .try_for_each(|item| local(&mut buf, item))?;
     }
 
     // 6. Reduced system (I − γ·diag(c)·G̃)·u = p̄, and s = G̃·u.

@@ -25,8 +25,7 @@ pub(crate) fn evaluate(
     par: Par,
 ) -> Result<()> {
     if causal {
-        causal_panels(h, y, s, par);
-        Ok(())
+        causal_panels(h, y, s, par)
     } else {
         bidirectional(h, y, s, par)
     }
@@ -67,7 +66,7 @@ fn softmax_panel(
     }
 }
 
-fn causal_panels(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) {
+fn causal_panels(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) -> Result<()> {
     let Head {
         q,
         k,
@@ -79,7 +78,7 @@ fn causal_panels(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) {
         gamma,
     } = *h;
     let p = PANEL.min(n);
-    let [sbuf, vp] = s.parts([p * n, n * dv]);
+    let [sbuf, vp] = s.parts([p * n, n * dv])?;
     for start in (0..n).step_by(p) {
         let end = (start + p).min(n);
         let rows = end - start;
@@ -127,6 +126,7 @@ fn causal_panels(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) {
     }
     let c = 1.0 - gamma;
     y.iter_mut().for_each(|x| *x *= c);
+    Ok(())
 }
 
 fn bidirectional(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) -> Result<()> {
@@ -145,7 +145,7 @@ fn bidirectional(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) -
             "structure 'dense' with causal = 0 forms an n×n matrix; n = {n} exceeds {MAX_BIDIRECTIONAL_N}, use structure 'block'"
         )));
     }
-    let [a] = s.parts([n * n]);
+    let [a] = s.parts([n * n])?;
     matmul(
         MatMut::from_row_major_slice_mut(a, n, n),
         Accum::Replace,

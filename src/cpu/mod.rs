@@ -7,6 +7,8 @@ pub mod dense;
 pub(crate) mod small;
 pub mod sparse;
 
+use crate::error::{Error, Result};
+
 /// One head's inputs, widened to f32.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Head<'a> {
@@ -39,18 +41,40 @@ pub(crate) struct KernelScratch {
 }
 
 impl KernelScratch {
-    pub fn parts<const K: usize>(&mut self, sizes: [usize; K]) -> [&mut [f32]; K] {
-        let total: usize = sizes.iter().sum();
-        if self.arena.len() < total {
-            self.arena.resize(total, 0.0);
-        }
+    /// Work arrays of the given lengths, carved from the arena (grown fallibly: the
+    /// sizes depend on the inputs, and a failed allocation must be an error, not an
+    /// abort).
+    pub fn parts<const K: usize>(&mut self, sizes: [usize; K]) -> Result<[&mut [f32]; K]> {
+        let total = sizes
+            .iter()
+            .try_fold(0usize, |a, &s| a.checked_add(s))
+            .ok_or(Error::OutOfMemory {
+                what: "the kernel's scratch",
+                bytes: usize::MAX,
+            })?;
+        grow(&mut self.arena, total, "the kernel's scratch")?;
         let mut rest = &mut self.arena[..total];
-        sizes.map(|len| {
+        Ok(sizes.map(|len| {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
             rest = tail;
             part
-        })
+        }))
     }
+}
+
+/// Grow `buf` to at least `len` elements without aborting when memory is short.
+pub(crate) fn grow<T: Copy + Default>(
+    buf: &mut Vec<T>,
+    len: usize,
+    what: &'static str,
+) -> Result<()> {
+    if buf.len() < len {
+        let bytes = len.saturating_mul(std::mem::size_of::<T>());
+        buf.try_reserve_exact(len - buf.len())
+            .map_err(|_| Error::OutOfMemory { what, bytes })?;
+        buf.resize(len, T::default());
+    }
+    Ok(())
 }
 
 pub(crate) fn threads(par: faer::Par) -> usize {

@@ -244,8 +244,7 @@ pub(crate) fn evaluate(
     let pattern = Pattern::resolve(structure, h.n).ok_or_else(|| {
         Error::Unsupported(format!("'{}' is not a sparse structure", structure.name()))
     })?;
-    run(h, pattern, y, s, par);
-    Ok(())
+    run(h, pattern, y, s, par)
 }
 
 /// A compact copy of the rows a pattern reaches with a stride, so that each row's far
@@ -465,7 +464,13 @@ fn gather_rows(x: &[f32], d: usize, rows: &[u32], out: &mut [f32]) {
     }
 }
 
-fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par: Par) {
+fn run(
+    h: &Head<'_>,
+    pattern: Pattern,
+    y: &mut [f32],
+    s: &mut KernelScratch,
+    par: Par,
+) -> Result<()> {
     let Head {
         k,
         v,
@@ -487,7 +492,7 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
     let ulen = if gamma == 0.0 { 0 } else { n * dv };
     let uclen = if gamma == 0.0 { 0 } else { nc * dv };
     let [vals, logits, kc, vc, u, uc] =
-        s.parts([panel * max_row, logit_len, nc * dk, nc * dv, ulen, uclen]);
+        s.parts([panel * max_row, logit_len, nc * dk, nc * dv, ulen, uclen])?;
     gather_rows(k, dk, &compact.rows, kc);
     gather_rows(v, dv, &compact.rows, vc);
     let mut cols = vec![0u32; panel * max_row];
@@ -597,6 +602,7 @@ fn run(h: &Head<'_>, pattern: Pattern, y: &mut [f32], s: &mut KernelScratch, par
             y.iter_mut().for_each(|x| *x *= c);
         }
     }
+    Ok(())
 }
 
 crate::cpu::small::fma_dispatch! {

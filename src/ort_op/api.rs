@@ -30,7 +30,7 @@ impl From<crate::Error> for Fail {
     fn from(e: crate::Error) -> Self {
         let code = match e {
             crate::Error::Unsupported(_) => OrtErrorCode::ORT_NOT_IMPLEMENTED,
-            crate::Error::Device(_) => OrtErrorCode::ORT_FAIL,
+            crate::Error::Device(_) | crate::Error::OutOfMemory { .. } => OrtErrorCode::ORT_FAIL,
             _ => OrtErrorCode::ORT_INVALID_ARGUMENT,
         };
         Fail::Msg(code, format!("blockres.ResolventAttention: {e}"))
