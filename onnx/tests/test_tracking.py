@@ -138,3 +138,31 @@ def test_short_sequences_run(n):
     for kind in ("block", "dense", "softmax"):
         (logits,) = session(kind).run(None, {"tokens": tokens})
         assert logits.shape == (1, n, TASK.boxes) and np.isfinite(logits).all()
+
+
+def test_shipped_models_run_in_onnxruntime_1_20():
+    """TRACKING's promise: loadable in onnxruntime ≥ 1.20 with the library."""
+    import os
+    import subprocess
+    import sys
+
+    target = Path(__file__).resolve().parents[2] / ".venv" / "ort-1.20"
+    assert target.is_dir(), f"{target} is missing: scripts/setup.sh installs onnxruntime 1.20 there"
+    script = f"""
+import sys, numpy as np, onnxruntime as ort
+sys.path.insert(0, {str(MODELS.parents[1])!r})
+import blockres_onnx as br
+from blockres_onnx.tracking import Task, generate, score
+assert ort.__version__ == "1.20.1", ort.__version__
+batch = generate(Task(**{TASK.as_dict()!r}), 8, {N0}, seed={SEED})
+for name in {sorted(MANIFEST["models"].values())!r}:
+    s = ort.InferenceSession({str(MODELS)!r} + "/" + name, br.register(ort.SessionOptions()),
+                             providers=["CPUExecutionProvider"])
+    (y,) = s.run(None, {{"tokens": batch.tokens}})
+    print(name, score(y, batch)["query_accuracy"])
+"""
+    p = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(target)),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    accs = [float(line.split()[1]) for line in p.stdout.strip().splitlines()]
+    assert len(accs) == 3 and min(accs) >= 0.85, p.stdout
