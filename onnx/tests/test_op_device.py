@@ -151,3 +151,43 @@ def test_env_gpu_applies_to_nodes_without_the_attribute():
     else:  # a GPU ran it
         assert library_has_cuda()
         assert rel_err(np.array(out["none"]), ref) <= 1e-4
+
+
+STUB_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    sys.path.insert(0, {onnx_dir!r})
+    import blockres_onnx as br
+    rng = np.random.default_rng(0)
+    # Large enough that `auto` would take the GPU (B·H·n·d = 2^20).
+    q = rng.standard_normal((1, 4, 4096, 64)).astype(np.float32)
+    feeds = {{"Q": q, "K": q, "V": q}}
+    y_auto = br.session(gamma=0.5, block_size=64).run(None, feeds)[0]
+    y_cpu = br.session(gamma=0.5, block_size=64, device="cpu").run(None, feeds)[0]
+    assert np.array_equal(y_auto, y_cpu)
+    try:
+        br.session(gamma=0.5, block_size=64, device="gpu").run(None, feeds)
+    except Exception as e:
+        assert "panic" not in str(e) and "cuda" in str(e).lower(), str(e)
+    else:
+        raise AssertionError("device=gpu ran on a stub driver")
+    print("ok")
+    """
+)
+
+
+def test_a_driver_library_without_its_symbols_falls_back_to_the_cpu(tmp_path):
+    """Issue 10: a libcuda lacking symbols (a stub, an old driver) made cudarc panic and
+    every `auto` run fail; it must count as "no GPU"."""
+    if not library_has_cuda():
+        pytest.skip("the library was built without `cuda`")
+    src = tmp_path / "stub.c"
+    src.write_text("int blockres_stub_driver;\n")
+    for name in ("libcuda.so", "libcuda.so.1"):
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(tmp_path / name), str(src)], check=True)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))
+    env.pop("BLOCKRES_DEVICE", None)
+    script = STUB_SCRIPT.format(onnx_dir=str(ONNX_DIR))
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

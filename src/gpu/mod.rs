@@ -690,7 +690,18 @@ struct Shared {
 fn shared() -> Result<&'static Shared> {
     static S: OnceLock<std::result::Result<Shared, Error>> = OnceLock::new();
     S.get_or_init(|| {
-        Gpu::new(0).map(|gpu| Shared {
+        // cudarc panics when the driver library lacks a symbol it expects (an old or
+        // stub libcuda): that is "no usable GPU", so the op's `auto` keeps the CPU.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Gpu::new(0)))
+            .unwrap_or_else(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown reason");
+                Err(Error::Device(format!("the CUDA driver could not be loaded: {why}")))
+            });
+        opened.map(|gpu| Shared {
             gpu,
             ws: Mutex::new(GpuWorkspace::new()),
         })
