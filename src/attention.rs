@@ -84,6 +84,39 @@ impl Dims {
         [self.batch, self.heads, self.n, self.dv]
     }
 
+    /// Check a `Dims` built by hand (its fields are public) as [`Dims::from_shapes`]
+    /// checks shapes: every dimension > 0, `H % Hkv == 0`, element counts that fit.
+    ///
+    /// ```
+    /// use blockres::Dims;
+    /// let ok = Dims { batch: 1, heads: 4, kv_heads: 2, n: 10, dk: 8, dv: 8 };
+    /// assert!(ok.validate().is_ok());
+    /// assert!(Dims { n: 0, ..ok }.validate().is_err());
+    /// assert!(Dims { kv_heads: 3, ..ok }.validate().unwrap_err().to_string().contains("divide"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        let d = Dims::from_shapes(
+            [self.batch, self.heads, self.n, self.dk],
+            [self.batch, self.kv_heads, self.n, self.dk],
+            [self.batch, self.kv_heads, self.n, self.dv],
+        )?;
+        let count = |dims: [usize; 4]| dims.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+        let shape = [
+            self.batch,
+            self.heads.max(self.kv_heads),
+            self.n,
+            self.dk.max(self.dv),
+        ];
+        if count(shape).is_none() {
+            return Err(Error::Shape {
+                tensor: "Q",
+                message: format!("{shape:?}: the element count overflows usize"),
+            });
+        }
+        debug_assert_eq!(d, *self);
+        Ok(())
+    }
+
     /// `Ok` when `y_shape` is [`Self::output_shape`], else the error naming `Y`.
     ///
     /// ```

@@ -369,6 +369,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
 ) -> Result<()> {
     cfg.validate()?;
     check_coarse_query(cfg)?;
+    // `Dims` has public fields: a hand-built one (n = 0, H % Hkv ≠ 0) would index
+    // out of range in the kernels.
+    dims.validate()?;
     let Dims {
         batch,
         heads,
@@ -699,7 +702,9 @@ fn shared() -> Result<&'static Shared> {
                     .map(String::as_str)
                     .or_else(|| p.downcast_ref::<&str>().copied())
                     .unwrap_or("unknown reason");
-                Err(Error::Device(format!("the CUDA driver could not be loaded: {why}")))
+                Err(Error::Device(format!(
+                    "the CUDA driver could not be loaded: {why}"
+                )))
             });
         opened.map(|gpu| Shared {
             gpu,
