@@ -272,8 +272,9 @@ def test_coarse_query_first_matches_reference(dtype, causal):
     x = [rounded(t, dtype) for t in (q, k, v)]
     ref = reference(*x, **attrs)
     assert rel_err(y, ref) <= TOL[dtype]
-    # The option changes the operator: the mean-query reference is far off.
-    assert rel_err(ref, reference(*x, **{**attrs, "coarse_query": "mean"})) > 0.05
+    # The option changes the operator: the mean-query reference is far off (0.03–0.25 over
+    # 80 seeds here; the bar sits at the f16/bf16 tolerance, 1000× the f32 one).
+    assert rel_err(ref, reference(*x, **{**attrs, "coarse_query": "mean"})) > 0.01
 
 
 @pytest.mark.parametrize("n", [1, 5, 77])
