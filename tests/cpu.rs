@@ -288,6 +288,38 @@ fn constant_values_pass_through() {
     }
 }
 
+/// γ → 1, up to the largest f32 below 1: `I − γA` is nearly singular (its conditioning
+/// grows like 1/(1 − γ)); a bidirectional f32 solve lost 1e-3 at γ = 0.9999 and 1e-2 at
+/// 0.99999 (n = 2048, issue 10). The output must stay within 1e-4 of the float64
+/// reference for the dense operator, one block holding everything, and several blocks
+/// with a short last one, bidirectional and causal.
+#[test]
+fn stays_accurate_as_gamma_nears_one() {
+    let s = seed();
+    let mut rng = Rng::new(s);
+    for gamma in [0.999, 0.9999, 0.99999, 0.999_999_94] {
+        for (causal, structure, b) in [false, true].into_iter().flat_map(|c| {
+            [
+                (c, Structure::Dense, 0),
+                (c, Structure::Block, 1000),
+                (c, Structure::Block, 64),
+                (c, Structure::Block, 7),
+            ]
+        }) {
+            let c = case(601, 16, 5, gamma, causal, structure, b);
+            let x = inputs::<f32>(&c, &mut rng, 2.0);
+            let want = reference(&c, &x);
+            let y = run(&c, &x, Par::rayon(2)).unwrap();
+            let got: Vec<f64> = y.iter().map(|&e| e as f64).collect();
+            let err = rel_err(&got, &want);
+            assert!(
+                err <= 1e-4,
+                "{structure:?} causal = {causal} b = {b} γ = {gamma}: rel err {err:.3e} (BLOCKRES_SEED={s})"
+            );
+        }
+    }
+}
+
 /// Large logits (sharp attention) must not overflow the exponentials.
 #[test]
 fn sharp_attention_is_finite_and_correct() {

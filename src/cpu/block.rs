@@ -12,7 +12,6 @@
 //! [`CoarseQuery::First`] the query of its first token (SPEC §2, `coarse_query`).
 
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::Solve;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -92,6 +91,9 @@ pub(crate) fn evaluate(
     s: &mut KernelScratch,
     par: Par,
 ) -> Result<()> {
+    if !causal {
+        return super::bidir::evaluate(h, b, coarse_query, y, par);
+    }
     let Head {
         q,
         k,
@@ -104,22 +106,7 @@ pub(crate) fn evaluate(
     } = *h;
     let b = b.clamp(1, n);
     let m = n.div_ceil(b);
-    let rsize = if causal { 0 } else { m * m };
-    let [
-        qbar,
-        kbar,
-        vbar,
-        g,
-        hm,
-        pbar,
-        cvec,
-        sred,
-        u,
-        w,
-        gsum,
-        sigma,
-        rmat,
-    ] = s.parts([
+    let [qbar, kbar, vbar, g, hm, pbar, cvec, sred, u, w, gsum, sigma] = s.parts([
         m * dk,
         m * dk,
         m * dv,
@@ -132,7 +119,6 @@ pub(crate) fn evaluate(
         n,
         m,
         m,
-        rsize,
     ])?;
 
     // 1. Block means (q̄ is used only by the coarse logits; with `First` the buffer
@@ -169,7 +155,8 @@ pub(crate) fn evaluate(
     let coarse_panel = |(p, (((gp, hp), sp), gsp)): PanelItem<'_>| {
         let a = p * COARSE_PANEL;
         let rows = sp.len();
-        let cols = if causal { a + rows } else { m };
+        // Causal rows need only the columns before the panel's end.
+        let cols = a + rows;
         let mut tmp = vec![0.0f32; rows * cols];
         matmul(
             MatMut::from_row_major_slice_mut(&mut tmp, rows, cols),
@@ -187,10 +174,7 @@ pub(crate) fn evaluate(
             if cols == m {
                 row[m - 1] += ln_last - ln_b;
             }
-            row[i] = f32::NEG_INFINITY;
-            if causal {
-                row[i..].fill(f32::NEG_INFINITY);
-            }
+            row[i..].fill(f32::NEG_INFINITY);
             let mx = small::max_f32(row) + ln_b;
             if mx == f32::NEG_INFINITY {
                 // No block is visible (the first block, when causal).
@@ -246,17 +230,9 @@ pub(crate) fn evaluate(
                 kt[t * nb + j] = x;
             }
         }
-        let upto = |iend: usize| if causal { iend } else { nb };
+        let upto = |iend: usize| iend;
         small::gemm_rm(sblk, nb, qb, dk, kt, nb, nb, nb, scale, upto, |_| dk);
-        small::softmax_rows(
-            sblk,
-            nb,
-            nb,
-            |r| if causal { r + 1 } else { nb },
-            sigma[bi],
-            gsum[bi],
-            wb,
-        );
+        small::softmax_rows(sblk, nb, nb, |r| r + 1, sigma[bi], gsum[bi], wb);
         small::gemm_rm(yb, dv, sblk, nb, vb, dv, nb, dv, 1.0, |_| dv, upto);
         let hrow = &hm[bi * dv..(bi + 1) * dv];
         for ((xr, &z), yr) in xb
@@ -269,28 +245,24 @@ pub(crate) fn evaluate(
             }
             xr[dv] = z;
         }
-        if causal {
-            // faer's blocked triangular solve (GEMM updates in its own SIMD dispatch)
-            // beat the row-by-row substitution by ~4× at b ≥ 64 (perf, n = 65536).
-            let t = &mut tb[..nb * nb];
-            for (i, (tr, dr)) in t
-                .chunks_exact_mut(nb)
-                .zip(sblk.chunks_exact(nb))
-                .enumerate()
-            {
-                for (a, &d) in tr[..=i].iter_mut().zip(&dr[..=i]) {
-                    *a = -gamma * d;
-                }
-                tr[i] += 1.0;
+        // faer's blocked triangular solve (GEMM updates in its own SIMD dispatch)
+        // beat the row-by-row substitution by ~4× at b ≥ 64 (perf, n = 65536).
+        let t = &mut tb[..nb * nb];
+        for (i, (tr, dr)) in t
+            .chunks_exact_mut(nb)
+            .zip(sblk.chunks_exact(nb))
+            .enumerate()
+        {
+            for (a, &d) in tr[..=i].iter_mut().zip(&dr[..=i]) {
+                *a = -gamma * d;
             }
-            solve_lower_triangular_in_place(
-                MatRef::from_row_major_slice(t, nb, nb),
-                MatMut::from_row_major_slice_mut(xb, nb, ldx),
-                Par::Seq,
-            );
-        } else {
-            small::unit_minus_full_solve(sblk, nb, gamma, xb, ldx, nb, ldx, tb);
+            tr[i] += 1.0;
         }
+        solve_lower_triangular_in_place(
+            MatRef::from_row_major_slice(t, nb, nb),
+            MatMut::from_row_major_slice_mut(xb, nb, ldx),
+            Par::Seq,
+        );
         pb.fill(0.0);
         let mut csum = 0.0f32;
         for ((xr, yr), wr) in xb
@@ -329,62 +301,41 @@ pub(crate) fn evaluate(
     }
 
     // 6. Reduced system (I − γ·diag(c)·G̃)·u = p̄, and s = G̃·u.
-    if causal {
-        for a in (0..m).step_by(REDUCED_PANEL) {
-            let e = (a + REDUCED_PANEL).min(m);
-            let sp = &mut sred[a * dv..e * dv];
-            if a > 0 {
-                matmul(
-                    MatMut::from_row_major_slice_mut(sp, e - a, dv),
-                    Accum::Replace,
-                    gm.submatrix(a, 0, e - a, a),
-                    MatRef::from_row_major_slice(&u[..a * dv], a, dv),
-                    1.0,
-                    par,
-                );
-            } else {
-                sp.fill(0.0);
-            }
-            for i in a..e {
-                let (done, cur) = u.split_at_mut(i * dv);
-                let si = &mut sred[i * dv..(i + 1) * dv];
-                for j in a..i {
-                    let gij = g[i * m + j];
-                    if gij != 0.0 {
-                        for (o, &uu) in si.iter_mut().zip(&done[j * dv..(j + 1) * dv]) {
-                            *o += gij * uu;
-                        }
+    for a in (0..m).step_by(REDUCED_PANEL) {
+        let e = (a + REDUCED_PANEL).min(m);
+        let sp = &mut sred[a * dv..e * dv];
+        if a > 0 {
+            matmul(
+                MatMut::from_row_major_slice_mut(sp, e - a, dv),
+                Accum::Replace,
+                gm.submatrix(a, 0, e - a, a),
+                MatRef::from_row_major_slice(&u[..a * dv], a, dv),
+                1.0,
+                par,
+            );
+        } else {
+            sp.fill(0.0);
+        }
+        for i in a..e {
+            let (done, cur) = u.split_at_mut(i * dv);
+            let si = &mut sred[i * dv..(i + 1) * dv];
+            for j in a..i {
+                let gij = g[i * m + j];
+                if gij != 0.0 {
+                    for (o, &uu) in si.iter_mut().zip(&done[j * dv..(j + 1) * dv]) {
+                        *o += gij * uu;
                     }
                 }
-                let f = gamma * cvec[i];
-                for ((o, &p), &ss) in cur[..dv]
-                    .iter_mut()
-                    .zip(&pbar[i * dv..(i + 1) * dv])
-                    .zip(si.iter())
-                {
-                    *o = p + f * ss;
-                }
+            }
+            let f = gamma * cvec[i];
+            for ((o, &p), &ss) in cur[..dv]
+                .iter_mut()
+                .zip(&pbar[i * dv..(i + 1) * dv])
+                .zip(si.iter())
+            {
+                *o = p + f * ss;
             }
         }
-    } else {
-        for (i, row) in rmat.chunks_exact_mut(m).enumerate() {
-            let f = -gamma * cvec[i];
-            for (r, &gg) in row.iter_mut().zip(&g[i * m..(i + 1) * m]) {
-                *r = f * gg;
-            }
-            row[i] += 1.0;
-        }
-        u.copy_from_slice(pbar);
-        let lu = MatRef::from_row_major_slice(rmat, m, m).partial_piv_lu();
-        lu.solve_in_place(MatMut::from_row_major_slice_mut(u, m, dv));
-        matmul(
-            MatMut::from_row_major_slice_mut(sred, m, dv),
-            Accum::Replace,
-            gm,
-            MatRef::from_row_major_slice(u, m, dv),
-            1.0,
-            par,
-        );
     }
 
     // 7. Y_I = (1−γ)·(P_I + γ·w_I ⊗ s_I).

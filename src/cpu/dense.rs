@@ -1,20 +1,20 @@
 //! Exact ChaCAL (SPEC §1). Causal: row panels streamed against the keys before them,
 //! so memory stays O(n·(panel + d)) while time is O(n²·d); bidirectional: the full
-//! n×n system solved by LU.
+//! n×n system solved by LU in f64.
 
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::Solve;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Head, KernelScratch, small, threads};
+use crate::config::CoarseQuery;
 use crate::error::{Error, Result};
 
 /// Rows per panel. Large enough that the panel products run at GEMM speed, small
 /// enough that the in-panel forward substitution (O(n·panel·d)) stays negligible.
 const PANEL: usize = 128;
 
-/// Largest n for the bidirectional dense path (its n×n matrix is 4 GiB there).
+/// Largest n for the bidirectional dense path (its n×n f64 matrix is 8 GiB there).
 pub const MAX_BIDIRECTIONAL_N: usize = 32768;
 
 pub(crate) fn evaluate(
@@ -27,7 +27,7 @@ pub(crate) fn evaluate(
     if causal {
         causal_panels(h, y, s, par)
     } else {
-        bidirectional(h, y, s, par)
+        bidirectional(h, y, par)
     }
 }
 
@@ -129,47 +129,14 @@ fn causal_panels(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) -
     Ok(())
 }
 
-fn bidirectional(h: &Head<'_>, y: &mut [f32], s: &mut KernelScratch, par: Par) -> Result<()> {
-    let Head {
-        q,
-        k,
-        v,
-        n,
-        dk,
-        dv,
-        scale,
-        gamma,
-    } = *h;
+/// The whole `n×n` system: the block path with one block, in f64 (see `bidir`: the
+/// f32 LU lost 2.7e-4 at γ = 0.99999).
+fn bidirectional(h: &Head<'_>, y: &mut [f32], par: Par) -> Result<()> {
+    let n = h.n;
     if n > MAX_BIDIRECTIONAL_N {
         return Err(Error::Unsupported(format!(
             "structure 'dense' with causal = 0 forms an n×n matrix; n = {n} exceeds {MAX_BIDIRECTIONAL_N}, use structure 'block'"
         )));
     }
-    let [a] = s.parts([n * n])?;
-    matmul(
-        MatMut::from_row_major_slice_mut(a, n, n),
-        Accum::Replace,
-        rows_of(q, dk, 0, n),
-        rows_of(k, dk, 0, n).transpose(),
-        scale,
-        par,
-    );
-    softmax_panel(a, n, n, |_| n, par);
-    matmul(
-        MatMut::from_row_major_slice_mut(y, n, dv),
-        Accum::Replace,
-        MatRef::from_row_major_slice(a, n, n),
-        rows_of(v, dv, 0, n),
-        1.0,
-        par,
-    );
-    for (i, row) in a.chunks_exact_mut(n).enumerate() {
-        row.iter_mut().for_each(|x| *x *= -gamma);
-        row[i] += 1.0;
-    }
-    let lu = MatRef::from_row_major_slice(a, n, n).partial_piv_lu();
-    lu.solve_in_place(MatMut::from_row_major_slice_mut(y, n, dv));
-    let c = 1.0 - gamma;
-    y.iter_mut().for_each(|x| *x *= c);
-    Ok(())
+    super::bidir::evaluate(h, n, CoarseQuery::Mean, y, par)
 }

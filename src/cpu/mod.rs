@@ -1,6 +1,7 @@
 //! CPU kernels. Each works on one (batch, head) pair in f32, row-major:
 //! `q: n×dk`, `k: n×dk`, `v: n×dv`, output `n×dv`.
 
+mod bidir;
 pub mod block;
 pub mod dense;
 #[macro_use]

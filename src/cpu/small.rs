@@ -213,67 +213,6 @@ pub(crate) fn unit_minus_lower_solve(
     }
 }
 
-/// Solve `T·X_out = X` in place for `T = I − γ·D`, `D` full (`n×n`, stride `ldd`),
-/// by Gaussian elimination without pivoting. `T` is strictly diagonally dominant by
-/// rows (`D` is sub-stochastic, γ < 1), so no pivot is needed for stability.
-/// `t` (`n×n`) is scratch.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn unit_minus_full_solve(
-    d: &[f32],
-    ldd: usize,
-    gamma: f32,
-    x: &mut [f32],
-    ldx: usize,
-    n: usize,
-    w: usize,
-    t: &mut [f32],
-) {
-    let t = &mut t[..n * n];
-    for i in 0..n {
-        for j in 0..n {
-            t[i * n + j] = -gamma * d[i * ldd + j] + if i == j { 1.0 } else { 0.0 };
-        }
-    }
-    // Row-oriented elimination: eliminate below the pivot, updating the right side.
-    for p in 0..n {
-        let inv = 1.0 / t[p * n + p];
-        let (top, bottom) = t.split_at_mut((p + 1) * n);
-        let prow = &top[p * n..p * n + n];
-        let (xtop, xbot) = x.split_at_mut((p + 1) * ldx);
-        let xp = &xtop[p * ldx..p * ldx + w];
-        for (r, row) in bottom.chunks_exact_mut(n).enumerate() {
-            let f = row[p] * inv;
-            if f == 0.0 {
-                continue;
-            }
-            for (a, &b) in row[p..].iter_mut().zip(&prow[p..]) {
-                *a -= f * b;
-            }
-            let xr = &mut xbot[r * ldx..r * ldx + w];
-            for (a, &b) in xr.iter_mut().zip(xp) {
-                *a -= f * b;
-            }
-        }
-    }
-    for p in (0..n).rev() {
-        let (xtop, xbot) = x.split_at_mut((p + 1) * ldx);
-        let xp = &mut xtop[p * ldx..p * ldx + w];
-        for j in p + 1..n {
-            let f = t[p * n + j];
-            if f != 0.0 {
-                let xj = &xbot[(j - p - 1) * ldx..(j - p - 1) * ldx + w];
-                for (a, &b) in xp.iter_mut().zip(xj) {
-                    *a -= f * b;
-                }
-            }
-        }
-        let inv = 1.0 / t[p * n + p];
-        for a in xp.iter_mut() {
-            *a *= inv;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
