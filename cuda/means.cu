@@ -1,4 +1,5 @@
-// SPEC §2 step 1a: block means q̄, k̄, v̄ of every head, and the non-finite check.
+// SPEC §2 step 1a: block means q̄, k̄, v̄ of every head (or each block's first query,
+// coarse_query = first), and the non-finite check.
 //
 // One CTA per (block J, head), 256 threads as G row groups: group g sums rows g, g+G,
 // ..., each thread 16 bytes of a row (V columns) when d allows, else one column; the
@@ -12,7 +13,7 @@
 
 template <class T>
 __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
-                            u64* __restrict__ bad, int n, int d, int b, int m) {
+                            u64* __restrict__ bad, int n, int d, int b, int m, int first) {
     __shared__ float part[256 * 8];
     const int J = blockIdx.x;
     const long long head = blockIdx.y;
@@ -74,13 +75,16 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
     if (tid < d) {
         float t = 0.0f;
         for (int k = 0; k < groups; ++k) t += part[k * d + tid];
-        out[(head * m + J) * d + tid] = t / (float)(r1 - r0);
+        // coarse_query = first (SPEC §2): the block's first row stands in for its mean;
+        // the whole block was still scanned above for non-finite values.
+        out[(head * m + J) * d + tid] =
+            first ? to_f(x[(head * n + r0) * d + tid]) : t / (float)(r1 - r0);
     }
 }
 
 #define MEANS(T, S)                                                                   \
     extern "C" __global__ void __launch_bounds__(256) block_means_##S(               \
-        const T* x, float* out, u64* bad, int n, int d, int b, int m) {               \
-        block_means<T>(x, out, bad, n, d, b, m);                                      \
+        const T* x, float* out, u64* bad, int n, int d, int b, int m, int first) {    \
+        block_means<T>(x, out, bad, n, d, b, m, first);                               \
     }
 BLOCKRES_FOR_TYPES(MEANS)

@@ -19,8 +19,8 @@
 //! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
 //! at most 128 rows (64 when d > 64) and at most 2048 blocks, and is correct but not
 //! tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
-//! is [`Error::Unsupported`], as is `coarse_query = first` with the block structure
-//! (the coarse logits use the mean queries only). Arithmetic is f32; f16/bf16 logits use the tensor cores
+//! is [`Error::Unsupported`]. Both coarse queries (`mean`, `first`) are computed.
+//! Arithmetic is f32; f16/bf16 logits use the tensor cores
 //! with f32 accumulation.
 //!
 //! ```no_run
@@ -368,7 +368,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
     ws: &mut GpuWorkspace,
 ) -> Result<()> {
     cfg.validate()?;
-    check_coarse_query(cfg)?;
     // `Dims` has public fields: a hand-built one (n = 0, H % Hkv ≠ 0) would index
     // out of range in the kernels.
     dims.validate()?;
@@ -504,10 +503,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
     };
 
     // 1. Block means (and the non-finite scan) of Q, K, V.
-    for (x, out, rows, d, slot) in [
-        (q, &mut *qbar, bh, dk, 0usize),
-        (k, &mut *kbar, bhkv, dk, 1),
-        (v, &mut *vbar, bhkv, dv, 2),
+    let first_query = i32::from(cfg.coarse_query == CoarseQuery::First);
+    for (x, out, rows, d, slot, first) in [
+        (q, &mut *qbar, bh, dk, 0usize, first_query),
+        (k, &mut *kbar, bhkv, dk, 1, 0),
+        (v, &mut *vbar, bhkv, dv, 2, 0),
     ] {
         let f = &kx.means[T::INDEX];
         let mut bad_view = bad.slice_mut(slot..slot + 1);
@@ -519,7 +519,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&ni)
             .arg(&d)
             .arg(&bi)
-            .arg(&mi);
+            .arg(&mi)
+            .arg(&first);
         launch(
             unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
             "launching block_means",
@@ -715,20 +716,6 @@ fn shared() -> Result<&'static Shared> {
     .map_err(Clone::clone)
 }
 
-/// The GPU kernels compute the block structure's coarse logits from the block means
-/// of Q only: [`CoarseQuery::First`] is [`Error::Unsupported`] there (the ONNX op's
-/// `device = auto` then runs the CPU path). Other structures ignore the setting.
-fn check_coarse_query(cfg: &Config) -> Result<()> {
-    if cfg.structure == Structure::Block && cfg.coarse_query == CoarseQuery::First {
-        return Err(Error::Unsupported(
-            "coarse_query = 'first' (structure 'block') is not available on the GPU; \
-             use the CPU path (device 'cpu' or 'auto')"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Whether the GPU path can run here: `Ok` when device 0 opened and the kernels
 /// loaded, else the reason (the same error every GPU call would return).
 ///
@@ -789,7 +776,6 @@ pub fn resolvent_attention_host_into<T: GpuElement>(
     cfg: &Config,
 ) -> Result<()> {
     cfg.validate()?;
-    check_coarse_query(cfg)?;
     let dims = Dims::from_shapes(q.shape(), k.shape(), v.shape())?;
     dims.check_output(y.shape())?;
     let sh = shared()?;

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use crate::{CoarseQuery, Config, Dims, Error, Structure, TensorMut, TensorRef};
+use crate::{Config, Dims, Error, Structure, TensorMut, TensorRef};
 
 /// The environment variable that sets the device of nodes without a `device`
 /// attribute.
@@ -60,7 +60,7 @@ pub(crate) enum Target {
 }
 
 /// Whether a call is of the kind the GPU path computes and large enough to pay for
-/// the copies: causal, structure block (with `coarse_query = mean`) or dense, dk and
+/// the copies: causal, structure block or dense, dk and
 /// dv ≤ 128, and B·H·n·max(dk, dv) ≥ [`GPU_MIN_WORK`].
 pub(crate) fn gpu_suits(dims: &Dims, cfg: &Config) -> bool {
     let work = [dims.batch, dims.heads, dims.n, dims.dk.max(dims.dv)]
@@ -68,8 +68,7 @@ pub(crate) fn gpu_suits(dims: &Dims, cfg: &Config) -> bool {
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX);
     let gpu_structure = match cfg.structure {
-        Structure::Block => cfg.coarse_query == CoarseQuery::Mean,
-        Structure::Dense => true,
+        Structure::Block | Structure::Dense => true,
         _ => false,
     };
     cfg.causal
@@ -184,6 +183,7 @@ pub(crate) fn falls_back(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CoarseQuery;
     use std::ffi::OsStr;
 
     fn dims(batch: usize, heads: usize, n: usize, dk: usize, dv: usize) -> Dims {
@@ -280,17 +280,15 @@ mod tests {
             Target::Cpu
         );
         assert!(gpu_suits(&dims(1, 16, 1024, 128, 128), &c));
-        // The GPU computes only mean coarse queries; dense ignores the setting.
+        // The GPU computes both coarse queries.
         let first = Config {
             coarse_query: CoarseQuery::First,
             ..c
         };
-        assert_eq!(choose(Device::Auto, &d, &first, avail), Target::Cpu);
-        let dense_first = Config {
-            structure: Structure::Dense,
-            ..first
-        };
-        assert!(gpu_suits(&d, &dense_first));
+        assert_eq!(
+            choose(Device::Auto, &d, &first, avail),
+            Target::Gpu { fallback: true }
+        );
     }
 
     #[test]
