@@ -404,14 +404,14 @@ fn unsupported_requests_are_errors() {
     assert!(matches!(bad, Err(Error::Param { name: "gamma", .. })));
 }
 
-/// Bidirectional with γ near 1, where `I − γA` nears singularity (issue 10: the CPU
-/// path moved to f64 for this). The GPU solves in f32: this records how far it stays
-/// from the float64 reference and holds it to 1e-4 up to γ = 0.9999.
+/// Bidirectional with γ near 1, where `I − γA` nears singularity. The GPU solves in
+/// f32: it takes γ ≤ MAX_BIDIRECTIONAL_GAMMA, within 1e-4 of the float64 reference
+/// there (f32 lost 1.2e-4 at γ = 0.999, 5.6e-4 at 0.9999: v21_gpu_tests.txt), and says
+/// so above it (the ONNX op's `auto` then runs the CPU's f64 path).
 #[test]
 fn bidirectional_near_gamma_one() {
     let g = gpu();
-    let mut worst = Vec::new();
-    for gamma in [0.999f32, 0.9999, 0.99999] {
+    for gamma in [0.9f32, 0.97, gpu::MAX_BIDIRECTIONAL_GAMMA] {
         for (n, block) in [(600, 64), (600, 128), (120, usize::MAX)] {
             let c = Case {
                 batch: 1,
@@ -428,14 +428,24 @@ fn bidirectional_near_gamma_one() {
             };
             let err = run_case::<f32>(&g, c, 0xB1D1 ^ n as u64);
             println!("f32 bidirectional γ = {gamma} n = {n} b = {block}: rel err {err:.3e}");
-            worst.push((gamma, err));
+            assert!(
+                err <= 1e-4,
+                "γ = {gamma} n = {n} b = {block}: rel err {err:.3e}"
+            );
         }
     }
-    for (gamma, err) in worst {
-        if gamma <= 0.9999 {
-            assert!(err <= 1e-4, "γ = {gamma}: rel err {err:.3e}");
-        }
-    }
+    let x = vec![0.5f32; 2 * 100 * 16];
+    let t = TensorRef::new(&x, [1, 2, 100, 16]).unwrap();
+    let cfg = Config {
+        causal: false,
+        gamma: 0.999,
+        ..Config::default()
+    };
+    let e = gpu::resolvent_attention_host(t, t, t, &cfg).unwrap_err();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("γ"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -487,4 +497,93 @@ fn small_mixed_case() {
     let e32 = run_case::<f32>(&g, c, 18);
     println!("small case first query: f32 {e32:.3e}");
     assert!(e32 <= 1e-4, "f32 {e32:e}");
+}
+
+/// The entry point for a host's stream and buffers (ONNX Runtime's CUDA execution
+/// provider): raw pointers, a stream this crate did not create, no synchronization.
+/// Same result as the host path, on two host streams, with the scratch growing between
+/// calls, f32 and f16.
+#[test]
+fn host_stream_entry_matches_host_path() {
+    use cudarc::driver::{CudaContext, DevicePtr};
+    let ctx = CudaContext::new(0).unwrap();
+    let mut rng = Rng(4242);
+    for (round, (n, h, hkv, d)) in [(300, 2, 1, 32), (2000, 4, 2, 64), (700, 3, 3, 16)]
+        .into_iter()
+        .enumerate()
+    {
+        let stream = ctx.new_stream().unwrap();
+        let q: Vec<f16> = rand_vec(&mut rng, h * n * d, 1.0);
+        let k: Vec<f16> = rand_vec(&mut rng, hkv * n * d, 1.0);
+        let v: Vec<f16> = rand_vec(&mut rng, hkv * n * d, 1.0);
+        let cfg = Config {
+            block_size: 64,
+            gamma: 0.7,
+            coarse_query: if round == 1 {
+                CoarseQuery::First
+            } else {
+                CoarseQuery::Mean
+            },
+            ..Config::default()
+        };
+        let dims = Dims::from_shapes([1, h, n, d], [1, hkv, n, d], [1, hkv, n, d]).unwrap();
+        let (dq, dk, dv) = (
+            stream.clone_htod(&q).unwrap(),
+            stream.clone_htod(&k).unwrap(),
+            stream.clone_htod(&v).unwrap(),
+        );
+        let dy = stream.alloc_zeros::<f16>(h * n * d).unwrap();
+        {
+            let (pq, _a) = dq.device_ptr(&stream);
+            let (pk, _b) = dk.device_ptr(&stream);
+            let (pv, _c) = dv.device_ptr(&stream);
+            let (py, _d) = dy.device_ptr(&stream);
+            for _ in 0..2 {
+                unsafe {
+                    gpu::resolvent_attention_on_stream::<f16>(
+                        0,
+                        stream.cu_stream(),
+                        pq,
+                        pk,
+                        pv,
+                        py,
+                        &dims,
+                        &cfg,
+                    )
+                }
+                .unwrap();
+            }
+        }
+        let got = stream.clone_dtoh(&dy).unwrap();
+        let want = gpu::resolvent_attention_host(
+            TensorRef::new(&q, [1, h, n, d]).unwrap(),
+            TensorRef::new(&k, [1, hkv, n, d]).unwrap(),
+            TensorRef::new(&v, [1, hkv, n, d]).unwrap(),
+            &cfg,
+        )
+        .unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a.to_f32() - b.to_f32()).abs())
+            .fold(0.0f32, f32::max);
+        println!("host stream round {round} n = {n}: max |diff| vs host path {diff:.3e}");
+        assert!(diff <= 2e-3, "round {round}: {diff}");
+    }
+    // Bad input is an error, before anything is enqueued.
+    let dims = Dims::from_shapes([1, 1, 8, 8], [1, 1, 8, 8], [1, 1, 8, 8]).unwrap();
+    let s = ctx.new_stream().unwrap();
+    let e = unsafe {
+        gpu::resolvent_attention_on_stream::<f32>(
+            0,
+            s.cu_stream(),
+            0,
+            0,
+            0,
+            0,
+            &dims,
+            &Config::default(),
+        )
+    };
+    assert!(matches!(e, Err(Error::Shape { tensor: "Q", .. })), "{e:?}");
 }

@@ -17,8 +17,8 @@
 //!
 //! Limits of this path: `dk ≤ 128`, `dv ≤ 128`, `B·H ≤ 65535`, compute capability ≥ 9.0
 //! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
-//! at most 128 rows (64 when d > 64) and at most 2048 blocks, and is correct but not
-//! tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
+//! at most 128 rows (64 when d > 64), at most 2048 blocks and γ ≤
+//! [`MAX_BIDIRECTIONAL_GAMMA`], and is correct but not tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
 //! is [`Error::Unsupported`]. Both coarse queries (`mean`, `first`) are computed.
 //! Arithmetic is f32; f16/bf16 logits use the tensor cores
 //! with f32 accumulation.
@@ -32,6 +32,7 @@
 //! assert_eq!(y.len(), h * n * d);
 //! ```
 
+mod external;
 mod module;
 mod nvrtc;
 
@@ -47,6 +48,7 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::TensorRef;
 
+pub use external::resolvent_attention_on_stream;
 use module::Kernels;
 pub use module::ptx_tool;
 
@@ -188,6 +190,10 @@ impl Gpu {
 pub struct GpuWorkspace {
     bufs: Vec<CudaSlice<f32>>,
     bad: Option<CudaSlice<u64>>,
+    /// Where buffers are allocated (and later freed) when the calls run on a stream
+    /// this crate does not own (see `external`): the host may destroy its stream while
+    /// the buffers live on. `None`: on the calling [`Gpu`]'s stream.
+    alloc: Option<Arc<CudaStream>>,
 }
 
 impl std::fmt::Debug for GpuWorkspace {
@@ -209,13 +215,33 @@ impl GpuWorkspace {
     }
 
     fn ensure(&mut self, gpu: &Gpu, sizes: &[usize]) -> Result<()> {
+        let grows = self.bufs.len() != sizes.len()
+            || self.bad.is_none()
+            || sizes
+                .iter()
+                .zip(&self.bufs)
+                .any(|(&len, b)| b.len() < len.max(1));
+        if !grows {
+            return Ok(());
+        }
+        let alloc = self.alloc.clone().unwrap_or_else(|| gpu.stream.clone());
+        if self.alloc.is_some() {
+            // The old buffers may still be read by work queued on the caller's stream,
+            // and the allocation stream is not ordered with it: wait for both sides.
+            gpu.synchronize()?;
+        }
+        let zeros = |len: usize| {
+            alloc
+                .alloc_zeros::<f32>(len)
+                .map_err(|e| dev_err("allocating device memory", e))
+        };
         if self.bufs.len() != sizes.len() {
             self.bufs.clear();
         }
         for (i, &len) in sizes.iter().enumerate() {
             let len = len.max(1);
             if self.bufs.get(i).is_none_or(|b| b.len() < len) {
-                let b = gpu.zeros::<f32>(len)?;
+                let b = zeros(len)?;
                 if i < self.bufs.len() {
                     self.bufs[i] = b;
                 } else {
@@ -224,7 +250,16 @@ impl GpuWorkspace {
             }
         }
         if self.bad.is_none() {
-            self.bad = Some(gpu.zeros::<u64>(3)?);
+            self.bad = Some(
+                alloc
+                    .alloc_zeros::<u64>(3)
+                    .map_err(|e| dev_err("allocating device memory", e))?,
+            );
+        }
+        if self.alloc.is_some() {
+            alloc
+                .synchronize()
+                .map_err(|e| dev_err("synchronizing the allocation stream", e))?;
         }
         Ok(())
     }
@@ -246,6 +281,11 @@ impl GpuWorkspace {
         Ok(())
     }
 }
+
+/// Largest γ of the bidirectional GPU path. Its f32 solves lose accuracy like
+/// ε/(1 − γ): measured on the H200 (n = 600, b = 128) 1.2e-4 at γ = 0.999 and 5.6e-4 at
+/// 0.9999 against the float64 reference (cuda/results/v21_gpu_tests.txt).
+pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
 
 /// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
 const REDUCED_CW: usize = 8;
@@ -417,6 +457,14 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )));
     }
     let m = n.div_ceil(b);
+    if !cfg.causal && cfg.gamma > MAX_BIDIRECTIONAL_GAMMA {
+        return Err(Error::Unsupported(format!(
+            "bidirectional attention on the GPU solves in f32 and takes γ ≤ \
+             {MAX_BIDIRECTIONAL_GAMMA} (γ = {}: I − γA is too near singular for f32); use the \
+             CPU path, which solves in f64",
+            cfg.gamma
+        )));
+    }
     if !cfg.causal {
         // Bidirectional: the block's full system lives in one CTA's shared memory and the
         // m×m reduced system in global memory (cuda/bidir.cu).

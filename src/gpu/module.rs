@@ -26,6 +26,7 @@ pub fn ptx_tool() -> &'static str {
     env!("BLOCKRES_PTX_TOOL")
 }
 
+#[derive(Clone)]
 pub(crate) struct Kernels {
     pub means: [CudaFunction; 3],
     pub coarse: CudaFunction,

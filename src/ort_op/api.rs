@@ -257,6 +257,47 @@ impl Api {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl Api {
+    /// The CUDA stream ORT runs this node on (null when the provider has none).
+    ///
+    /// # Safety
+    /// `ctx` must be the context of the running Compute call.
+    pub(crate) unsafe fn gpu_stream(
+        &self,
+        ctx: *const OrtKernelContext,
+    ) -> Result<*mut std::ffi::c_void, Fail> {
+        let mut s: *mut std::ffi::c_void = ptr::null_mut();
+        // SAFETY: forwarded.
+        unsafe { self.check((self.0.KernelContext_GetGPUComputeStream)(ctx, &mut s))? };
+        Ok(s)
+    }
+
+    /// Where a tensor lives: the allocator's name ("Cpu", "Cuda", "CudaPinned", ...)
+    /// and the device id.
+    ///
+    /// # Safety
+    /// `value` must be a valid tensor `OrtValue`.
+    pub(crate) unsafe fn location(&self, value: *const OrtValue) -> Result<(String, i32), Fail> {
+        let mut info: *const ort_sys::OrtMemoryInfo = ptr::null();
+        let mut name: *const c_char = ptr::null();
+        let mut id: std::ffi::c_int = 0;
+        // SAFETY: forwarded; the memory info belongs to the value (not released), its
+        // name is a static string of the host.
+        unsafe {
+            self.check((self.0.GetTensorMemoryInfo)(value, &mut info))?;
+            self.check((self.0.MemoryInfoGetName)(info, &mut name))?;
+            self.check((self.0.MemoryInfoGetId)(info, &mut id))?;
+            let name = if name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(name).to_string_lossy().into_owned()
+            };
+            Ok((name, id))
+        }
+    }
+}
+
 /// What an attribute lookup found.
 pub(crate) enum Attr<T> {
     /// Not given on the node: use the default.

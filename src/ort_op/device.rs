@@ -67,10 +67,7 @@ pub(crate) fn gpu_suits(dims: &Dims, cfg: &Config) -> bool {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX);
-    let gpu_structure = match cfg.structure {
-        Structure::Block | Structure::Dense => true,
-        _ => false,
-    };
+    let gpu_structure = matches!(cfg.structure, Structure::Block | Structure::Dense);
     cfg.causal
         && gpu_structure
         && dims.dk <= GPU_MAX_HEAD_DIM

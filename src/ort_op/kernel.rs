@@ -47,21 +47,34 @@ impl OnnxElement for bf16 {
         ONNXTensorElementDataType::ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
 }
 
-/// One registration of the op for element type `T`. ORT hands callbacks a pointer to
-/// the `ort` field; `repr(C)` with `ort` first lets us get back to the whole struct.
+/// The execution provider a registration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Provider {
+    /// Host tensors; Compute may offload to the GPU itself (`device`).
+    Cpu,
+    /// ORT's CUDA execution provider: device tensors and ORT's compute stream.
+    #[cfg(feature = "cuda")]
+    Cuda,
+}
+
+/// One registration of the op for element type `T` and one provider. ORT hands
+/// callbacks a pointer to the `ort` field; `repr(C)` with `ort` first lets us get back
+/// to the whole struct.
 #[repr(C)]
 pub(crate) struct Op<T> {
     ort: OrtCustomOp,
     api: Api,
+    provider: Provider,
     _t: PhantomData<fn() -> T>,
 }
 
 /// The state of one graph node: its parsed attributes and a scratch pool. `Sync`
 /// (ORT may call Compute on one kernel from several threads at once): the config is
 /// read-only and the workspace hands each call its own buffers.
-struct Kernel<T> {
-    api: Api,
-    cfg: Config,
+pub(crate) struct Kernel<T> {
+    pub(crate) api: Api,
+    provider: Provider,
+    pub(crate) cfg: Config,
     device: Device,
     ws: Workspace,
     _t: PhantomData<fn() -> T>,
@@ -108,7 +121,7 @@ fn quiet<R>(fallback: R, f: impl FnOnce() -> R) -> R {
 }
 
 impl<T: OnnxElement> Op<T> {
-    pub(crate) fn new(api: Api) -> Self {
+    pub(crate) fn new(api: Api, provider: Provider) -> Self {
         Op {
             ort: OrtCustomOp {
                 version: API_VERSION,
@@ -139,6 +152,7 @@ impl<T: OnnxElement> Op<T> {
                 ReleaseAliasMap: None,
             },
             api,
+            provider,
             _t: PhantomData,
         }
     }
@@ -160,9 +174,16 @@ unsafe extern "system" fn get_name(_op: *const OrtCustomOp) -> *const c_char {
     OP_NAME.as_ptr()
 }
 
-unsafe extern "system" fn get_execution_provider_type(_op: *const OrtCustomOp) -> *const c_char {
-    // Null selects the CPU execution provider.
-    ptr::null()
+unsafe extern "system" fn get_execution_provider_type(op: *const OrtCustomOp) -> *const c_char {
+    // SAFETY: ORT passes back an op it was given; every registration is an `Op<f32>`,
+    // `Op<f16>` or `Op<bf16>`, whose layouts agree up to `provider` (T is a marker).
+    let provider = unsafe { Op::<f32>::from_ort(op) }.provider;
+    match provider {
+        // Null selects the CPU execution provider.
+        Provider::Cpu => ptr::null(),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => c"CUDAExecutionProvider".as_ptr(),
+    }
 }
 
 unsafe extern "system" fn get_type<T: OnnxElement>(
@@ -234,8 +255,13 @@ unsafe extern "system" fn create_kernel<T: OnnxElement>(
         let attrs = Attrs { api, info };
         let cfg = parse_config(&attrs)?;
         let device = parse_device(&attrs)?;
+        #[cfg(feature = "cuda")]
+        if this.provider == Provider::Cuda {
+            super::cuda::check_config(&cfg)?;
+        }
         let kernel = Box::new(Kernel::<T> {
             api,
+            provider: this.provider,
             cfg,
             device,
             ws: Workspace::new(),
@@ -263,7 +289,11 @@ unsafe extern "system" fn kernel_compute<T: OnnxElement>(
     // SAFETY: created by `create_kernel::<T>`; only shared references are taken, so
     // concurrent Compute calls on one kernel are fine.
     let kernel = unsafe { &*kernel.cast::<Kernel<T>>() };
-    guarded(kernel.api, || kernel.compute(ctx))
+    guarded(kernel.api, || match kernel.provider {
+        Provider::Cpu => kernel.compute(ctx),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => super::cuda::compute(kernel, ctx),
+    })
 }
 
 fn bad_attr(name: &str, expected: &str, got: &str) -> Fail {
@@ -376,9 +406,23 @@ fn parse_device(a: &Attrs) -> Result<Device, Fail> {
     }
 }
 
-impl<T: OnnxElement> Kernel<T> {
-    fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), Fail> {
-        let api = self.api;
+/// The inputs and output of one Compute call, checked: element type, rank, shapes,
+/// alignment. The pointers are ORT's (host or device memory, by provider) and valid
+/// until Compute returns.
+pub(crate) struct Call {
+    pub(crate) shapes: [[usize; 4]; 3],
+    pub(crate) data: [*mut u8; 3],
+    pub(crate) dims: Dims,
+    pub(crate) out_shape: [usize; 4],
+    pub(crate) y: *mut u8,
+    /// Input Q, for where it lives.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) q_value: *const ort_sys::OrtValue,
+}
+
+impl Call {
+    /// Read and check the inputs and allocate the output.
+    pub(crate) fn read<T: OnnxElement>(api: Api, ctx: *mut OrtKernelContext) -> Result<Self, Fail> {
         // SAFETY (whole block): `ctx` is the context of this Compute call; values it
         // returns stay valid until Compute returns.
         let count = unsafe { api.input_count(ctx)? };
@@ -389,12 +433,16 @@ impl<T: OnnxElement> Kernel<T> {
         }
         let mut shapes = [[0usize; 4]; 3];
         let mut data = [ptr::null_mut::<u8>(); 3];
+        let mut q_value = ptr::null();
         for (i, name) in INPUTS.iter().enumerate() {
             let value = unsafe { api.input(ctx, i)? }.ok_or_else(|| {
                 Fail::invalid(format!(
                     "blockres.ResolventAttention: input {name} is missing"
                 ))
             })?;
+            if i == 0 {
+                q_value = value;
+            }
             let ts = unsafe { api.describe_value(value)? };
             if ts.elem != type_code(T::ONNX) {
                 return Err(Fail::invalid(format!(
@@ -431,7 +479,28 @@ impl<T: OnnxElement> Kernel<T> {
         let out_shape = dims.output_shape();
         let out_dims = out_shape.map(|d| d as i64);
         let y_value = unsafe { api.output(ctx, 0, &out_dims)? };
-        let y_data = unsafe { api.data(y_value)? };
+        let y = unsafe { api.data(y_value)? };
+        Ok(Call {
+            shapes,
+            data,
+            dims,
+            out_shape,
+            y,
+            q_value,
+        })
+    }
+}
+
+impl<T: OnnxElement> Kernel<T> {
+    fn compute(&self, ctx: *mut OrtKernelContext) -> Result<(), Fail> {
+        let Call {
+            shapes,
+            data,
+            dims,
+            out_shape,
+            y: y_data,
+            ..
+        } = Call::read::<T>(self.api, ctx)?;
 
         let view = |p: *mut u8, shape: [usize; 4], name: &str| -> Result<&[T], Fail> {
             slice_parts::<T>(p, shape, name).map(|(p, len)| {

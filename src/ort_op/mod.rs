@@ -7,14 +7,19 @@
 //! `ort`). The library does not link libonnxruntime: it only calls through the API
 //! table the host passes in, so one build serves every ORT ≥ 1.18.
 //!
-//! The op is registered once per element type (float, float16, bfloat16); ORT merges
-//! the three into one schema and picks the kernel from the input type.
+//! The op is registered once per element type (float, float16, bfloat16) and provider;
+//! ORT merges them into one schema and picks the kernel from the node's provider and
+//! input type. Built with the `cuda` feature, the library also registers the three for
+//! ORT's CUDA execution provider (`cuda.rs`): device tensors in and out, the kernels
+//! on ORT's compute stream.
 //!
 //! Built with the `cuda` feature, Compute may run on the GPU instead, copying ORT's
 //! host tensors in and out (node attribute `device`, variable `BLOCKRES_DEVICE`; the
 //! rule is in `device.rs`), so that a CPU-only ORT still gets the GPU path.
 
 mod api;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod device;
 mod kernel;
 mod pool;
@@ -28,7 +33,7 @@ use half::{bf16, f16};
 use ort_sys::{OrtApiBase, OrtCustomOpDomain, OrtErrorCode, OrtSessionOptions, OrtStatus};
 
 use api::{Api, Fail};
-use kernel::{OnnxElement, Op};
+use kernel::{OnnxElement, Op, Provider};
 
 /// The C API version requested from the host (ORT 1.18). Spelled out rather than taken
 /// from `ort_sys::ORT_API_VERSION`, which cargo feature unification can raise: asking a
@@ -44,8 +49,8 @@ const DOMAIN: &CStr = c"blockres";
 /// could hold. Reusing it keeps repeated registrations from leaking more.
 static DOMAINS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
 
-fn leak_op<T: OnnxElement>(api: Api) -> *const ort_sys::OrtCustomOp {
-    let op: &'static Op<T> = Box::leak(Box::new(Op::<T>::new(api)));
+fn leak_op<T: OnnxElement>(api: Api, provider: Provider) -> *const ort_sys::OrtCustomOp {
+    let op: &'static Op<T> = Box::leak(Box::new(Op::<T>::new(api, provider)));
     op.as_ort()
 }
 
@@ -59,11 +64,20 @@ fn domain_for(api: Api) -> Result<*mut OrtCustomOpDomain, Fail> {
     let mut domain: *mut OrtCustomOpDomain = ptr::null_mut();
     // SAFETY: `DOMAIN` is NUL-terminated; `domain` receives a new object we keep.
     unsafe { api.check((api.0.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain))? };
-    for op in [
-        leak_op::<f32>(api),
-        leak_op::<f16>(api),
-        leak_op::<bf16>(api),
-    ] {
+    #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
+    let mut ops = vec![
+        leak_op::<f32>(api, Provider::Cpu),
+        leak_op::<f16>(api, Provider::Cpu),
+        leak_op::<bf16>(api, Provider::Cpu),
+    ];
+    // A session without the CUDA execution provider never picks these.
+    #[cfg(feature = "cuda")]
+    ops.extend([
+        leak_op::<f32>(api, Provider::Cuda),
+        leak_op::<f16>(api, Provider::Cuda),
+        leak_op::<bf16>(api, Provider::Cuda),
+    ]);
+    for op in ops {
         // SAFETY: the ops are leaked, so they outlive the domain.
         unsafe { api.check((api.0.CustomOpDomain_Add)(domain, op))? };
     }
