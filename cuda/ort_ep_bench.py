@@ -12,6 +12,7 @@ way; and the same op with CUDA graph capture when the provider takes it.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -25,7 +26,8 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "onnx"))
 import blockres_onnx as br  # noqa: E402
 
-H, D, B_SIZE = 16, 64, 128
+H, D = 16, 64
+B_SIZE = int(os.environ.get("BLOCK", "128"))
 KERNELS = ("block_means", "coarse", "local", "reduced", "combine")
 
 
@@ -99,7 +101,7 @@ def main():
         del q, k, v, y
         torch.cuda.empty_cache()
     print(f"ORT {ort.__version__} CUDA EP, torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print("B=1 H=16 d=64 f16 causal block b=128; medians of 30 runs (ms)")
+    print(f"B=1 H=16 d=64 f16 causal block b={B_SIZE} (0: the crate rule); medians of 30 runs (ms)")
     print(f"{'n':>7} {'op (ORT run)':>13} {'op kernels':>11} {'run/kernels':>12} {'op, CUDA graph':>15} {'SDPA':>8} {'SDPA/op':>8}")
     for n, op, kern, graph, sdpa in rows:
         print(f"{n:>7} {op:>13.3f} {kern:>11.3f} {op / kern:>12.2f} {graph:>15.3f} {sdpa:>8.3f} {sdpa / op:>8.2f}")

@@ -10,5 +10,12 @@ cargo test --release
 # the device machine (outputs in cuda/results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples
 cargo test --release --features cuda --doc
+# The CUDA-built op library (which also registers the op for the CUDA execution
+# provider) in this CPU-only onnxruntime: the CPU registration must work unchanged.
+cargo build --release --features cuda --lib
+mkdir -p target/cuda-lib && cp target/release/libblockres.so target/cuda-lib/
+cargo build --release --lib
+BLOCKRES_LIBRARY="$root/target/cuda-lib/libblockres.so" "$root/.venv/bin/python" -m pytest -q \
+  onnx/tests/test_op.py onnx/tests/test_op_device.py
 # torch is installed by `setup.sh torch`: its tests must run, not skip.
 BLOCKRES_REQUIRE_TORCH=1 "$root/.venv/bin/python" -m pytest -q onnx/tests benches/peer_test.py
