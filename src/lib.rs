@@ -23,6 +23,7 @@
 mod attention;
 mod config;
 pub mod cpu;
+mod decode;
 pub mod diagnostics;
 mod element;
 mod error;
@@ -37,6 +38,7 @@ pub use attention::{
 };
 pub use config::{CoarseQuery, Config, Structure};
 pub use cpu::block::auto_block_size;
+pub use decode::Decoder;
 pub use element::Element;
 pub use error::{Error, Result};
 pub use faer::Par;
