@@ -5,7 +5,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh torch
 source scripts/env.sh
-cargo test --release
+BLOCKRES_REQUIRE_ORT=1 cargo test --release
 # The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on
 # the device machine (outputs in cuda/results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples

@@ -23,7 +23,7 @@
 mod attention;
 mod config;
 pub mod cpu;
-mod decode;
+pub(crate) mod decode;
 pub mod diagnostics;
 mod element;
 mod error;

@@ -54,12 +54,90 @@ pub(crate) fn try_copy(src: &[f32], what: &'static str) -> Result<Vec<f32>> {
     Ok(v)
 }
 
+/// Where a state's rows live: a growable `Vec` (the `Decoder`), or a caller's
+/// preallocated buffer (the ONNX op's cache tensors, [`Span`]).
+pub(crate) trait Rows: std::ops::Deref<Target = [f32]> {
+    /// Append values; fails (never aborts) when there is no room.
+    fn append(&mut self, data: &[f32], what: &'static str) -> Result<()>;
+    /// Make room for `more` values up front.
+    fn make_room(&mut self, more: usize, what: &'static str) -> Result<()>;
+}
+
+impl Rows for Vec<f32> {
+    fn append(&mut self, data: &[f32], what: &'static str) -> Result<()> {
+        push(self, data, what)
+    }
+    fn make_room(&mut self, more: usize, what: &'static str) -> Result<()> {
+        self.try_reserve(more).map_err(|_| Error::OutOfMemory {
+            what,
+            bytes: (self.len() + more).saturating_mul(4),
+        })
+    }
+}
+
+/// The first `len` values of a fixed buffer are the rows; appends fill the rest.
+#[derive(Debug)]
+pub(crate) struct Span<'a> {
+    pub buf: &'a mut [f32],
+    pub len: usize,
+}
+
+impl std::ops::Deref for Span<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Rows for Span<'_> {
+    fn append(&mut self, data: &[f32], what: &'static str) -> Result<()> {
+        self.make_room(data.len(), what)?;
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+        Ok(())
+    }
+    fn make_room(&mut self, more: usize, what: &'static str) -> Result<()> {
+        if self.len + more <= self.buf.len() {
+            return Ok(());
+        }
+        Err(Error::Unsupported(format!(
+            "{what}: the buffer holds {} values, {} are needed",
+            self.buf.len(),
+            self.len + more
+        )))
+    }
+}
+
+impl<S> KvState<S> {
+    /// A state over given storage (the ONNX op's buffers).
+    pub fn over(ksum: S, tail: S) -> Self {
+        Self {
+            ksum,
+            tail,
+            mark: (0, 0),
+        }
+    }
+}
+
+impl<S> HeadState<S> {
+    /// A state over given storage (the ONNX op's buffers).
+    pub fn over(zsum: S, tail: S, coarse: Coarse) -> Self {
+        Self {
+            zsum,
+            tail,
+            saved: coarse.clone(),
+            coarse,
+            mark: (0, 0),
+        }
+    }
+}
+
 /// The state of one key/value head: `ksum` (finished blocks × dk, the key sums) and
 /// `tail` (the keys from the start of the current block on; every key for dense).
 #[derive(Debug, Default)]
-pub(crate) struct KvState {
-    pub ksum: Vec<f32>,
-    pub tail: Vec<f32>,
+pub(crate) struct KvState<S = Vec<f32>> {
+    pub ksum: S,
+    pub tail: S,
     mark: (usize, usize),
 }
 
@@ -78,9 +156,9 @@ pub(crate) struct Coarse {
 /// sums), `tail` (the resolved values z of the current block's tokens; every token's
 /// for dense) and the current block's coarse terms.
 #[derive(Debug, Clone)]
-pub(crate) struct HeadState {
-    pub zsum: Vec<f32>,
-    pub tail: Vec<f32>,
+pub(crate) struct HeadState<S = Vec<f32>> {
+    pub zsum: S,
+    pub tail: S,
     pub coarse: Coarse,
     saved: Coarse,
     mark: (usize, usize),
@@ -201,9 +279,14 @@ fn sum_rows(rows: &[f32], out: &mut [f32]) {
 
 /// Append the keys of tokens `len..len + s` to one kv head and the key sums of the
 /// blocks they finish. Runs before any query head, which read both.
-pub(crate) fn push_keys(kv: &mut KvState, k: &[f32], g: &Geom, len: usize) -> Result<()> {
+pub(crate) fn push_keys<S: Rows>(
+    kv: &mut KvState<S>,
+    k: &[f32],
+    g: &Geom,
+    len: usize,
+) -> Result<()> {
     let s = k.len() / g.dk;
-    push(&mut kv.tail, k, "the decoder's key cache")?;
+    kv.tail.append(k, "the decoder's key cache")?;
     let start = g.block_start(len);
     let mut sum = Vec::new();
     for bi in g.finished(len, s) {
@@ -212,14 +295,21 @@ pub(crate) fn push_keys(kv: &mut KvState, k: &[f32], g: &Geom, len: usize) -> Re
         }
         let lo = bi * g.b - start;
         sum_rows(&kv.tail[lo * g.dk..(lo + g.b) * g.dk], &mut sum);
-        push(&mut kv.ksum, &sum, "the decoder's key sums")?;
+        kv.ksum.append(&sum, "the decoder's key sums")?;
     }
     Ok(())
 }
 
 /// Set the coarse terms of block `bi` from its anchor query `qa` and the finished
 /// blocks `0..bi` (`buf` holds at least `bi` logits).
-fn start_block(h: &mut HeadState, kv: &KvState, qa: &[f32], bi: usize, g: &Geom, buf: &mut [f32]) {
+fn start_block<S: Rows>(
+    h: &mut HeadState<S>,
+    kv: &KvState<S>,
+    qa: &[f32],
+    bi: usize,
+    g: &Geom,
+    buf: &mut [f32],
+) {
     let c = &mut h.coarse;
     c.hsum.fill(0.0);
     if bi == 0 {
@@ -247,9 +337,9 @@ fn start_block(h: &mut HeadState, kv: &KvState, qa: &[f32], bi: usize, g: &Geom,
 /// multiplied by the row normalizer. The denominator is at least `min(1, 1−γ)`: the
 /// term at μ is 1 and only `e_t` is discounted.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn extend_head(
-    h: &mut HeadState,
-    kv: &KvState,
+pub(crate) fn extend_head<S: Rows>(
+    h: &mut HeadState<S>,
+    kv: &KvState<S>,
     q: &[f32],
     v: &[f32],
     y: &mut [f32],
@@ -271,10 +361,8 @@ pub(crate) fn extend_head(
     cpu::grow(buf, logits + dv, "the decoder's logits")?;
     let (lgbuf, acc) = buf.split_at_mut(logits);
     let acc = &mut acc[..dv];
-    h.tail.try_reserve(s * dv).map_err(|_| Error::OutOfMemory {
-        what: "the decoder's resolved-value cache",
-        bytes: (h.tail.len() + s * dv).saturating_mul(4),
-    })?;
+    h.tail
+        .make_room(s * dv, "the decoder's resolved-value cache")?;
     let zmark = h.zsum.len();
     for (i, ((qt, vt), yt)) in q
         .chunks_exact(dk)
@@ -309,10 +397,10 @@ pub(crate) fn extend_head(
             *o = (1.0 - gamma) * w;
             *a = vv + gamma * w;
         }
-        h.tail.extend_from_slice(acc);
-        if (t + 1) % b == 0 {
+        h.tail.append(acc, "the decoder's resolved-value cache")?;
+        if (t + 1).is_multiple_of(b) {
             sum_rows(&h.tail[lo * dv..hi * dv], acc);
-            push(&mut h.zsum, acc, "the decoder's resolved-value sums")?;
+            h.zsum.append(acc, "the decoder's resolved-value sums")?;
         }
     }
     finite(y, &h.tail[(len - start) * dv..], &h.zsum[zmark..])
@@ -321,9 +409,9 @@ pub(crate) fn extend_head(
 /// Rows `0..s` of an empty state by the full causal kernel (GEMM-based and parallel),
 /// then the state from them: `z = v + γ·w` with `w = y/(1−γ)`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn prefill_head(
-    h: &mut HeadState,
-    kv: &KvState,
+pub(crate) fn prefill_head<S: Rows>(
+    h: &mut HeadState<S>,
+    kv: &KvState<S>,
     [q, k, v]: [&[f32]; 3],
     y: &mut [f32],
     g: &Geom,
@@ -360,16 +448,21 @@ pub(crate) fn prefill_head(
         r => r?,
     }
     let f = gamma / (1.0 - gamma);
-    h.tail.try_reserve(s * dv).map_err(|_| Error::OutOfMemory {
-        what: "the decoder's resolved-value cache",
-        bytes: (s * dv).saturating_mul(4),
-    })?;
-    h.tail.extend(y.iter().zip(v).map(|(&yy, &vv)| vv + f * yy));
+    h.tail
+        .make_room(s * dv, "the decoder's resolved-value cache")?;
+    let mut z = Vec::new();
+    cpu::grow(&mut z, dv, "the decoder's resolved values")?;
+    for (yr, vr) in y.chunks_exact(dv).zip(v.chunks_exact(dv)) {
+        for ((zz, &yy), &vv) in z.iter_mut().zip(yr).zip(vr) {
+            *zz = vv + f * yy;
+        }
+        h.tail.append(&z, "the decoder's resolved-value cache")?;
+    }
     let mut sum = Vec::new();
     for bi in g.finished(0, s) {
         cpu::grow(&mut sum, dv, "the decoder's resolved-value sums")?;
         sum_rows(&h.tail[bi * b * dv..(bi + 1) * b * dv], &mut sum);
-        push(&mut h.zsum, &sum, "the decoder's resolved-value sums")?;
+        h.zsum.append(&sum, "the decoder's resolved-value sums")?;
     }
     let cur = g.block_start(s);
     if !g.dense() && cur < s {

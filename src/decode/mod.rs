@@ -2,7 +2,7 @@
 //! the state of the tokens seen so far, and each call appends tokens and returns their
 //! rows of `Y`, equal to the rows one call on the whole sequence would give.
 
-mod kernel;
+pub(crate) mod kernel;
 
 use faer::Par;
 use rayon::prelude::*;
@@ -13,7 +13,7 @@ use crate::cpu::{self, KernelScratch};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
-use kernel::{Geom, HeadState, KvState};
+use kernel::{Geom, HeadState, KvState, Rows};
 
 /// The decoding state of one batch of sequences: for each key/value head the cached keys
 /// (every key for `dense`; for `block`, the current block's keys and one key sum per
@@ -70,6 +70,12 @@ pub struct Decoder {
     /// Per query head: logits scratch for steps.
     bufs: Vec<Vec<f32>>,
 }
+
+/// One query head's share of a call: its state, its logits scratch, its rows of Y.
+type HeadTask<'a, S> = (
+    usize,
+    ((&'a mut HeadState<S>, &'a mut Vec<f32>), &'a mut [f32]),
+);
 
 /// Work (multiply-adds) below which a call stays on the calling thread: a one-token
 /// step of a few heads is microseconds, less than waking a pool.
@@ -333,7 +339,7 @@ impl Decoder {
         for st in &mut self.hs {
             st.begin();
         }
-        let r = self.run(&qf, &kf, &vf, &mut yf, s, par);
+        let r = self.run(&qf, &kf, &vf, &mut yf, par);
         if let Err(e) = r {
             for st in &mut self.kv {
                 st.rollback();
@@ -392,76 +398,106 @@ impl Decoder {
         })
     }
 
-    fn run(
-        &mut self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        y: &mut [f32],
-        s: usize,
-        par: Par,
-    ) -> Result<()> {
-        let g = self.g;
-        let (len, heads, kv_heads) = (self.len, self.heads, self.kv_heads);
-        let group = heads / kv_heads;
-        let total = self.hs.len();
-        let span = (len + s - g.block_start(len)).min(g.b);
-        let work = total * s * span * (g.dk + g.dv);
-        let par = if cpu::threads(par) > 1 && (work >= PARALLEL_WORK || len == 0) {
-            par
-        } else {
-            Par::Seq
+    fn run(&mut self, q: &[f32], k: &[f32], v: &[f32], y: &mut [f32], par: Par) -> Result<()> {
+        let st = States {
+            kv: &mut self.kv,
+            hs: &mut self.hs,
+            bufs: &mut self.bufs,
         };
-        let parallel = cpu::threads(par) > 1;
-        let push = |(i, st): (usize, &mut KvState)| {
-            kernel::push_keys(st, &k[i * s * g.dk..(i + 1) * s * g.dk], &g, len)
-        };
-        if parallel {
-            self.kv.par_iter_mut().enumerate().try_for_each(push)?;
-        } else {
-            self.kv.iter_mut().enumerate().try_for_each(push)?;
-        }
-        let kvs = &self.kv;
-        // Heads first; only a prefill of fewer heads than threads splits a head.
-        let inner = if total >= cpu::threads(par) {
-            Par::Seq
-        } else {
-            par
-        };
-        let head =
-            |(bh, ((h, buf), yh)): (usize, ((&mut HeadState, &mut Vec<f32>), &mut [f32]))| {
-                let kvh = (bh / heads) * kv_heads + (bh % heads) / group;
-                let kv = &kvs[kvh];
-                let qh = &q[bh * s * g.dk..(bh + 1) * s * g.dk];
-                let vh = &v[kvh * s * g.dv..(kvh + 1) * s * g.dv];
-                if len == 0 {
-                    let kh = &k[kvh * s * g.dk..(kvh + 1) * s * g.dk];
-                    let mut ks = KernelScratch::default();
-                    kernel::prefill_head(h, kv, [qh, kh, vh], yh, &g, &mut ks, buf, inner)
-                } else {
-                    kernel::extend_head(h, kv, qh, vh, yh, &g, len, buf)
-                }
-            };
-        if parallel {
-            self.hs
-                .par_iter_mut()
-                .zip(self.bufs.par_iter_mut())
-                .zip(y.par_chunks_mut(s * g.dv))
-                .enumerate()
-                .with_max_len(1)
-                .try_for_each(head)
-        } else {
-            self.hs
-                .iter_mut()
-                .zip(self.bufs.iter_mut())
-                .zip(y.chunks_mut(s * g.dv))
-                .enumerate()
-                .try_for_each(head)
-        }
+        run_heads(
+            st,
+            [q, k, v],
+            y,
+            &self.g,
+            self.len,
+            self.heads,
+            self.kv_heads,
+            par,
+        )
     }
 }
 
-fn check_decodable(cfg: &Config) -> Result<()> {
+/// The states of one call: per kv head, per query head, and per query head a logits
+/// scratch.
+pub(crate) struct States<'a, S> {
+    pub kv: &'a mut [KvState<S>],
+    pub hs: &'a mut [HeadState<S>],
+    pub bufs: &'a mut [Vec<f32>],
+}
+
+/// Append `s` tokens (`q: [B·H, s, dk]`, `k: [B·Hkv, s, dk]`, `v: [B·Hkv, s, dv]`, f32)
+/// to states holding `len` tokens and write `y: [B·H, s, dv]`: the keys first (every
+/// query head of a group reads them), then the heads, in parallel where the work pays.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_heads<S: Rows + Send + Sync>(
+    st: States<'_, S>,
+    [q, k, v]: [&[f32]; 3],
+    y: &mut [f32],
+    g: &Geom,
+    len: usize,
+    heads: usize,
+    kv_heads: usize,
+    par: Par,
+) -> Result<()> {
+    let g = *g;
+    let s = q.len() / (st.hs.len() * g.dk);
+    let group = heads / kv_heads;
+    let total = st.hs.len();
+    let span = (len + s - g.block_start(len)).min(g.b);
+    let work = total * s * span * (g.dk + g.dv);
+    let par = if cpu::threads(par) > 1 && (work >= PARALLEL_WORK || len == 0) {
+        par
+    } else {
+        Par::Seq
+    };
+    let parallel = cpu::threads(par) > 1;
+    let push = |(i, kv): (usize, &mut KvState<S>)| {
+        kernel::push_keys(kv, &k[i * s * g.dk..(i + 1) * s * g.dk], &g, len)
+    };
+    if parallel {
+        st.kv.par_iter_mut().enumerate().try_for_each(push)?;
+    } else {
+        st.kv.iter_mut().enumerate().try_for_each(push)?;
+    }
+    let kvs = &*st.kv;
+    // Heads first; only a prefill of fewer heads than threads splits a head.
+    let inner = if total >= cpu::threads(par) {
+        Par::Seq
+    } else {
+        par
+    };
+    let head = |(bh, ((h, buf), yh)): HeadTask<'_, S>| {
+        let kvh = (bh / heads) * kv_heads + (bh % heads) / group;
+        let kv = &kvs[kvh];
+        let qh = &q[bh * s * g.dk..(bh + 1) * s * g.dk];
+        let vh = &v[kvh * s * g.dv..(kvh + 1) * s * g.dv];
+        if len == 0 {
+            let kh = &k[kvh * s * g.dk..(kvh + 1) * s * g.dk];
+            let mut ks = KernelScratch::default();
+            kernel::prefill_head(h, kv, [qh, kh, vh], yh, &g, &mut ks, buf, inner)
+        } else {
+            kernel::extend_head(h, kv, qh, vh, yh, &g, len, buf)
+        }
+    };
+    if parallel {
+        st.hs
+            .par_iter_mut()
+            .zip(st.bufs.par_iter_mut())
+            .zip(y.par_chunks_mut(s * g.dv))
+            .enumerate()
+            .with_max_len(1)
+            .try_for_each(head)
+    } else {
+        st.hs
+            .iter_mut()
+            .zip(st.bufs.iter_mut())
+            .zip(y.chunks_mut(s * g.dv))
+            .enumerate()
+            .try_for_each(head)
+    }
+}
+
+pub(crate) fn check_decodable(cfg: &Config) -> Result<()> {
     let param = |name, message: &str| {
         Err(Error::Param {
             name,
@@ -506,7 +542,7 @@ fn oom(items: usize) -> Error {
 }
 
 /// The input in f32 (a fallible copy), or the error naming its first non-finite value.
-fn widen<T: Element>(name: &'static str, x: &[T]) -> Result<Vec<f32>> {
+pub(crate) fn widen<T: Element>(name: &'static str, x: &[T]) -> Result<Vec<f32>> {
     let mut out = Vec::new();
     cpu::grow(&mut out, x.len(), "the f32 copy of a decoding input")?;
     T::widen(x, &mut out);

@@ -101,7 +101,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Run a status-returning callback body, turning a panic into an error status.
-fn guarded(api: Api, f: impl FnOnce() -> Result<(), Fail>) -> OrtStatusPtr {
+pub(super) fn guarded(api: Api, f: impl FnOnce() -> Result<(), Fail>) -> OrtStatusPtr {
     let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
         Err(Fail::Msg(
             OrtErrorCode::ORT_RUNTIME_EXCEPTION,
@@ -116,7 +116,7 @@ fn guarded(api: Api, f: impl FnOnce() -> Result<(), Fail>) -> OrtStatusPtr {
 
 /// Run a value-returning callback that has no way to report an error; a panic (which
 /// none of them can raise in practice) yields `fallback` instead of unwinding into C.
-fn quiet<R>(fallback: R, f: impl FnOnce() -> R) -> R {
+pub(super) fn quiet<R>(fallback: R, f: impl FnOnce() -> R) -> R {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
@@ -215,19 +215,19 @@ unsafe extern "system" fn get_input_memory_type(
     OrtMemType::OrtMemTypeDefault
 }
 
-unsafe extern "system" fn get_variadic_min_arity(_op: *const OrtCustomOp) -> c_int {
+pub(super) unsafe extern "system" fn get_variadic_min_arity(_op: *const OrtCustomOp) -> c_int {
     1
 }
 
-unsafe extern "system" fn get_variadic_homogeneity(_op: *const OrtCustomOp) -> c_int {
+pub(super) unsafe extern "system" fn get_variadic_homogeneity(_op: *const OrtCustomOp) -> c_int {
     1
 }
 
-unsafe extern "system" fn get_start_version(_op: *const OrtCustomOp) -> c_int {
+pub(super) unsafe extern "system" fn get_start_version(_op: *const OrtCustomOp) -> c_int {
     1
 }
 
-unsafe extern "system" fn get_end_version(_op: *const OrtCustomOp) -> c_int {
+pub(super) unsafe extern "system" fn get_end_version(_op: *const OrtCustomOp) -> c_int {
     c_int::MAX
 }
 
@@ -329,7 +329,7 @@ fn count_attr(a: &Attrs, name: &str, default: usize, form: &str) -> Result<usize
 }
 
 /// Map the node's attributes (SPEC §5) to a checked [`Config`].
-fn parse_config(a: &Attrs) -> Result<Config, Fail> {
+pub(super) fn parse_config(a: &Attrs) -> Result<Config, Fail> {
     let d = Config::default();
     let gamma = float_attr(a, "gamma", d.gamma)?;
     let scale = float_attr(a, "scale", d.scale)?;
@@ -547,7 +547,11 @@ impl<T: OnnxElement> Kernel<T> {
 }
 
 /// Check that a tensor buffer can be viewed as `[T]` of the shape's length.
-fn slice_parts<T>(p: *mut u8, shape: [usize; 4], name: &str) -> Result<(*const T, usize), Fail> {
+pub(super) fn slice_parts<T>(
+    p: *mut u8,
+    shape: [usize; 4],
+    name: &str,
+) -> Result<(*const T, usize), Fail> {
     let len = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))

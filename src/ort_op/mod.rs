@@ -18,6 +18,7 @@
 //! rule is in `device.rs`), so that a CPU-only ORT still gets the GPU path.
 
 mod api;
+mod cache;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod device;
@@ -54,6 +55,11 @@ fn leak_op<T: OnnxElement>(api: Api, provider: Provider) -> *const ort_sys::OrtC
     op.as_ort()
 }
 
+fn leak_cache_op<T: OnnxElement>(api: Api) -> *const ort_sys::OrtCustomOp {
+    let op: &'static cache::CacheOp<T> = Box::leak(Box::new(cache::CacheOp::<T>::new(api)));
+    op.as_ort()
+}
+
 /// The domain for this host, creating and filling it on first use.
 fn domain_for(api: Api) -> Result<*mut OrtCustomOpDomain, Fail> {
     let key = ptr::from_ref(api.0) as usize;
@@ -64,12 +70,16 @@ fn domain_for(api: Api) -> Result<*mut OrtCustomOpDomain, Fail> {
     let mut domain: *mut OrtCustomOpDomain = ptr::null_mut();
     // SAFETY: `DOMAIN` is NUL-terminated; `domain` receives a new object we keep.
     unsafe { api.check((api.0.CreateCustomOpDomain)(DOMAIN.as_ptr(), &mut domain))? };
-    #[cfg_attr(not(feature = "cuda"), allow(unused_mut))]
     let mut ops = vec![
         leak_op::<f32>(api, Provider::Cpu),
         leak_op::<f16>(api, Provider::Cpu),
         leak_op::<bf16>(api, Provider::Cpu),
     ];
+    ops.extend([
+        leak_cache_op::<f32>(api),
+        leak_cache_op::<f16>(api),
+        leak_cache_op::<bf16>(api),
+    ]);
     // A session without the CUDA execution provider never picks these.
     #[cfg(feature = "cuda")]
     ops.extend([
