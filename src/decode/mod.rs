@@ -417,6 +417,13 @@ impl Decoder {
     }
 }
 
+/// Whether a call of `s` tokens on `heads` query heads holding `len` tokens has work
+/// enough to pay for waking a thread pool (a prefill always has).
+pub(crate) fn parallel_pays(heads: usize, s: usize, len: usize, g: &Geom) -> bool {
+    let span = (len + s - g.block_start(len)).min(g.b);
+    len == 0 || heads * s * span * (g.dk + g.dv) >= PARALLEL_WORK
+}
+
 /// The states of one call: per kv head, per query head, and per query head a logits
 /// scratch.
 pub(crate) struct States<'a, S> {
@@ -443,9 +450,7 @@ pub(crate) fn run_heads<S: Rows + Send + Sync>(
     let s = q.len() / (st.hs.len() * g.dk);
     let group = heads / kv_heads;
     let total = st.hs.len();
-    let span = (len + s - g.block_start(len)).min(g.b);
-    let work = total * s * span * (g.dk + g.dv);
-    let par = if cpu::threads(par) > 1 && (work >= PARALLEL_WORK || len == 0) {
+    let par = if cpu::threads(par) > 1 && parallel_pays(total, s, len, &g) {
         par
     } else {
         Par::Seq

@@ -19,7 +19,7 @@ use super::API_VERSION;
 use super::api::{Api, Attrs, Fail, type_code, type_name};
 use super::kernel::{self, OnnxElement};
 use crate::decode::kernel::{Coarse, Geom, HeadState, KvState, Span};
-use crate::decode::{States, check_decodable, run_heads, widen};
+use crate::decode::{States, check_decodable, parallel_pays, run_heads, widen};
 use crate::{Config, Dims, Error, Par, Structure};
 
 pub(crate) const OP_NAME: &CStr = c"ResolventAttentionWithCache";
@@ -632,7 +632,11 @@ impl<T: OnnxElement> CacheKernel<T> {
                 par,
             )
         };
-        match super::pool::current() {
+        // A step of a few heads is microseconds: hopping to the pool would cost more.
+        let pool = parallel_pays(batch * heads, s, p, &g)
+            .then(super::pool::current)
+            .flatten();
+        match pool {
             Some(pool) => pool.install(|| run(Par::rayon(pool.current_num_threads()))),
             None => run(Par::Seq),
         }
