@@ -35,7 +35,8 @@ def test_typed_entry_points_present(tmp_path):
         entries |= set(re.findall(r"\.visible \.entry (\w+)\(", p.read_text()))
     want = {"coarse", "reduced_causal", "reduced_inverses", "reduced_bidir_build",
             "reduced_bidir_solve", "reduced_bidir_apply"}
-    for base in ("block_means", "local_causal", "combine", "local_bidir"):
+    for base in ("block_means", "local_causal", "combine", "local_bidir", "decode_keys",
+                 "decode_step", "decode_prefill"):
         want |= {f"{base}_{s}" for s in ("f32", "f16", "bf16")}
     # The tensor-core block kernel: (warps, head-dim bound) variants per half type, as
     # src/gpu/module.rs looks them up.

@@ -85,6 +85,7 @@ impl Device {
             stream: unsafe { self.base.ctx.wrap_borrowed_stream(stream) },
             k: self.base.k.clone(),
             name: self.base.name.clone(),
+            smem: self.base.smem,
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),

@@ -32,6 +32,7 @@
 //! assert_eq!(y.len(), h * n * d);
 //! ```
 
+mod decode;
 mod external;
 mod module;
 mod nvrtc;
@@ -48,6 +49,7 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::TensorRef;
 
+pub use decode::GpuDecoder;
 pub use external::resolvent_attention_on_stream;
 use module::Kernels;
 pub use module::ptx_tool;
@@ -97,6 +99,9 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     k: Kernels,
     name: String,
+    /// Dynamic shared memory a kernel may ask for on this device: its opt-in limit per
+    /// block (H100/H200 227 KiB, A100 163 KiB, sm_86/89 99 KiB) less [`STATIC_SMEM`].
+    smem: usize,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -130,11 +135,18 @@ impl Gpu {
             .map_err(|e| dev_err("creating a stream", e))?;
         let k = Kernels::load(&ctx)?;
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
+        let optin = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(|e| dev_err("reading the shared-memory limit", e))?;
+        let smem = usize::try_from(optin).unwrap_or(0).saturating_sub(STATIC_SMEM);
         Ok(Self {
             ctx,
             stream,
             k,
             name,
+            smem,
         })
     }
 
@@ -289,9 +301,18 @@ pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
 
 /// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
 const REDUCED_CW: usize = 8;
-/// Dynamic shared memory a kernel may ask for here (H100: 227 KiB per block, less the
-/// static arrays).
-const MAX_SMEM: usize = 200 * 1024;
+/// Shared memory kept back from the device's opt-in limit for the kernels' static
+/// arrays (227 − 200 KiB on the H100, where the limits were first measured).
+const STATIC_SMEM: usize = 27 * 1024;
+
+/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): 256 rows of k̄
+/// with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64 columns
+/// of v̄.
+fn coarse_stage(dk: usize) -> usize {
+    let dk4 = dk.div_ceil(4);
+    let ks = if dk4 % 2 == 0 { dk4 + 1 } else { dk4 } * 4;
+    256 * ks.max(64) * 4
+}
 
 fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {
@@ -468,7 +489,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     if !cfg.causal {
         // Bidirectional: the block's full system lives in one CTA's shared memory and the
         // m×m reduced system in global memory (cuda/bidir.cu).
-        if b > 128 || bidir_smem(b, dk, dv) > MAX_SMEM {
+        if b > 128 || bidir_smem(b, dk, dv) > gpu.smem {
             return Err(Error::Unsupported(format!(
                 "bidirectional attention on the GPU takes blocks of at most 128 rows whose \
                  system fits in shared memory (b = {b}, dk = {dk}, dv = {dv}{}); pass a smaller \
@@ -492,10 +513,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
             "n/b = {m} blocks exceed the GPU grid limit 65535"
         )));
     }
-    if m * REDUCED_CW * 4 > MAX_SMEM {
+    // The coarse kernel stages 256 rows of k̄ (or 64 columns of v̄) next to at least one
+    // row of G̃ (m floats); the reduced solve keeps REDUCED_CW columns of m rows.
+    let stage = coarse_stage(dk);
+    if m * REDUCED_CW * 4 > gpu.smem || stage + 4 * m.next_multiple_of(4) > gpu.smem {
         return Err(Error::Unsupported(format!(
-            "n/b = {m} blocks: the GPU reduced solve takes at most {} blocks; use a larger block_size",
-            MAX_SMEM / (REDUCED_CW * 4)
+            "n/b = {m} blocks: on this GPU ({} KiB of shared memory per block) the coarse and \
+             reduced stages take at most {} blocks at dk = {dk}; use a larger block_size",
+            gpu.smem / 1024,
+            ((gpu.smem / (REDUCED_CW * 4)).min(gpu.smem.saturating_sub(stage) / 4) / 4) * 4
         )));
     }
     if n * dv.max(dk) >= i32::MAX as usize {
@@ -580,10 +606,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
         // Shared memory (mirrors cuda/coarse.cu): ig rows of G̃ (ig·m floats, rounded up
         // to 4), then a 256-row staging area for k̄ (row stride `ks`: dk rounded up to 4
         // and to an odd number of float4s) or for 64 columns of v̄.
-        let dk4 = dk.div_ceil(4);
-        let ks = if dk4 % 2 == 0 { dk4 + 1 } else { dk4 } * 4;
-        let stage = 256 * ks.max(64) * 4;
-        let ig = ((MAX_SMEM - stage) / (4 * m)).clamp(1, 8);
+        let stage = coarse_stage(dk);
+        let ig = ((gpu.smem - stage) / (4 * m)).clamp(1, 8);
         let smem = (ig * m).div_ceil(4) * 16 + stage;
         let igi = ig as i32;
         kx.allow_smem(&kx.coarse, smem)?;

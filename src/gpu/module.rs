@@ -39,6 +39,10 @@ pub(crate) struct Kernels {
     pub combine: [CudaFunction; 3],
     pub local_bidir: [CudaFunction; 3],
     pub reduced_bidir: [CudaFunction; 3],
+    /// Incremental decoding (cuda/decode.cu, [`super::GpuDecoder`]), by element type.
+    pub decode_keys: [CudaFunction; 3],
+    pub decode_step: [CudaFunction; 3],
+    pub decode_prefill: [CudaFunction; 3],
 }
 
 /// The source of one unit with the shared header inlined (as cuda/compile_ptx.py does).
@@ -117,6 +121,7 @@ impl Kernels {
         let reduced = module(ctx, "reduced")?;
         let combine = module(ctx, "combine")?;
         let bidir = module(ctx, "bidir")?;
+        let decode = module(ctx, "decode")?;
         Ok(Self {
             means: typed(&means, "block_means")?,
             coarse: func(&coarse, "coarse")?,
@@ -134,6 +139,9 @@ impl Kernels {
                 func(&bidir, "reduced_bidir_solve")?,
                 func(&bidir, "reduced_bidir_apply")?,
             ],
+            decode_keys: typed(&decode, "decode_keys")?,
+            decode_step: typed(&decode, "decode_step")?,
+            decode_prefill: typed(&decode, "decode_prefill")?,
         })
     }
 
