@@ -173,3 +173,48 @@ def test_bad_state_is_an_error_naming_the_input():
     want = reference(q[:, :, :7], k[:, :, :7], v[:, :, :7], coarse_query="first", **attrs)
     y = sess.run(None, base)[0]
     assert rel_err(y, want[:, :, 6:7]) <= 1e-5
+
+
+OLD_ORT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {onnx_dir!r})
+import onnxruntime as ort
+import blockres_onnx as br
+from blockres_onnx.cache import Cache, make_cache_model
+rng = np.random.default_rng({seed})
+q, k, v = (rng.standard_normal((1, 2, 20, 8)).astype(np.float32) for _ in range(3))
+sess = br.session(make_cache_model(gamma=0.8, structure="block", block_size=4))
+cache = Cache(1, 2, 2, 8, 8, capacity=20, block_size=4)
+ptrs = [x.data_ptr() for x in cache.values.values()]
+ys = [cache.run(sess, q[:, :, :7], k[:, :, :7], v[:, :, :7])]
+ys += [cache.run(sess, q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1]) for t in range(7, 20)]
+same = ptrs == [x.data_ptr() for x in cache.values.values()]
+in_place = bool(np.array_equal(cache.arrays["key"], k))
+print(json.dumps(dict(version=ort.__version__, y=np.concatenate(ys, 2).tolist(), x=[q.tolist(), k.tolist(), v.tolist()], same=same, in_place=in_place)))
+"""
+
+
+def test_shared_buffers_in_onnxruntime_1_20():
+    """The oldest onnxruntime the tests carry also hands the op the bound buffer: the
+    state is written in place there too."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_op import ROOT, VENV
+
+    target = VENV / "ort-1.20"
+    assert target.is_dir(), f"{target} is missing: scripts/setup.sh installs it"
+    env = dict(os.environ, PYTHONPATH=str(target))
+    script = OLD_ORT.format(onnx_dir=str(ROOT / "onnx"), seed=SEED)
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["version"] == "1.20.1"
+    assert out["same"] and out["in_place"], out
+    q, k, v = (np.array(a, np.float32) for a in out["x"])
+    want = reference(q, k, v, gamma=0.8, structure="block", block_size=4, coarse_query="first")
+    assert rel_err(np.array(out["y"]), want) <= 1e-5
