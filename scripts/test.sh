@@ -6,6 +6,8 @@ cd "$root"
 bash scripts/setup.sh torch
 source scripts/env.sh
 BLOCKRES_REQUIRE_ORT=1 cargo test --release
+# The Rust ONNX Runtime host example runs the op in all three element types.
+cargo run --release --example ort_host
 # The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on
 # the device machine (outputs in cuda/results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples
