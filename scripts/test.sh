@@ -21,3 +21,5 @@ BLOCKRES_LIBRARY="$root/target/cuda-lib/libblockres.so" "$root/.venv/bin/python"
   onnx/tests/test_op.py onnx/tests/test_op_device.py
 # torch is installed by `setup.sh torch`: its tests must run, not skip.
 BLOCKRES_REQUIRE_TORCH=1 "$root/.venv/bin/python" -m pytest -q onnx/tests benches/peer_test.py
+# The Python package as a wheel with the library inside, in a fresh venv.
+bash scripts/test_wheel.sh

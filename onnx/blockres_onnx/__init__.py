@@ -60,13 +60,17 @@ _LIB_NAME = "libblockres.so"
 def library_path() -> str:
     """Path of ``libblockres.so``.
 
-    ``$BLOCKRES_LIBRARY`` wins; otherwise the cargo build output of the repository this
-    package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``, then ``debug``;
-    the newer of ``<profile>/`` and ``<profile>/deps/``).
+    ``$BLOCKRES_LIBRARY`` wins; then the library inside this package (an installed
+    wheel: ``pip install <repo>/onnx``); otherwise the cargo build output of the
+    repository this package sits in (``$CARGO_TARGET_DIR`` or ``target``; ``release``,
+    then ``debug``; the newer of ``<profile>/`` and ``<profile>/deps/``).
     """
     env = os.environ.get("BLOCKRES_LIBRARY")
     if env:
         return env
+    packaged = Path(__file__).resolve().parent / _LIB_NAME
+    if packaged.exists():
+        return str(packaged)
     root = Path(__file__).resolve().parents[2]
     target = Path(os.environ.get("CARGO_TARGET_DIR") or root / "target")
     if not target.is_absolute():
