@@ -46,20 +46,22 @@ __device__ void dec_attend(const float* __restrict__ keys, const float* __restri
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
     for (int c0 = 0; c0 < nrows; c0 += DEC_CHUNK) {
         const int cn = min(DEC_CHUNK, nrows - c0);
-        // A warp per row, lanes across dk (coalesced), four rows in flight per warp:
-        // one row at a time left the loads latency-bound.
-        for (int r = warp; r < cn; r += 4 * nw) {
-            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        // A warp per row, lanes across dk (coalesced), eight rows in flight per warp: a
+        // step is latency-bound, not bandwidth-bound, with one CTA per head.
+        for (int r = warp; r < cn; r += 8 * nw) {
+            float d[8];
 #pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const int rr = r + u * nw;
-                if (rr < cn) {
-                    const float* kr = keys + (long long)(c0 + rr) * dk;
-                    for (int j = lane; j < dk; j += 32) d[u] += sh.q[j] * kr[j];
+            for (int u = 0; u < 8; ++u) d[u] = 0.0f;
+            for (int j = lane; j < dk; j += 32) {
+                const float qj = sh.q[j];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) {
+                    const int rr = r + u * nw;
+                    if (rr < cn) d[u] += qj * keys[(long long)(c0 + rr) * dk + j];
                 }
             }
 #pragma unroll
-            for (int u = 0; u < 4; ++u) {
+            for (int u = 0; u < 8; ++u) {
                 const float s = warp_sum(d[u]);
                 const int rr = r + u * nw;
                 if (lane == 0 && rr < cn) sh.lg[rr] = scale * s;
@@ -84,8 +86,16 @@ __device__ void dec_attend(const float* __restrict__ keys, const float* __restri
             float a = acc * alpha;
             const int nv = min(cn, nval - c0);
             const float* vc = vals + (long long)c0 * dv + c;
-#pragma unroll 4
-            for (int r = g; r < nv; r += G) a += sh.lg[r] * vc[(long long)r * dv];
+            int r = g;
+            // Eight loads issued before their products, for the same reason.
+            for (; r + 7 * G < nv; r += 8 * G) {
+                float x[8];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) x[u] = vc[(long long)(r + u * G) * dv];
+#pragma unroll
+                for (int u = 0; u < 8; ++u) a += sh.lg[r + u * G] * x[u];
+            }
+            for (; r < nv; r += G) a += sh.lg[r] * vc[(long long)r * dv];
             acc = a;
         }
         __syncthreads();
