@@ -310,7 +310,7 @@ const STATIC_SMEM: usize = 27 * 1024;
 /// of v̄.
 fn coarse_stage(dk: usize) -> usize {
     let dk4 = dk.div_ceil(4);
-    let ks = if dk4 % 2 == 0 { dk4 + 1 } else { dk4 } * 4;
+    let ks = if dk4.is_multiple_of(2) { dk4 + 1 } else { dk4 } * 4;
     256 * ks.max(64) * 4
 }
 
