@@ -6,6 +6,8 @@ cd "$root"
 bash scripts/setup.sh torch
 source scripts/env.sh
 BLOCKRES_REQUIRE_ORT=1 cargo test --release
+# The kernels alone, as an rlib user without the ONNX Runtime op and diagnostics builds them.
+cargo check --release --no-default-features --lib
 # The Rust ONNX Runtime host example runs the op in all three element types.
 cargo run --release --example ort_host
 # The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on

@@ -24,11 +24,13 @@ mod attention;
 mod config;
 pub mod cpu;
 pub(crate) mod decode;
+#[cfg(feature = "diagnostics")]
 pub mod diagnostics;
 mod element;
 mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+#[cfg(feature = "ort-op")]
 mod ort_op;
 pub mod synthetic;
 mod tensor;

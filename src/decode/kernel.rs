@@ -77,6 +77,7 @@ impl Rows for Vec<f32> {
 
 /// The first `len` values of a fixed buffer are the rows; appends fill the rest.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "ort-op"), allow(dead_code))]
 pub(crate) struct Span<'a> {
     pub buf: &'a mut [f32],
     pub len: usize,
@@ -108,6 +109,7 @@ impl Rows for Span<'_> {
     }
 }
 
+#[cfg_attr(not(feature = "ort-op"), allow(dead_code))]
 impl<S> KvState<S> {
     /// A state over given storage (the ONNX op's buffers).
     pub fn over(ksum: S, tail: S) -> Self {
@@ -119,6 +121,7 @@ impl<S> KvState<S> {
     }
 }
 
+#[cfg_attr(not(feature = "ort-op"), allow(dead_code))]
 impl<S> HeadState<S> {
     /// A state over given storage (the ONNX op's buffers).
     pub fn over(zsum: S, tail: S, coarse: Coarse) -> Self {
