@@ -510,7 +510,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
 // Three CTAs per SM (≤ 80 registers, about 71 KiB of shared memory each at d = 64):
 // while one CTA is in its triangular solve (few warps busy), the others keep the SM
 // fed; measured 6% faster at n = 32768 than two CTAs with 128 registers, despite
-// some spilling (cuda/results/v8_*).
+// some spilling (results/v8_*).
 #define LOCAL(T, S)                                                                           \
     extern "C" __global__ void __launch_bounds__(NT, 3) local_causal_##S(                       \
         const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \

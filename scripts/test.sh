@@ -11,7 +11,7 @@ cargo check --release --no-default-features --lib
 # The Rust ONNX Runtime host example runs the op in all three element types.
 cargo run --release --example ort_host
 # The GPU code (feature `cuda`) must build everywhere; its tests need a GPU and run on
-# the device machine (outputs in cuda/results/), its doc tests run here.
+# the device machine (outputs in results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples
 cargo test --release --features cuda --doc
 # The CUDA-built op library (which also registers the op for the CUDA execution

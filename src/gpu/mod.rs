@@ -296,7 +296,7 @@ impl GpuWorkspace {
 
 /// Largest γ of the bidirectional GPU path. Its f32 solves lose accuracy like
 /// ε/(1 − γ): measured on the H200 (n = 600, b = 128) 1.2e-4 at γ = 0.999 and 5.6e-4 at
-/// 0.9999 against the float64 reference (cuda/results/v21_gpu_tests.txt).
+/// 0.9999 against the float64 reference (results/v21_gpu_tests.txt).
 pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
 
 /// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
