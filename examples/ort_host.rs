@@ -47,7 +47,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("onnxruntime from {dylib}\nop library {}", lib.display());
 
     let n: usize = SHAPE.iter().product();
-    let x: Vec<f32> = (0..3 * n).map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0).collect();
+    let x: Vec<f32> = (0..3 * n)
+        .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+        .collect();
     let cfg = Config {
         gamma: 0.9,
         block_size: 16,
@@ -89,10 +91,11 @@ where
     let (_, y) = out["Y"].try_extract_tensor::<T>()?;
     let view = |i: usize| TensorRef::new(&parts[i], SHAPE);
     let want = resolvent_attention_alloc(view(0)?, view(1)?, view(2)?, cfg, Par::rayon(0))?;
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.to_f32().abs() as f64));
-    let err = y
+    let scale = want
         .iter()
-        .zip(&want)
-        .fold(0f64, |m, (a, b)| m.max((a.to_f32() - b.to_f32()).abs() as f64));
+        .fold(0f64, |m, v| m.max(v.to_f32().abs() as f64));
+    let err = y.iter().zip(&want).fold(0f64, |m, (a, b)| {
+        m.max((a.to_f32() - b.to_f32()).abs() as f64)
+    });
     Ok((ms, err / scale))
 }
