@@ -140,7 +140,9 @@ impl Gpu {
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )
             .map_err(|e| dev_err("reading the shared-memory limit", e))?;
-        let smem = usize::try_from(optin).unwrap_or(0).saturating_sub(STATIC_SMEM);
+        let smem = usize::try_from(optin)
+            .unwrap_or(0)
+            .saturating_sub(STATIC_SMEM);
         Ok(Self {
             ctx,
             stream,
