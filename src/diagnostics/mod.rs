@@ -8,9 +8,17 @@
 //!   block diagonal (row `i` keeps `A_ij` for `⌊j/b⌋ = ⌊i/b⌋`, `j ≤ i`);
 //! - the effective support per row, `|S_ε| = #{j ≤ i : A_ij > ε·max_j A_ij}`, mean and max;
 //! - the relative error (Frobenius, over the whole output) of `block` at each `b` and of
-//!   `strided`, `fixed` and `topk` against the exact dense resolvent, and their times;
-//! - a recommended block size: **the fastest candidate whose relative error is at most
-//!   `tol`** (measured times); when none reaches `tol`, the most accurate candidate.
+//!   `strided`, `fixed` and `topk` against the exact dense resolvent, and their times
+//!   (each the median of at least [`MIN_TIMED_RUNS`] runs after one warm-up run, see
+//!   [`Entry::seconds`]);
+//! - a recommended block size (the rule is on [`Report::recommended_block`]): **the
+//!   fastest candidate whose relative error is at most `tol` and whose measured time is
+//!   at least 10% below the exact dense resolvent's**; when none of those faster than
+//!   dense reaches `tol`, the most accurate of them; none when no block size is faster
+//!   than dense (small n: use the dense operator);
+//! - a sparse structure (`strided`, `fixed` or `topk`) that reaches `tol` and is faster
+//!   than that recommendation (or than dense, when no block size reaching `tol` is
+//!   recommended), when there is one ([`Report::cheaper_sparse`]).
 //!
 //! [`Report::table`] prints it, [`Report::svg`] plots error and time against `b` (one
 //! line per structure; the `b`-independent ones are horizontal). The
@@ -31,7 +39,9 @@
 //! .unwrap();
 //! assert_eq!(r.block_mass.len(), 3);
 //! assert!(r.block_mass[2].1 > r.block_mass[0].1); // bigger blocks hold more mass
-//! assert!([16, 32, 64].contains(&r.recommended_block));
+//! if let Some(b) = r.recommended_block {
+//!     assert!([16, 32, 64].contains(&b));
+//! }
 //! assert!(r.table().contains("recommended block size"));
 //! assert!(r.svg().starts_with("<svg"));
 //! ```
@@ -104,8 +114,11 @@ pub struct Entry {
     pub param: usize,
     /// `‖Y − Y_dense‖_F / ‖Y_dense‖_F`.
     pub rel_error: f64,
-    /// Wall time of the evaluation, seconds.
+    /// Wall time of the evaluation, seconds: the median of `runs` timed runs after one
+    /// untimed warm-up run (see [`timed_runs`]).
     pub seconds: f64,
+    /// How many timed runs `seconds` is the median of (at least [`MIN_TIMED_RUNS`]).
+    pub runs: usize,
 }
 
 impl Entry {
@@ -137,14 +150,32 @@ pub struct Report {
     pub support_mean: f64,
     /// Largest `|S_ε|`.
     pub support_max: usize,
-    /// Wall time of the exact dense resolvent, seconds.
+    /// Wall time of the exact dense resolvent, seconds, timed as [`Entry::seconds`].
     pub dense_seconds: f64,
     /// `block` at each candidate `b` (ascending), then the other structures.
     pub entries: Vec<Entry>,
-    /// The recommended block size (see the module documentation for the rule).
-    pub recommended_block: usize,
-    /// Whether the recommended block size reaches the tolerance.
+    /// The recommended block size.
+    ///
+    /// A block size is recommended only where the block operator is cheaper than the
+    /// exact dense one at this n: the cost compared is the *measured* time (the
+    /// median of [`Entry::seconds`] against [`Report::dense_seconds`], same inputs, same
+    /// parallelism), because the kernels have no calibrated cost model: the
+    /// `c₁·n·b·d + c₂·(n/b)²·d` of [`auto_block_size`] leaves its constants, and the
+    /// dense path's, to measurement. "Faster" means at least 10% faster ([`FASTER`]).
+    /// Among the candidates faster than dense:
+    /// the fastest whose relative error is at most `tol` ([`Report::meets_tol`] true);
+    /// when none of them reaches `tol`, the most accurate of them (`meets_tol` false).
+    /// `None` when no candidate is faster than dense (typically small n, or only
+    /// `b ≥ n/2`, which is the dense operator itself): use `dense`.
+    pub recommended_block: Option<usize>,
+    /// Whether the recommended block size reaches the tolerance (false when none is
+    /// recommended).
     pub meets_tol: bool,
+    /// The fastest of the other structures (`strided`, `fixed`, `topk`) whose relative
+    /// error is at most `tol` and whose time is at least 10% ([`FASTER`]) below the
+    /// recommended block size's when that reaches `tol`, else below the dense time;
+    /// `None` when there is none.
+    pub cheaper_sparse: Option<Entry>,
     /// The tolerance used.
     pub tol: f64,
 }
@@ -210,6 +241,32 @@ fn head_structure(
     (mass, ssum, smax)
 }
 
+/// "Faster" in the recommendation means a median time at most this fraction of the
+/// other's (10% faster), so that timing noise between two equally costly operators
+/// (a block size of at least n/2 is the dense operator itself) decides nothing.
+pub const FASTER: f64 = 0.9;
+
+/// The fewest timed runs behind a time in the report.
+pub const MIN_TIMED_RUNS: usize = 3;
+
+/// How many timed runs follow the warm-up run that took `warmup` seconds: enough for
+/// about 0.25 s of timing, odd, at least [`MIN_TIMED_RUNS`] and at most 9 (so a run of
+/// 1 ms is timed 9 times, one of 0.1 s or more 3 times).
+pub fn timed_runs(warmup: f64) -> usize {
+    let want = if warmup > 0.0 { 0.25 / warmup } else { 9.0 };
+    (want.min(9.0) as usize).max(MIN_TIMED_RUNS) | 1
+}
+
+fn median(mut t: Vec<f64>) -> f64 {
+    t.sort_unstable_by(f64::total_cmp);
+    let m = t.len() / 2;
+    if t.len() % 2 == 1 {
+        t[m]
+    } else {
+        0.5 * (t[m - 1] + t[m])
+    }
+}
+
 /// The default candidate block sizes for `n` tokens of width `d`.
 pub fn default_blocks(n: usize, d: usize) -> Vec<usize> {
     let mut b: Vec<usize> = (3..=10).map(|e| 1usize << e).filter(|&b| b < n).collect();
@@ -269,7 +326,9 @@ pub fn diagnose<T: crate::Element>(
         ..Config::default()
     };
     base.validate()?;
-    let run = |structure: Structure, block_size: usize| -> Result<(Vec<T>, f64)> {
+    // One warm-up run (its output is the one compared), then the median of
+    // `timed_runs` timed runs.
+    let run = |structure: Structure, block_size: usize| -> Result<(Vec<T>, f64, usize)> {
         let cfg = Config {
             structure,
             block_size,
@@ -277,21 +336,30 @@ pub fn diagnose<T: crate::Element>(
         };
         let t0 = Instant::now();
         let y = resolvent_attention_alloc(q, k, v, &cfg, opts.par)?;
-        Ok((y, t0.elapsed().as_secs_f64()))
+        let runs = timed_runs(t0.elapsed().as_secs_f64());
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let again = resolvent_attention_alloc(q, k, v, &cfg, opts.par)?;
+            times.push(t0.elapsed().as_secs_f64());
+            drop(std::hint::black_box(again));
+        }
+        Ok((y, median(times), runs))
     };
-    let (dense, dense_seconds) = run(Structure::Dense, 0)?;
+    let (dense, dense_seconds, _) = run(Structure::Dense, 0)?;
     let mut entries = Vec::new();
     for &b in &blocks {
-        let (y, s) = run(Structure::Block, b)?;
+        let (y, s, runs) = run(Structure::Block, b)?;
         entries.push(Entry {
             structure: Structure::Block,
             param: b,
             rel_error: rel_err(&y, &dense),
             seconds: s,
+            runs,
         });
     }
     for &st in &opts.others {
-        let (y, s) = run(st, 0)?;
+        let (y, s, runs) = run(st, 0)?;
         let param = match Pattern::resolve(st, n) {
             Some(Pattern::Strided { l }) | Some(Pattern::Fixed { l, .. }) => l,
             Some(Pattern::TopK { k }) => k,
@@ -302,6 +370,7 @@ pub fn diagnose<T: crate::Element>(
             param,
             rel_error: rel_err(&y, &dense),
             seconds: s,
+            runs,
         });
     }
 
@@ -330,18 +399,12 @@ pub fn diagnose<T: crate::Element>(
         smax = smax.max(x);
     }
 
-    let block_entries = &entries[..blocks.len()];
-    let meeting = block_entries.iter().filter(|e| e.rel_error <= opts.tol);
-    let (best, meets_tol) = match meeting.min_by(|a, b| a.seconds.total_cmp(&b.seconds)) {
-        Some(e) => (e, true),
-        None => (
-            block_entries
-                .iter()
-                .min_by(|a, b| a.rel_error.total_cmp(&b.rel_error))
-                .expect("at least one block size"),
-            false,
-        ),
-    };
+    let (recommended, meets_tol, cheaper_sparse) = recommend(
+        &entries[..blocks.len()],
+        &entries[blocks.len()..],
+        dense_seconds,
+        opts.tol,
+    );
     Ok(Report {
         dims,
         gamma: opts.gamma,
@@ -354,11 +417,51 @@ pub fn diagnose<T: crate::Element>(
         support_mean: ssum / rows,
         support_max: smax,
         dense_seconds,
-        recommended_block: best.param,
+        recommended_block: recommended.map(|e| e.param),
         meets_tol,
+        cheaper_sparse: cheaper_sparse.cloned(),
         tol: opts.tol,
         entries,
     })
+}
+
+/// The rule of [`Report::recommended_block`] and [`Report::cheaper_sparse`]:
+/// `(recommended block entry, whether it meets tol, cheaper sparse entry)`.
+fn recommend<'a>(
+    blocks: &'a [Entry],
+    others: &'a [Entry],
+    dense_seconds: f64,
+    tol: f64,
+) -> (Option<&'a Entry>, bool, Option<&'a Entry>) {
+    let by_time = |a: &&Entry, b: &&Entry| a.seconds.total_cmp(&b.seconds);
+    let faster: Vec<&Entry> = blocks
+        .iter()
+        .filter(|e| e.seconds <= FASTER * dense_seconds)
+        .collect();
+    let (best, meets) = match faster
+        .iter()
+        .copied()
+        .filter(|e| e.rel_error <= tol)
+        .min_by(by_time)
+    {
+        Some(e) => (Some(e), true),
+        None => (
+            faster
+                .iter()
+                .copied()
+                .min_by(|a, b| a.rel_error.total_cmp(&b.rel_error)),
+            false,
+        ),
+    };
+    let bar = match best {
+        Some(e) if meets => e.seconds,
+        _ => dense_seconds,
+    };
+    let sparse = others
+        .iter()
+        .filter(|e| e.rel_error <= tol && e.seconds <= FASTER * bar)
+        .min_by(by_time);
+    (best, meets, sparse)
 }
 
 impl Report {
@@ -379,7 +482,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "exact dense resolvent: {:.2} ms",
+            "exact dense resolvent: {:.3} ms (times: median of ≥ {MIN_TIMED_RUNS} runs after a warm-up)",
             self.dense_seconds * 1e3
         );
         let _ = writeln!(s);
@@ -397,7 +500,7 @@ impl Report {
                 .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 s,
-                "{:<9} {:<14} {:>16} {:>12.3e} {:>11.2}",
+                "{:<9} {:<14} {:>16} {:>12.3e} {:>11.3}",
                 e.structure.name(),
                 e.param_label(),
                 mass,
@@ -406,19 +509,51 @@ impl Report {
             );
         }
         let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "recommended block size: b = {} ({})",
-            self.recommended_block,
-            if self.meets_tol {
-                format!("the fastest with relative error ≤ {}", self.tol)
-            } else {
-                format!(
-                    "no candidate reaches relative error ≤ {}; the most accurate",
-                    self.tol
-                )
-            }
-        );
+        let _ = writeln!(s, "{}", self.recommendation());
+        s
+    }
+
+    /// The recommendation as one line: the block size (or none, when no block size
+    /// is faster than dense) and, when one reaches the tolerance faster, a sparse
+    /// structure.
+    pub fn recommendation(&self) -> String {
+        let ms = |t: f64| format!("{:.3} ms", t * 1e3);
+        let dense = ms(self.dense_seconds);
+        let block_time = |b: usize| {
+            self.entries
+                .iter()
+                .find(|e| e.structure == Structure::Block && e.param == b)
+                .map_or(0.0, |e| e.seconds)
+        };
+        let mut s = match self.recommended_block {
+            Some(b) if self.meets_tol => format!(
+                "recommended block size: b = {b} (the fastest with relative error ≤ {} that is faster than dense: {} vs {dense})",
+                self.tol,
+                ms(block_time(b))
+            ),
+            Some(b) => format!(
+                "recommended block size: b = {b} (no block size faster than dense reaches relative error ≤ {}; the most accurate of those faster than dense: {} vs {dense})",
+                self.tol,
+                ms(block_time(b))
+            ),
+            None => format!(
+                "recommended block size: none (no candidate block size is faster than the exact dense resolvent at n = {}, {dense}: use dense)",
+                self.dims.n
+            ),
+        };
+        if let Some(e) = &self.cheaper_sparse {
+            let than = match self.recommended_block {
+                Some(b) if self.meets_tol => format!("b = {b}"),
+                _ => "dense".into(),
+            };
+            s.push_str(&format!(
+                "; but {} ({}) reaches relative error ≤ {} and is faster than {than}: {}",
+                e.structure.name(),
+                e.param_label(),
+                self.tol,
+                ms(e.seconds)
+            ));
+        }
         s
     }
 

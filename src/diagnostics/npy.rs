@@ -23,6 +23,11 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> io::Error {
     )
 }
 
+/// An I/O error of the file at `path`, with the path in its message (the kind kept).
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 /// The value of `'key': value` in the header dict (up to the next top-level comma or
 /// closing brace), as text.
 fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
@@ -50,7 +55,9 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 pub fn read(path: impl AsRef<Path>) -> io::Result<Array> {
     let path = path.as_ref();
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| with_path(path, e))?;
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (missing the \\x93NUMPY magic)"));
     }
@@ -152,7 +159,9 @@ pub fn write(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> io::Resul
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    std::fs::File::create(path)?.write_all(&out)
+    std::fs::File::create(path.as_ref())
+        .and_then(|mut f| f.write_all(&out))
+        .map_err(|e| with_path(path.as_ref(), e))
 }
 
 #[cfg(test)]
@@ -209,5 +218,15 @@ mod tests {
         std::fs::write(&p, b"hello").unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("magic"));
         std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn file_errors_name_the_path() {
+        let p = tmp("missing-dir").join("absent.npy");
+        let e = read(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("absent.npy"), "{e}");
+        let e = write(&p, &[1], &[0.0]).unwrap_err();
+        assert!(e.to_string().contains("absent.npy"), "{e}");
     }
 }

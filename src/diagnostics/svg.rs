@@ -208,8 +208,11 @@ pub(super) fn plot(r: &Report) -> String {
     let y = time.y(r.dense_seconds * 1e3);
     polyline(&mut s, &[(ta, y), (tb, y)], color("dense"), true);
     legend.push(("dense (exact)".into(), color("dense"), true));
-    let rb = r.recommended_block as f64;
-    if rb >= bmin && rb <= bmax {
+    if let Some(b) = r
+        .recommended_block
+        .filter(|&b| b as f64 >= bmin && b as f64 <= bmax)
+    {
+        let rb = b as f64;
         let x = err.x(rb);
         let _ = writeln!(
             s,
@@ -217,7 +220,7 @@ pub(super) fn plot(r: &Report) -> String {
             TOP + PH,
             x + 3.0,
             TOP + 12.0,
-            r.recommended_block
+            b
         );
     }
     for (t, (label, col, dashed)) in legend.iter().enumerate() {
