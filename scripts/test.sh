@@ -14,6 +14,8 @@ cargo run --release --example ort_host
 # the device machine (outputs in results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples
 cargo test --release --features cuda --doc
+# The GPU launch planning (limits, shared memory per device) is pure: tested here.
+cargo test --release --features cuda --lib gpu::plan
 # The CUDA-built op library (which also registers the op for the CUDA execution
 # provider) in this CPU-only onnxruntime: the CPU registration must work unchanged.
 cargo build --release --features cuda --lib

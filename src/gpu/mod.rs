@@ -36,6 +36,7 @@ mod decode;
 mod external;
 mod module;
 mod nvrtc;
+mod plan;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -44,7 +45,7 @@ use cudarc::driver::{
 };
 
 use crate::attention::Dims;
-use crate::config::{CoarseQuery, Config, Structure};
+use crate::config::{CoarseQuery, Config};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::tensor::TensorRef;
@@ -53,9 +54,8 @@ pub use decode::GpuDecoder;
 pub use external::resolvent_attention_on_stream;
 use module::Kernels;
 pub use module::ptx_tool;
-
-/// Largest `dk` and `dv` the kernels take (register and shared-memory tiles).
-pub const MAX_HEAD_DIM: usize = 128;
+use plan::{Local, Plan, STATIC_SMEM};
+pub use plan::{MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size};
 
 /// An element type the GPU kernels take: `f32`, [`half::f16`], [`half::bf16`].
 ///
@@ -296,26 +296,6 @@ impl GpuWorkspace {
     }
 }
 
-/// Largest γ of the bidirectional GPU path. Its f32 solves lose accuracy like
-/// ε/(1 − γ): measured on the H200 (n = 600, b = 128) 1.2e-4 at γ = 0.999 and 5.6e-4 at
-/// 0.9999 against the float64 reference (results/v21_gpu_tests.txt).
-pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
-
-/// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
-const REDUCED_CW: usize = 8;
-/// Shared memory kept back from the device's opt-in limit for the kernels' static
-/// arrays (227 − 200 KiB on the H100, where the limits were first measured).
-const STATIC_SMEM: usize = 27 * 1024;
-
-/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): 256 rows of k̄
-/// with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64 columns
-/// of v̄.
-fn coarse_stage(dk: usize) -> usize {
-    let dk4 = dk.div_ceil(4);
-    let ks = if dk4.is_multiple_of(2) { dk4 + 1 } else { dk4 } * 4;
-    256 * ks.max(64) * 4
-}
-
 fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (grid.0, grid.1, 1),
@@ -330,64 +310,6 @@ fn to_i32(x: usize, name: &'static str) -> Result<i32> {
             "{name} = {x} exceeds the GPU path's 32-bit index range"
         ))
     })
-}
-
-/// Shared memory of the local kernel: Q and K tiles, the 64×65 probability tile, the
-/// operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor cores), the
-/// 64×(dv+1) right side and four per-row vectors (z, inverse diagonal, 1/Z, rescale).
-/// Mirrors the layout in `cuda/local.cu`.
-fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
-    let (ld, es) = if elem_half {
-        (dk.div_ceil(16) * 16 + 8, 2)
-    } else {
-        (dk + 1, 4)
-    };
-    let qbytes = (64 * ld * es + 15) & !15;
-    let uw = dv + 1;
-    let mid = if elem_half {
-        (64 * 72 + 8 * uw.div_ceil(8) * 72) * 2
-    } else {
-        64 * uw * 4
-    };
-    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
-}
-
-/// The GPU's automatic block size (`block_size = 0` on the GPU path), from n (and d,
-/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 up to
-/// n ≈ 11,000 and 128 above (H100 sweeps in BENCHMARKS.md: b = 64 and 128 are the sizes
-/// the tensor-core block kernel fills, and 128 keeps the m×m coarse and reduced stages
-/// small at long n); above 128·4096 tokens, b grows so that m = n/b stays ≤ 4096.
-/// Never more than n.
-///
-/// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
-/// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
-/// different (equally valid) block operators on CPU and GPU. Pass an explicit
-/// `block_size` where both must agree.
-///
-/// ```
-/// # #[cfg(feature = "cuda")] {
-/// use blockres::gpu::auto_block_size;
-/// assert_eq!(auto_block_size(4096, 64), 64);
-/// assert_eq!(auto_block_size(32768, 64), 128);
-/// assert_eq!(auto_block_size(100, 64), 64.min(100));
-/// assert_eq!(auto_block_size(1 << 22, 64), 1024);
-/// # }
-/// ```
-pub fn auto_block_size(n: usize, _d: usize) -> usize {
-    let c = (n as f64).cbrt() / 16.0;
-    let b = (64.0 * c.round()).clamp(64.0, 128.0) as usize;
-    b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
-}
-
-/// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu).
-fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
-    (b * (b + dv + 2) + (2 * b * (dk + 1)).max(b * (dv + 1))) * 4
-}
-
-/// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
-fn local_tc_smem(warps: usize, d: usize) -> usize {
-    let (rows, ld) = (16 * warps, d + 8);
-    5 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + 2 * warps * 8
 }
 
 /// The tensor-core local kernel takes f16/bf16 blocks of at most 128 rows; unset or any
@@ -457,104 +379,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
             });
         }
     }
-    let b = match cfg.structure {
-        Structure::Block if cfg.block_size == 0 => auto_block_size(n, dk.max(dv)),
-        Structure::Block => cfg.block_size,
-        Structure::Dense => n,
-        other => {
-            return Err(Error::Unsupported(format!(
-                "structure '{}' is not available on the GPU; use the CPU path",
-                other.name()
-            )));
-        }
-    }
-    .clamp(1, n);
-    if dk > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
-        return Err(Error::Unsupported(format!(
-            "the GPU kernels take dk, dv ≤ {MAX_HEAD_DIM}, got dk = {dk}, dv = {dv}; use the CPU path"
-        )));
-    }
-    if bh > 65535 {
-        return Err(Error::Unsupported(format!(
-            "B·H = {bh} exceeds the GPU grid limit 65535"
-        )));
-    }
-    let m = n.div_ceil(b);
-    if !cfg.causal && cfg.gamma > MAX_BIDIRECTIONAL_GAMMA {
-        return Err(Error::Unsupported(format!(
-            "bidirectional attention on the GPU solves in f32 and takes γ ≤ \
-             {MAX_BIDIRECTIONAL_GAMMA} (γ = {}: I − γA is too near singular for f32); use the \
-             CPU path, which solves in f64",
-            cfg.gamma
-        )));
-    }
-    if !cfg.causal {
-        // Bidirectional: the block's full system lives in one CTA's shared memory and the
-        // m×m reduced system in global memory (cuda/bidir.cu).
-        if b > 128 || bidir_smem(b, dk, dv) > gpu.smem {
-            return Err(Error::Unsupported(format!(
-                "bidirectional attention on the GPU takes blocks of at most 128 rows whose \
-                 system fits in shared memory (b = {b}, dk = {dk}, dv = {dv}{}); pass a smaller \
-                 block_size or use the CPU path",
-                if b > 128 {
-                    ""
-                } else {
-                    ": use b ≤ 64 for d > 64"
-                }
-            )));
-        }
-        if m > 2048 {
-            return Err(Error::Unsupported(format!(
-                "bidirectional attention on the GPU takes at most 2048 blocks (n/b = {m}); use a \
-                 larger block_size or the CPU path"
-            )));
-        }
-    }
-    if m > 65535 {
-        return Err(Error::Unsupported(format!(
-            "n/b = {m} blocks exceed the GPU grid limit 65535"
-        )));
-    }
-    // The coarse kernel stages 256 rows of k̄ (or 64 columns of v̄) next to at least one
-    // row of G̃ (m floats); the reduced solve keeps REDUCED_CW columns of m rows.
-    let stage = coarse_stage(dk);
-    if m * REDUCED_CW * 4 > gpu.smem || stage + 4 * m.next_multiple_of(4) > gpu.smem {
-        return Err(Error::Unsupported(format!(
-            "n/b = {m} blocks: on this GPU ({} KiB of shared memory per block) the coarse and \
-             reduced stages take at most {} blocks at dk = {dk}; use a larger block_size",
-            gpu.smem / 1024,
-            ((gpu.smem / (REDUCED_CW * 4)).min(gpu.smem.saturating_sub(stage) / 4) / 4) * 4
-        )));
-    }
-    if n * dv.max(dk) >= i32::MAX as usize {
-        return Err(Error::Unsupported(format!(
-            "n·d = {} exceeds the GPU path's 32-bit per-head index range",
-            n * dv.max(dk)
-        )));
-    }
-    // Scratch: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and for the reduced system the 32×32
-    // panel inverses (causal) or its augmented matrix (bidirectional).
-    ws.ensure(
-        gpu,
-        &[
-            bh * m * dk,
-            bhkv * m * dk,
-            bhkv * m * dv,
-            bh * m * m,
-            bh * m,
-            bh * m,
-            bh * m * dv,
-            bh * n,
-            bh * m * dv,
-            bh * m,
-            bh * m * dv,
-            if cfg.causal {
-                bh * m.div_ceil(32) * 32 * 32
-            } else {
-                bh * m * (m + dv)
-            },
-        ],
-    )?;
+    let plan = Plan::new(dims, cfg, T::INDEX, gpu.smem, local_tc_allowed())?;
+    let (b, m) = (plan.b, plan.m);
+    ws.ensure(gpu, &plan.scratch)?;
     let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
         unreachable!("ensure made 12 buffers")
     };
@@ -605,12 +432,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
     {
-        // Shared memory (mirrors cuda/coarse.cu): ig rows of G̃ (ig·m floats, rounded up
-        // to 4), then a 256-row staging area for k̄ (row stride `ks`: dk rounded up to 4
-        // and to an odd number of float4s) or for 64 columns of v̄.
-        let stage = coarse_stage(dk);
-        let ig = ((gpu.smem - stage) / (4 * m)).clamp(1, 8);
-        let smem = (ig * m).div_ceil(4) * 16 + stage;
+        // ig rows of G̃ per CTA in shared memory next to the k̄/v̄ staging (plan.rs).
+        let (ig, smem) = (plan.coarse_rows, plan.coarse_smem);
         let igi = ig as i32;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut lb = st.launch_builder(&kx.coarse);
@@ -638,22 +461,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
     }
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
-        let bn = b.min(n);
-        let tc = cfg.causal && T::INDEX != 0 && bn <= 128 && local_tc_allowed();
-        let (f, threads, smem) = if !cfg.causal {
-            (&kx.local_bidir[T::INDEX], 1024, bidir_smem(bn, dk, dv))
-        } else if tc {
-            let warps = bn.div_ceil(16);
-            let v = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
-            let (wmax, dmax) = module::LOCAL_TC_VARIANTS[v];
-            (
-                &kx.local_tc[T::INDEX - 1][v],
-                32 * warps as u32,
-                local_tc_smem(wmax, dmax),
-            )
-        } else {
-            (&kx.local[T::INDEX], 256, local_smem(T::INDEX != 0, dk, dv))
+        let f = match plan.local {
+            Local::Bidir => &kx.local_bidir[T::INDEX],
+            Local::Tc { variant, .. } => &kx.local_tc[T::INDEX - 1][variant],
+            Local::General => &kx.local[T::INDEX],
         };
+        let (threads, smem) = (plan.local_threads, plan.local_smem);
         kx.allow_smem(f, smem)?;
         let mut lb = st.launch_builder(f);
         lb.arg(q)
@@ -716,7 +529,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             )?;
         }
         {
-            let smem = m * REDUCED_CW * 4;
+            let smem = plan.reduced_smem;
             kx.allow_smem(&kx.reduced, smem)?;
             let mut lb = st.launch_builder(&kx.reduced);
             lb.arg(&*g)
@@ -730,7 +543,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             launch(
                 unsafe {
                     lb.launch(cfg1(
-                        (dv.div_ceil(REDUCED_CW) as u32, bh as u32),
+                        (dv.div_ceil(plan::REDUCED_CW) as u32, bh as u32),
                         256,
                         smem as u32,
                     ))

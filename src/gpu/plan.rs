@@ -1,0 +1,419 @@
+//! What a GPU call will do, decided before anything is enqueued: the block size, every
+//! limit of the kernels, the scratch sizes, and each launch's kernel choice and shared
+//! memory. Pure arithmetic on the shapes and the device's shared-memory limit, so it is
+//! tested here without a GPU; the launcher (`mod.rs`) only follows it. The shared-memory
+//! formulas mirror the kernels' layouts in `cuda/*.cu` (each says which).
+
+use crate::attention::Dims;
+use crate::config::{Config, Structure};
+use crate::error::{Error, Result};
+
+use super::module::LOCAL_TC_VARIANTS;
+
+/// Largest `dk` and `dv` the kernels take (register and shared-memory tiles).
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Largest γ of the bidirectional GPU path. Its f32 solves lose accuracy like
+/// ε/(1 − γ): measured on the H200 (n = 600, b = 128) 1.2e-4 at γ = 0.999 and 5.6e-4 at
+/// 0.9999 against the float64 reference (results/v21_gpu_tests.txt).
+pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
+
+/// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
+pub(crate) const REDUCED_CW: usize = 8;
+
+/// Shared memory kept back from the device's opt-in limit for the kernels' static
+/// arrays (227 − 200 KiB on the H100, where the limits were first measured).
+pub(crate) const STATIC_SMEM: usize = 27 * 1024;
+
+/// The GPU's automatic block size (`block_size = 0` on the GPU path), from n (and d,
+/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 up to
+/// n ≈ 11,000 and 128 above (H100 sweeps in BENCHMARKS.md: b = 64 and 128 are the sizes
+/// the tensor-core block kernel fills, and 128 keeps the m×m coarse and reduced stages
+/// small at long n); above 128·4096 tokens, b grows so that m = n/b stays ≤ 4096.
+/// Never more than n.
+///
+/// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
+/// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
+/// different (equally valid) block operators on CPU and GPU. Pass an explicit
+/// `block_size` where both must agree.
+///
+/// ```
+/// # #[cfg(feature = "cuda")] {
+/// use blockres::gpu::auto_block_size;
+/// assert_eq!(auto_block_size(4096, 64), 64);
+/// assert_eq!(auto_block_size(32768, 64), 128);
+/// assert_eq!(auto_block_size(100, 64), 64.min(100));
+/// assert_eq!(auto_block_size(1 << 22, 64), 1024);
+/// # }
+/// ```
+pub fn auto_block_size(n: usize, _d: usize) -> usize {
+    let c = (n as f64).cbrt() / 16.0;
+    let b = (64.0 * c.round()).clamp(64.0, 128.0) as usize;
+    b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
+}
+
+/// Shared memory of the general local kernel: Q and K tiles, the 64×65 probability
+/// tile, the operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor
+/// cores), the 64×(dv+1) right side and four per-row vectors (z, inverse diagonal,
+/// 1/Z, rescale). Mirrors the layout in `cuda/local.cu`.
+pub(crate) fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
+    let (ld, es) = if elem_half {
+        (dk.div_ceil(16) * 16 + 8, 2)
+    } else {
+        (dk + 1, 4)
+    };
+    let qbytes = (64 * ld * es + 15) & !15;
+    let uw = dv + 1;
+    let mid = if elem_half {
+        (64 * 72 + 8 * uw.div_ceil(8) * 72) * 2
+    } else {
+        64 * uw * 4
+    };
+    2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
+}
+
+/// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu).
+pub(crate) fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
+    (b * (b + dv + 2) + (2 * b * (dk + 1)).max(b * (dv + 1))) * 4
+}
+
+/// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
+pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
+    let (rows, ld) = (16 * warps, d + 8);
+    5 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + 2 * warps * 8
+}
+
+/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): 256 rows of k̄
+/// with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64 columns
+/// of v̄.
+pub(crate) fn coarse_stage(dk: usize) -> usize {
+    let dk4 = dk.div_ceil(4);
+    let ks = if dk4.is_multiple_of(2) { dk4 + 1 } else { dk4 } * 4;
+    256 * ks.max(64) * 4
+}
+
+/// The local kernel of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local {
+    /// `local_bidir`: the block's whole system in one CTA (1024 threads).
+    Bidir,
+    /// `local_tc_*[variant]` (f16/bf16, causal, b ≤ 128), `warps` warps.
+    Tc { variant: usize, warps: usize },
+    /// `local` (256 threads): any type and block size.
+    General,
+}
+
+/// Everything the launcher needs, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Block size (≤ n).
+    pub b: usize,
+    /// Blocks per head.
+    pub m: usize,
+    /// Lengths of the 12 scratch buffers: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and
+    /// the reduced system's panel inverses (causal) or augmented matrix (bidirectional).
+    pub scratch: [usize; 12],
+    /// Block rows per CTA of the coarse kernel, and its shared memory.
+    pub coarse_rows: usize,
+    pub coarse_smem: usize,
+    pub local: Local,
+    pub local_threads: u32,
+    pub local_smem: usize,
+    /// Shared memory of the causal reduced solve.
+    pub reduced_smem: usize,
+}
+
+impl Plan {
+    /// The plan of one call with element type index `elem` (0 = f32, 1 = f16,
+    /// 2 = bf16) on a device allowing `smem` bytes of dynamic shared memory per block;
+    /// `tc` allows the tensor-core local kernel. Every request the kernels cannot
+    /// serve is [`Error::Unsupported`] naming the limit.
+    pub fn new(dims: &Dims, cfg: &Config, elem: usize, smem: usize, tc: bool) -> Result<Self> {
+        let Dims {
+            batch,
+            heads,
+            kv_heads,
+            n,
+            dk,
+            dv,
+        } = *dims;
+        let bh = batch * heads;
+        let bhkv = batch * kv_heads;
+        let unsupported = |m: String| Err(Error::Unsupported(m));
+        let b = match cfg.structure {
+            Structure::Block if cfg.block_size == 0 => auto_block_size(n, dk.max(dv)),
+            Structure::Block => cfg.block_size,
+            Structure::Dense => n,
+            other => {
+                return unsupported(format!(
+                    "structure '{}' is not available on the GPU; use the CPU path",
+                    other.name()
+                ));
+            }
+        }
+        .clamp(1, n);
+        if dk > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
+            return unsupported(format!(
+                "the GPU kernels take dk, dv ≤ {MAX_HEAD_DIM}, got dk = {dk}, dv = {dv}; use the CPU path"
+            ));
+        }
+        if bh > 65535 {
+            return unsupported(format!("B·H = {bh} exceeds the GPU grid limit 65535"));
+        }
+        let m = n.div_ceil(b);
+        if !cfg.causal && cfg.gamma > MAX_BIDIRECTIONAL_GAMMA {
+            return unsupported(format!(
+                "bidirectional attention on the GPU solves in f32 and takes γ ≤ \
+                 {MAX_BIDIRECTIONAL_GAMMA} (γ = {}: I − γA is too near singular for f32); use the \
+                 CPU path, which solves in f64",
+                cfg.gamma
+            ));
+        }
+        if !cfg.causal {
+            // The block's full system lives in one CTA's shared memory and the m×m
+            // reduced system in global memory (cuda/bidir.cu).
+            if b > 128 || bidir_smem(b, dk, dv) > smem {
+                return unsupported(format!(
+                    "bidirectional attention on the GPU takes blocks of at most 128 rows whose \
+                     system fits in shared memory (b = {b}, dk = {dk}, dv = {dv}{}); pass a smaller \
+                     block_size or use the CPU path",
+                    if b > 128 {
+                        ""
+                    } else {
+                        ": use b ≤ 64 for d > 64"
+                    }
+                ));
+            }
+            if m > 2048 {
+                return unsupported(format!(
+                    "bidirectional attention on the GPU takes at most 2048 blocks (n/b = {m}); use a \
+                     larger block_size or the CPU path"
+                ));
+            }
+        }
+        if m > 65535 {
+            return unsupported(format!("n/b = {m} blocks exceed the GPU grid limit 65535"));
+        }
+        // The coarse kernel stages 256 rows of k̄ (or 64 columns of v̄) next to at least
+        // one row of G̃ (m floats); the reduced solve keeps REDUCED_CW columns of m rows.
+        let stage = coarse_stage(dk);
+        if m * REDUCED_CW * 4 > smem || stage + 4 * m.next_multiple_of(4) > smem {
+            return unsupported(format!(
+                "n/b = {m} blocks: on this GPU ({} KiB of shared memory per block) the coarse and \
+                 reduced stages take at most {} blocks at dk = {dk}; use a larger block_size",
+                smem / 1024,
+                ((smem / (REDUCED_CW * 4)).min(smem.saturating_sub(stage) / 4) / 4) * 4
+            ));
+        }
+        if n * dv.max(dk) >= i32::MAX as usize {
+            return unsupported(format!(
+                "n·d = {} exceeds the GPU path's 32-bit per-head index range",
+                n * dv.max(dk)
+            ));
+        }
+        let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
+        let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
+        let (local, local_threads, local_smem) = if !cfg.causal {
+            (Local::Bidir, 1024, bidir_smem(b, dk, dv))
+        } else if elem != 0 && b <= 128 && tc {
+            let warps = b.div_ceil(16);
+            let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
+            let (wmax, dmax) = LOCAL_TC_VARIANTS[variant];
+            (
+                Local::Tc { variant, warps },
+                32 * warps as u32,
+                local_tc_smem(wmax, dmax),
+            )
+        } else {
+            (Local::General, 256, local_smem(elem != 0, dk, dv))
+        };
+        if local_smem > smem {
+            return unsupported(format!(
+                "the local kernel needs {local_smem} bytes of shared memory per block at \
+                 dk = {dk}, dv = {dv}; this GPU allows {smem}"
+            ));
+        }
+        let scratch = [
+            bh * m * dk,
+            bhkv * m * dk,
+            bhkv * m * dv,
+            bh * m * m,
+            bh * m,
+            bh * m,
+            bh * m * dv,
+            bh * n,
+            bh * m * dv,
+            bh * m,
+            bh * m * dv,
+            if cfg.causal {
+                bh * m.div_ceil(32) * 32 * 32
+            } else {
+                bh * m * (m + dv)
+            },
+        ];
+        Ok(Plan {
+            b,
+            m,
+            scratch,
+            coarse_rows,
+            coarse_smem,
+            local,
+            local_threads,
+            local_smem,
+            reduced_smem: m * REDUCED_CW * 4,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CoarseQuery;
+
+    /// Opt-in shared memory per block less [`STATIC_SMEM`]: H100/H200, A100, sm_86/89.
+    const DEVICES: [(&str, usize); 3] = [
+        ("sm_90", 227 * 1024 - STATIC_SMEM),
+        ("sm_80", 163 * 1024 - STATIC_SMEM),
+        ("sm_86", 99 * 1024 - STATIC_SMEM),
+    ];
+
+    fn dims(n: usize, dk: usize, dv: usize) -> Dims {
+        Dims {
+            batch: 1,
+            heads: 2,
+            kv_heads: 1,
+            n,
+            dk,
+            dv,
+        }
+    }
+
+    fn cfg(b: usize, causal: bool) -> Config {
+        Config {
+            block_size: b,
+            causal,
+            coarse_query: CoarseQuery::First,
+            ..Config::default()
+        }
+    }
+
+    /// Whatever it accepts, every launch's shared memory fits the device.
+    #[test]
+    fn accepted_plans_fit_shared_memory() {
+        for (dev, smem) in DEVICES {
+            for n in [1, 7, 100, 4096, 65536, 1 << 20] {
+                for (dk, dv) in [(1, 1), (24, 5), (64, 64), (128, 128), (96, 32)] {
+                    for b in [0, 1, 16, 64, 128, 256] {
+                        for causal in [true, false] {
+                            for elem in 0..3 {
+                                let Ok(p) =
+                                    Plan::new(&dims(n, dk, dv), &cfg(b, causal), elem, smem, true)
+                                else {
+                                    continue;
+                                };
+                                let what =
+                                    format!("{dev} n={n} dk={dk} dv={dv} b={b} causal={causal}");
+                                assert!(p.coarse_smem <= smem, "{what}: coarse {}", p.coarse_smem);
+                                assert!(p.local_smem <= smem, "{what}: local {}", p.local_smem);
+                                if causal {
+                                    assert!(p.reduced_smem <= smem, "{what}: reduced");
+                                }
+                                assert_eq!(p.m, n.div_ceil(p.b), "{what}");
+                                assert!((1..=8).contains(&p.coarse_rows), "{what}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// n = 2^20 with the automatic size (b = 256, m = 4096) fits Hopper; b = 128
+    /// (m = 8192) does not, and neither does a 99 KiB device at b = 256: both are
+    /// refused by name instead of failing a launch.
+    #[test]
+    fn long_sequences_fit_on_hopper_and_are_refused_clearly_elsewhere() {
+        let d = dims(1 << 20, 64, 64);
+        let p = Plan::new(&d, &cfg(0, true), 2, DEVICES[0].1, true).unwrap();
+        assert_eq!((p.b, p.m), (256, 4096));
+        for (b, dev) in [(128, 0), (0, 2)] {
+            let e = Plan::new(&d, &cfg(b, true), 2, DEVICES[dev].1, true).unwrap_err();
+            assert!(e.to_string().contains("shared memory per block"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kernel_choice_follows_type_mask_and_size() {
+        let smem = DEVICES[0].1;
+        let p = |elem, b, causal, tc| {
+            Plan::new(&dims(1000, 64, 64), &cfg(b, causal), elem, smem, tc).unwrap()
+        };
+        assert_eq!(p(0, 64, true, true).local, Local::General);
+        assert_eq!(
+            p(1, 64, true, true).local,
+            Local::Tc {
+                variant: 0,
+                warps: 4
+            }
+        );
+        assert_eq!(
+            p(2, 128, true, true).local,
+            Local::Tc {
+                variant: 1,
+                warps: 8
+            }
+        );
+        assert_eq!(p(2, 128, true, false).local, Local::General);
+        assert_eq!(p(1, 64, false, true).local, Local::Bidir);
+        assert_eq!(p(1, 256, true, true).local, Local::General);
+    }
+
+    #[test]
+    fn limits_are_named() {
+        let smem = DEVICES[0].1;
+        let err = |d: Dims, c: Config| Plan::new(&d, &c, 0, smem, true).unwrap_err().to_string();
+        assert!(err(dims(100, 129, 64), cfg(16, true)).contains("dk, dv ≤ 128"));
+        assert!(err(dims(1000, 64, 64), cfg(256, false)).contains("at most 128 rows"));
+        assert!(err(dims(1 << 20, 64, 64), cfg(128, false)).contains("2048 blocks"));
+        let g = Config {
+            gamma: 0.995,
+            ..cfg(64, false)
+        };
+        assert!(err(dims(1000, 64, 64), g).contains("γ ≤"));
+        let s = Config {
+            structure: Structure::Strided { stride: 0 },
+            ..cfg(0, true)
+        };
+        assert!(err(dims(1000, 64, 64), s).contains("not available on the GPU"));
+        let many = Dims {
+            batch: 70000,
+            heads: 1,
+            kv_heads: 1,
+            ..dims(10, 8, 8)
+        };
+        assert!(err(many, cfg(4, true)).contains("65535"));
+    }
+
+    #[test]
+    fn scratch_sizes() {
+        let p = Plan::new(&dims(100, 8, 4), &cfg(16, true), 0, DEVICES[0].1, true).unwrap();
+        assert_eq!((p.b, p.m), (16, 7));
+        // B·H = 2, B·Hkv = 1.
+        assert_eq!(
+            p.scratch,
+            [112, 56, 28, 98, 14, 14, 56, 200, 56, 14, 56, 2048]
+        );
+        let d = Plan::new(
+            &dims(100, 8, 4),
+            &Config {
+                structure: Structure::Dense,
+                ..cfg(0, true)
+            },
+            0,
+            DEVICES[0].1,
+            true,
+        )
+        .unwrap();
+        assert_eq!((d.b, d.m), (100, 1));
+    }
+}
