@@ -5,6 +5,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/setup.sh torch
 source scripts/env.sh
+# Style and lints are part of the tests.
+cargo fmt --check
+cargo clippy --release --all-targets --all-features -- -D warnings
 BLOCKRES_REQUIRE_ORT=1 cargo test --release
 # The kernels alone, as an rlib user without the ONNX Runtime op and diagnostics builds them.
 cargo check --release --no-default-features --lib
