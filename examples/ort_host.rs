@@ -35,14 +35,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     })?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // The example binary is target/<profile>/examples/ort_host; the op library is built
-    // beside target/<profile>/ by `cargo build --lib`.
+    // into target/<profile>/ by `cargo build --lib` and into target/<profile>/deps/ by
+    // `cargo test` (or name it with BLOCKRES_LIBRARY).
     let exe = std::env::current_exe()?;
-    let lib = exe
+    let profile = exe
         .parent()
         .and_then(|p| p.parent())
-        .map(|p| p.join("libblockres.so"))
-        .filter(|p| p.exists())
-        .ok_or("libblockres.so not found next to the example: run `cargo build --release --lib`")?;
+        .ok_or("no target folder")?;
+    let lib = std::env::var_os("BLOCKRES_LIBRARY")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            profile.join("libblockres.so"),
+            profile.join("deps/libblockres.so"),
+        ])
+        .find(|p| p.exists())
+        .ok_or("libblockres.so not found: run `cargo build --release --lib`")?;
     let env = ort::init_from(&dylib)?.build()?;
     println!("onnxruntime from {dylib}\nop library {}", lib.display());
 
