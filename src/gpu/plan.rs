@@ -26,8 +26,9 @@ pub(crate) const REDUCED_CW: usize = 8;
 pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
 /// The GPU's automatic block size (`block_size = 0` on the GPU path), from n (and d,
-/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 up to
-/// n < 13,824 (= 24³, where n^(1/3)/16 reaches 1.5) and 128 from there (H100 sweeps in BENCHMARKS.md: b = 64 and 128 are the sizes
+/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 below
+/// n = 13,824 (= 24³, where n^(1/3)/16 reaches 1.5) and 128 from there (H100 sweeps in
+/// BENCHMARKS.md: b = 64 and 128 are the sizes
 /// the tensor-core block kernel fills, and 128 keeps the m×m coarse and reduced stages
 /// small at long n); above 128·4096 tokens, b grows so that m = n/b stays ≤ 4096.
 /// Never more than n.
