@@ -20,6 +20,8 @@
 //! assert_eq!(y.len(), h * n * d);
 //! ```
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod attention;
 mod config;
 pub mod cpu;

@@ -539,6 +539,9 @@ fn host_stream_entry_matches_host_path() {
             let (pv, _c) = dv.device_ptr(&stream);
             let (py, _d) = dy.device_ptr(&stream);
             for _ in 0..2 {
+                // SAFETY: `stream` is a live stream of device 0's primary context; the
+                // pointers are its allocations of exactly the shapes' lengths, kept
+                // alive (and `dy` distinct) until `clone_dtoh` below waits for the work.
                 unsafe {
                     gpu::resolvent_attention_on_stream::<f16>(
                         0,
@@ -573,6 +576,7 @@ fn host_stream_entry_matches_host_path() {
     // Bad input is an error, before anything is enqueued.
     let dims = Dims::from_shapes([1, 1, 8, 8], [1, 1, 8, 8], [1, 1, 8, 8]).unwrap();
     let s = ctx.new_stream().unwrap();
+    // SAFETY: refused for the null pointers before anything is enqueued or read.
     let e = unsafe {
         gpu::resolvent_attention_on_stream::<f32>(
             0,

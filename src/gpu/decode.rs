@@ -390,6 +390,10 @@ impl<'g> GpuDecoder<'g> {
                 .arg(&bi)
                 .arg(&maxbi);
             launch(
+                // SAFETY: the arguments match `decode_keys` (cuda/decode.cu) in order and
+                // type; `check` sized K for s tokens and kept len + s within the capacity
+                // `new` allocated kc and ks for; one CTA of THREADS per kv head, static
+                // shared memory only.
                 unsafe { lb.launch(cfg1((bhkv, 1), THREADS, 0)) },
                 "launching decode_keys",
             )?;
@@ -414,6 +418,10 @@ impl<'g> GpuDecoder<'g> {
                 .arg(&scale)
                 .arg(&gamma);
             launch(
+                // SAFETY: the arguments match `decode_prefill` (cuda/decode.cu) in order
+                // and type; `check` sized Q, V, Y for s ≤ capacity tokens, `new` the state
+                // for the capacity; one CTA of THREADS per query head (B·H ≤ 65535 and
+                // dv ≤ MAX_HEAD_DIM checked in `new`), static shared memory only.
                 unsafe { lb.launch(cfg1((bh, 1), THREADS, 0)) },
                 "launching decode_prefill",
             )?;
@@ -439,6 +447,11 @@ impl<'g> GpuDecoder<'g> {
                 .arg(&scale)
                 .arg(&gamma);
             launch(
+                // SAFETY: the arguments match `decode_step` (cuda/decode.cu) in order and
+                // type; `check` sized Q, V, Y for s tokens and kept len + s within the
+                // capacity of the state `new` allocated; one CTA of THREADS per query head
+                // (B·H ≤ 65535 and dv ≤ MAX_HEAD_DIM checked in `new`), static shared
+                // memory only.
                 unsafe { lb.launch(cfg1((bh, 1), THREADS, 0)) },
                 "launching decode_step",
             )?;

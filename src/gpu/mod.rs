@@ -116,6 +116,8 @@ impl Gpu {
     /// [`Error::Device`] when the kernels cannot be loaded.
     pub fn new(ordinal: usize) -> Result<Self> {
         // cudarc panics when a library it needs is missing: check first.
+        // SAFETY: only tries to load the system's CUDA driver library (running its
+        // initialisers, as linking it would); nothing is called through it here.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(Error::Unsupported(
                 "no CUDA driver (libcuda.so) on this machine; use the CPU path".into(),
@@ -425,6 +427,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&mi)
             .arg(&first);
         launch(
+            // SAFETY: the arguments match `block_means_*` (cuda/means.cu) in order and
+            // type; x was checked against the shapes, `out` sized by the plan for `rows`
+            // heads of m blocks of d, `bad_view` one u64; 256 threads as its launch
+            // bounds, no dynamic shared memory.
             unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
             "launching block_means",
         )?;
@@ -455,6 +461,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&causal)
             .arg(&igi);
         launch(
+            // SAFETY: the arguments match `coarse` (cuda/coarse.cu) in order and type;
+            // the scratch buffers hold at least the plan's sizes for these dims; `smem`
+            // is the plan's coarse_smem for `ig` rows, within the device limit the plan
+            // checked and allowed above; 256 threads as its launch bounds.
             unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
             "launching coarse",
         )?;
@@ -487,6 +497,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&scale)
             .arg(&gamma);
         launch(
+            // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu)
+            // and `local_bidir_*` (cuda/bidir.cu) share this parameter list, matched in
+            // order and type; Q, K, V, Y were checked against the shapes and the scratch
+            // holds the plan's sizes; the plan picked `threads` within the chosen
+            // kernel's launch bounds and `smem` for its layout, within the device limit
+            // it checked and allowed above.
             unsafe { lb.launch(cfg1((m as u32, bh as u32), threads, smem as u32)) },
             "launching the local kernel",
         )?;
@@ -504,18 +520,26 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&dvi)
             .arg(&gamma);
         launch(
+            // SAFETY: the arguments match `reduced_bidir_build` (cuda/bidir.cu) in order
+            // and type; `minv` holds the plan's bidirectional m × (m + dv) system per
+            // head; 256 threads as its launch bounds, no dynamic shared memory.
             unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, 0)) },
             "launching reduced_bidir_build",
         )?;
         let mut lb = st.launch_builder(solve);
         lb.arg(&mut *minv).arg(&mi).arg(&dvi);
         launch(
+            // SAFETY: the arguments match `reduced_bidir_solve` (cuda/bidir.cu) in order
+            // and type, on the system built above; 1024 threads as its launch bounds.
             unsafe { lb.launch(cfg1((bh as u32, 1), 1024, 0)) },
             "launching reduced_bidir_solve",
         )?;
         let mut lb = st.launch_builder(apply);
         lb.arg(&*g).arg(&*minv).arg(&mut *s).arg(&mi).arg(&dvi);
         launch(
+            // SAFETY: the arguments match `reduced_bidir_apply` (cuda/bidir.cu) in order
+            // and type; `s` holds the plan's bh·m·dv; dv ≤ MAX_HEAD_DIM = 128 threads,
+            // its launch bounds (checked by the plan).
             unsafe { lb.launch(cfg1((m as u32, bh as u32), dv as u32, 0)) },
             "launching reduced_bidir_apply",
         )?;
@@ -524,6 +548,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
             let mut lb = st.launch_builder(&kx.reduced_inverses);
             lb.arg(&*g).arg(&*cvec).arg(&mut *minv).arg(&mi).arg(&gamma);
             launch(
+                // SAFETY: the arguments match `reduced_inverses` (cuda/reduced.cu) in
+                // order and type; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head;
+                // 32 threads as its launch bounds, static shared memory only.
                 unsafe { lb.launch(cfg1((m.div_ceil(32) as u32, bh as u32), 32, 0)) },
                 "launching reduced_inverses",
             )?;
@@ -541,6 +568,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
                 .arg(&dvi)
                 .arg(&gamma);
             launch(
+                // SAFETY: the arguments match `reduced_causal` (cuda/reduced.cu) in order
+                // and type; the scratch holds the plan's sizes; `smem` is the plan's
+                // m·REDUCED_CW floats, within the device limit it checked and allowed
+                // above; 256 threads as its launch bounds.
                 unsafe {
                     lb.launch(cfg1(
                         (dv.div_ceil(plan::REDUCED_CW) as u32, bh as u32),
@@ -566,6 +597,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .arg(&gamma);
         let blocks = (n * dv).div_ceil(256).min(1024) as u32;
         launch(
+            // SAFETY: the arguments match `combine_*` (cuda/combine.cu) in order and
+            // type; Y was checked against the shapes, `w` and `s` hold the plan's sizes;
+            // the kernel strides over the n·dv values of a head, no shared memory.
             unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
             "launching combine",
         )?;

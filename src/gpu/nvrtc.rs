@@ -49,12 +49,17 @@ struct Api {
 
 fn open(path: &str) -> std::result::Result<*mut c_void, String> {
     let c = CString::new(path).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; the library is NVRTC (or the
+    // one BLOCKRES_NVRTC names), whose initialisers run as a linked library's would.
     let h = unsafe { dlopen(c.as_ptr(), RTLD_NOW | RTLD_GLOBAL) };
     if h.is_null() {
+        // SAFETY: no arguments; reads this thread's error state.
         let e = unsafe { dlerror() };
         let msg = if e.is_null() {
             "unknown error".into()
         } else {
+            // SAFETY: a non-null dlerror result is a NUL-terminated string that stays
+            // valid until the next dl* call on this thread; it is copied at once.
             unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
         };
         Err(msg)
@@ -90,6 +95,7 @@ fn load() -> Result<(Api, String)> {
     let sym = |n: &str| -> Result<*mut c_void> {
         let c = CString::new(n)
             .map_err(|_| Error::Device(format!("symbol name {n:?} holds a NUL byte")))?;
+        // SAFETY: `handle` is a live dlopen handle (never closed), `c` NUL-terminated.
         let p = unsafe { dlsym(handle, c.as_ptr()) };
         if p.is_null() {
             Err(Error::Device(format!("{name} lacks {n}")))
@@ -116,6 +122,7 @@ fn load() -> Result<(Api, String)> {
 /// The CUDA version the driver supports, as (major, minor).
 fn driver_version() -> Result<(i32, i32)> {
     let mut v: c_int = 0;
+    // SAFETY: writes one int to `v`; needs no context.
     let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
     if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
         return Err(Error::Device(format!("cuDriverGetVersion: {r:?}")));
@@ -128,6 +135,8 @@ fn driver_version() -> Result<(i32, i32)> {
 pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
     let (api, lib) = load()?;
     let (mut major, mut minor) = (0, 0);
+    // SAFETY: nvrtcVersion(int*, int*) writes the two ints; they start at 0 should it
+    // fail.
     unsafe { (api.version)(&mut major, &mut minor) };
     let (dmaj, dmin) = driver_version()?;
     if (major, minor) > (dmaj, dmin) {
@@ -141,6 +150,8 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
     let cname = CString::new(format!("{name}.cu"))
         .map_err(|_| Error::Device("kernel name holds a NUL byte".into()))?;
     let mut prog: Prog = std::ptr::null_mut();
+    // SAFETY: `csrc` and `cname` are NUL-terminated and outlive the call (NVRTC copies
+    // them); no headers, so both header arrays may be null.
     let r = unsafe {
         (api.create)(
             &mut prog,
@@ -162,11 +173,16 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
         .collect::<Result<_, _>>()
         .map_err(|_| Error::Device("NVRTC option holds a NUL byte".into()))?;
     let optp: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
+    // SAFETY: `prog` was created above; `optp` holds `optp.len()` NUL-terminated
+    // strings owned by `opts`, which outlives the call.
     let r = unsafe { (api.compile)(prog, optp.len() as c_int, optp.as_ptr()) };
     let result = if r != 0 {
         let mut n = 0usize;
+        // SAFETY: `prog` is live and `n` a valid slot (NVRTC's only failure cases), so
+        // n becomes the log's size including its NUL.
         unsafe { (api.log_size)(prog, &mut n) };
         let mut buf = vec![0u8; n.max(1)];
+        // SAFETY: `buf` holds the n bytes NVRTC just said the log takes.
         unsafe { (api.log)(prog, buf.as_mut_ptr().cast()) };
         Err(Error::Device(format!(
             "NVRTC {major}.{minor} could not compile {name}.cu: {}",
@@ -174,12 +190,15 @@ pub(crate) fn compile(name: &str, src: &str, arch: &str) -> Result<String> {
         )))
     } else {
         let mut n = 0usize;
+        // SAFETY: `prog` is live and compiled, so n is the PTX's size including its NUL.
         unsafe { (api.ptx_size)(prog, &mut n) };
         let mut buf = vec![0u8; n.max(1)];
+        // SAFETY: `buf` holds the n bytes NVRTC just said the PTX takes.
         unsafe { (api.ptx)(prog, buf.as_mut_ptr().cast()) };
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
     };
+    // SAFETY: `prog` was created above and is destroyed once, after its last use.
     unsafe { (api.destroy)(&mut prog) };
     result
 }

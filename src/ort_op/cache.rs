@@ -306,6 +306,8 @@ impl<T: OnnxElement> CacheKernel<T> {
         let Some(v) = (unsafe { self.api.input(ctx, i)? }) else {
             return Ok(None);
         };
+        // SAFETY: `v` is a non-null input of this call, a tensor (the op's inputs are
+        // declared as tensors), valid until Compute returns.
         let ts = unsafe { self.api.describe_value(v)? };
         let want = match i {
             0..=2 => type_code(T::ONNX),
@@ -328,6 +330,8 @@ impl<T: OnnxElement> CacheKernel<T> {
             .map_err(|_| invalid(format!("input {}: negative dimension", INPUT_NAMES[i])))?;
         Ok(Some(In {
             dims,
+            // SAFETY: as above; an input's data is only read (through the present
+            // output where ORT gave both one buffer).
             data: unsafe { self.api.data(v)? },
         }))
     }
@@ -358,6 +362,8 @@ impl<T: OnnxElement> CacheKernel<T> {
         if v.is_null() {
             return Ok(None);
         }
+        // SAFETY: `v` is the non-null output tensor ORT just allocated for this call;
+        // it is ours to write until Compute returns.
         Ok(Some(unsafe { self.api.data(v)? }))
     }
 
@@ -366,6 +372,7 @@ impl<T: OnnxElement> CacheKernel<T> {
         // SAFETY: as above.
         let count = unsafe { api.input_count(ctx)? };
         let mut out_count = 0usize;
+        // SAFETY: `ctx` as above; `out_count` is a valid slot.
         unsafe { api.check((api.0.KernelContext_GetOutputCount)(ctx, &mut out_count))? };
         let mut qkv = Vec::with_capacity(3);
         for (i, name) in INPUT_NAMES.iter().enumerate().take(3) {
@@ -519,16 +526,23 @@ impl<T: OnnxElement> CacheKernel<T> {
         };
 
         // Views. Inputs that alias their present output are read through the output.
-        // SAFETY (the views below): outputs of this call, each viewed once.
+        // SAFETY: float output 1 of this call, allocated with these dims, viewed once;
+        // past_key is read through it when aliased (`copy_past`).
         let pk_out = unsafe { view(ok, batch * kv_heads * cap * dk, "present_key")? };
+        // SAFETY: float output 2, likewise (with past_value).
         let pv_out = unsafe { view(ov, batch * heads * cap * dv, "present_value")? };
         copy_past(pk, pk_out, batch * kv_heads, cap, p * dk, dk)?;
         copy_past(pv, pv_out, batch * heads, cap, p * dv, dv)?;
         let (mut bk_out, mut bv_out, mut c_out): (&mut [f32], &mut [f32], &mut [f32]) =
             (&mut [], &mut [], &mut []);
         if block {
+            // SAFETY: float outputs 3, 4 and 5 of this call, allocated with these dims
+            // when `block`, each viewed once; an aliased past input is read only through
+            // its view (`copy_past`, the past_coarse check below).
             bk_out = unsafe { view(obk, batch * kv_heads * mcap * dk, "present_block_key")? };
+            // SAFETY: as for `bk_out`.
             bv_out = unsafe { view(obv, batch * heads * mcap * dv, "present_block_value")? };
+            // SAFETY: as for `bk_out`.
             c_out = unsafe { view(oc, batch * heads * (dv + COARSE_HEAD), "present_coarse")? };
             copy_past(pbk, bk_out, batch * kv_heads, mcap, done * dk, dk)?;
             copy_past(pbv, bv_out, batch * heads, mcap, done * dv, dv)?;

@@ -423,8 +423,8 @@ pub(crate) struct Call {
 impl Call {
     /// Read and check the inputs and allocate the output.
     pub(crate) fn read<T: OnnxElement>(api: Api, ctx: *mut OrtKernelContext) -> Result<Self, Fail> {
-        // SAFETY (whole block): `ctx` is the context of this Compute call; values it
-        // returns stay valid until Compute returns.
+        // SAFETY: `ctx` is the context of this Compute call; values it returns stay
+        // valid until Compute returns.
         let count = unsafe { api.input_count(ctx)? };
         if count != 3 {
             return Err(Fail::invalid(format!(
@@ -435,6 +435,7 @@ impl Call {
         let mut data = [ptr::null_mut::<u8>(); 3];
         let mut q_value = ptr::null();
         for (i, name) in INPUTS.iter().enumerate() {
+            // SAFETY: as above; i < count = 3.
             let value = unsafe { api.input(ctx, i)? }.ok_or_else(|| {
                 Fail::invalid(format!(
                     "blockres.ResolventAttention: input {name} is missing"
@@ -443,6 +444,8 @@ impl Call {
             if i == 0 {
                 q_value = value;
             }
+            // SAFETY: a non-null input of this call, a tensor (the op declares tensor
+            // inputs), valid until Compute returns.
             let ts = unsafe { api.describe_value(value)? };
             if ts.elem != type_code(T::ONNX) {
                 return Err(Fail::invalid(format!(
@@ -473,12 +476,15 @@ impl Call {
                     ))
                 })?;
             }
+            // SAFETY: as above; inputs are only read.
             data[i] = unsafe { api.data(value)? };
         }
         let dims = Dims::from_shapes(shapes[0], shapes[1], shapes[2])?;
         let out_shape = dims.output_shape();
         let out_dims = out_shape.map(|d| d as i64);
+        // SAFETY: `ctx` is this Compute call's context.
         let y_value = unsafe { api.output(ctx, 0, &out_dims)? };
+        // SAFETY: the output tensor ORT just allocated for this call, ours to write.
         let y = unsafe { api.data(y_value)? };
         Ok(Call {
             shapes,
@@ -592,6 +598,8 @@ unsafe extern "system" fn infer_output_shape<T: OnnxElement>(
         }
         let input = |i: usize| -> Result<super::api::TypeShape, Fail> {
             let mut info: *mut OrtTensorTypeAndShapeInfo = ptr::null_mut();
+            // SAFETY: `ctx` is valid during this call and i < count; on success `info`
+            // is a valid info owned by the context, read here and not released.
             unsafe {
                 api.check((t.ShapeInferContext_GetInputTypeShape)(ctx, i, &mut info))?;
                 api.describe_symbolic(info)
@@ -625,6 +633,9 @@ unsafe extern "system" fn infer_output_shape<T: OnnxElement>(
         }
         let mut sym_ptrs: Vec<*const c_char> = symbols.iter().map(|s| s.as_ptr()).collect();
         let mut info: *mut OrtTensorTypeAndShapeInfo = ptr::null_mut();
+        // SAFETY: `info` is ours once created and released once on every later path;
+        // `dims` and `sym_ptrs` (NUL-terminated strings owned by `symbols`) outlive the
+        // calls, which copy them; `ctx` is valid during this call.
         unsafe {
             api.check((t.CreateTensorTypeAndShapeInfo)(&mut info))?;
             let r = (|| {
