@@ -556,6 +556,25 @@ fn host_stream_entry_matches_host_path() {
                 }
                 .unwrap();
             }
+            // A host buffer off the 16-byte grid is refused by name, before any launch.
+            // SAFETY: as above; the misaligned pointer is rejected before it is used.
+            let e = unsafe {
+                gpu::resolvent_attention_on_stream::<f16>(
+                    0,
+                    stream.cu_stream(),
+                    pq + 2,
+                    pk,
+                    pv,
+                    py,
+                    &dims,
+                    &cfg,
+                )
+            }
+            .unwrap_err();
+            assert!(
+                e.to_string().contains("input Q") && e.to_string().contains("aligned"),
+                "{e}"
+            );
         }
         let got = stream.clone_dtoh(&dy).unwrap();
         let want = gpu::resolvent_attention_host(

@@ -140,7 +140,7 @@ impl<T> Drop for Borrowed<T> {
 /// `stream` must be a live stream of device `ordinal`'s primary context; `q`, `k`, `v`,
 /// `y` must point to at least as many elements of `T` as the shapes need, on that
 /// device, and stay valid until the enqueued work has finished; `y` must not overlap
-/// the inputs.
+/// the inputs. Null or misaligned (not 16-byte) pointers are refused with an error.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn resolvent_attention_on_stream<T: GpuElement>(
     ordinal: usize,
@@ -162,11 +162,16 @@ pub unsafe fn resolvent_attention_on_stream<T: GpuElement>(
         ("V", v, bhkv * dims.n * dims.dv),
         ("Y", y, bh * dims.n * dims.dv),
     ];
+    // The kernels move 16 bytes at a time; a misaligned buffer would fault on the
+    // device and leave the context unusable, so it is refused here.
     for (name, p, _) in lens {
-        if p == 0 {
+        if p == 0 || p % 16 != 0 {
             return Err(Error::Shape {
                 tensor: name,
-                message: "null device pointer".into(),
+                message: format!(
+                    "device pointer {p:#x} is null or not 16-byte aligned (the kernels load \
+                     16 bytes at a time; ONNX Runtime's and cudaMalloc's buffers are)"
+                ),
             });
         }
     }
