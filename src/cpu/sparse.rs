@@ -495,8 +495,11 @@ fn run(
         s.parts([panel * max_row, logit_len, nc * dk, nc * dv, ulen, uclen])?;
     gather_rows(k, dk, &compact.rows, kc);
     gather_rows(v, dv, &compact.rows, vc);
-    let mut cols = vec![0u32; panel * max_row];
-    let mut offs = vec![0usize; panel + 1];
+    // Sized by the input (a panel of the longest row): grown fallibly like the rest.
+    let mut cols: Vec<u32> = Vec::new();
+    super::grow(&mut cols, panel * max_row, "the sparse kernel's column lists")?;
+    let mut offs: Vec<usize> = Vec::new();
+    super::grow(&mut offs, panel + 1, "the sparse kernel's row offsets")?;
     let mut far = FarLogits::default();
     let far_l = match pattern {
         Pattern::Strided { l } if l < n => Some(l),
