@@ -497,7 +497,11 @@ fn run(
     gather_rows(v, dv, &compact.rows, vc);
     // Sized by the input (a panel of the longest row): grown fallibly like the rest.
     let mut cols: Vec<u32> = Vec::new();
-    super::grow(&mut cols, panel * max_row, "the sparse kernel's column lists")?;
+    super::grow(
+        &mut cols,
+        panel * max_row,
+        "the sparse kernel's column lists",
+    )?;
     let mut offs: Vec<usize> = Vec::new();
     super::grow(&mut offs, panel + 1, "the sparse kernel's row offsets")?;
     let mut far = FarLogits::default();
