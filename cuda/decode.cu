@@ -21,7 +21,24 @@
 // same expression and lets dense rows run over any number of cached tokens. The coarse
 // terms of block I are the same online pass over the finished blocks' key sums (logit
 // scale/b, values their z sums), anchored at the block's first query.
+//
+// Non-finite values are recorded in the decoder's flag buffer `bad` (u64[4], zeroed by
+// the host, read and cleared by GpuDecoder::check_finite), never by a wait: slots 0, 1, 2
+// get max(FLAG − flat index) of a NaN/∞ read from the new tokens' Q, K, V (0 = none, the
+// smallest index among those seen wins, as in means.cu); slot 3 gets 1 when a value
+// written (y, z, a key or z sum, a coarse term) is not finite, which from finite inputs is
+// an overflow. A predicate per element; the atomic only when it fires.
 #include "common.cuh"
+
+#define FLAG (1ull << 62)
+#define BAD_OUT 3
+
+__device__ __forceinline__ void dec_in(u64* bad, int slot, float x, long long idx) {
+    if (!finite_f(x)) atomicMax(bad + slot, FLAG - (u64)idx);
+}
+__device__ __forceinline__ void dec_out(u64* bad, float x) {
+    if (!finite_f(x)) atomicMax(bad + BAD_OUT, 1ull);
+}
 
 #define DEC_THREADS 256
 #define DEC_CHUNK 256  // rows of logits held in shared memory at a time
@@ -117,8 +134,8 @@ __device__ __forceinline__ float dec_groups(float acc, DecShared& sh, int g, int
 // 0..I: (σ, gsum) returned, hsum into sh.hs and, with σ and gsum, into co. Ends with a
 // barrier (sh.hs is read by every thread next).
 __device__ void dec_coarse(const float* __restrict__ ksh, const float* __restrict__ zsh, float* co,
-                           int I, int b, int dk, int dv, float scale, DecShared& sh, int g, int c,
-                           int G, float& sigma, float& gsum) {
+                           u64* bad, int I, int b, int dk, int dv, float scale, DecShared& sh, int g,
+                           int c, int G, float& sigma, float& gsum) {
     float mu = neg_inf(), sum = 0.0f, acc = 0.0f;
     // k̄_J = Σk_J / b: every finished block holds b tokens.
     if (I > 0) dec_attend(ksh, zsh, I, I, dk, dv, scale / (float)b, sh, mu, sum, acc, g, c, G);
@@ -128,10 +145,15 @@ __device__ void dec_coarse(const float* __restrict__ ksh, const float* __restric
     if ((int)threadIdx.x < dv) {
         sh.hs[threadIdx.x] = h;
         co[2 + threadIdx.x] = h;
+        dec_out(bad, h);
     }
     if (threadIdx.x == 0) {
         co[0] = sigma;
         co[1] = gsum;
+        if (I > 0) {  // σ = −∞ is the empty coarse part
+            dec_out(bad, sigma);
+            dec_out(bad, gsum);
+        }
     }
     __syncthreads();
 }
@@ -140,13 +162,17 @@ __device__ void dec_coarse(const float* __restrict__ ksh, const float* __restric
 // finish (rows added in order from 0, as the CPU's sum_rows, so the sums agree bitwise).
 template <class T>
 __device__ void decode_keys(const T* __restrict__ k, float* __restrict__ kc, float* __restrict__ ks,
-                            int s, int len, int cap, int dk, int b, int maxb) {
+                            u64* __restrict__ bad, int s, int len, int cap, int dk, int b, int maxb) {
     const long long h = blockIdx.x;
     const T* kh = k + h * s * dk;
     float* kch = kc + h * cap * dk;
     const long long total = (long long)s * dk;
     float* dst = kch + (long long)len * dk;
-    for (long long i = threadIdx.x; i < total; i += blockDim.x) dst[i] = to_f(kh[i]);
+    for (long long i = threadIdx.x; i < total; i += blockDim.x) {
+        const float x = to_f(kh[i]);
+        dec_in(bad, 1, x, h * total + i);
+        dst[i] = x;
+    }
     __syncthreads();  // the sums below read keys other threads wrote
     const int j0 = len / b, j1 = (len + s) / b;
     for (long long idx = threadIdx.x; idx < (long long)(j1 - j0) * dk; idx += blockDim.x) {
@@ -154,6 +180,7 @@ __device__ void decode_keys(const T* __restrict__ k, float* __restrict__ kc, flo
         const float* src = kch + (long long)J * b * dk + c;
         float a = 0.0f;
         for (int r = 0; r < b; ++r) a += src[(long long)r * dk];
+        dec_out(bad, a);
         ks[(h * maxb + J) * dk + c] = a;
     }
 }
@@ -163,8 +190,8 @@ template <class T>
 __device__ void decode_step(const T* __restrict__ q, const T* __restrict__ v, T* __restrict__ y,
                             const float* __restrict__ kc, float* __restrict__ zc,
                             const float* __restrict__ ks, float* __restrict__ zs, float* __restrict__ co,
-                            int H, int Hkv, int s, int len, int cap, int dk, int dv, int b, int maxb,
-                            float scale, float gamma) {
+                            u64* __restrict__ bad, int H, int Hkv, int s, int len, int cap, int dk,
+                            int dv, int b, int maxb, float scale, float gamma) {
     __shared__ DecShared sh;
     const int bh = blockIdx.x, tid = threadIdx.x;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -179,10 +206,15 @@ __device__ void decode_step(const T* __restrict__ q, const T* __restrict__ v, T*
     for (int i = tid; i < dv; i += blockDim.x) sh.hs[i] = coh[2 + i];
     for (int i = 0; i < s; ++i) {
         const int t = len + i;
-        for (int j = tid; j < dk; j += blockDim.x) sh.q[j] = to_f(q[((long long)bh * s + i) * dk + j]);
+        for (int j = tid; j < dk; j += blockDim.x) {
+            const long long qi = ((long long)bh * s + i) * dk + j;
+            const float x = to_f(q[qi]);
+            dec_in(bad, 0, x, qi);
+            sh.q[j] = x;
+        }
         __syncthreads();  // also publishes the previous row's z, z sum and sh.hs
         const int r0 = t - t % b;
-        if (t == r0) dec_coarse(ksh, zsh, coh, t / b, b, dk, dv, scale, sh, g, c, G, sigma, gsum);
+        if (t == r0) dec_coarse(ksh, zsh, coh, bad, t / b, b, dk, dv, scale, sh, g, c, G, sigma, gsum);
         const int nl = t - r0 + 1;
         float mu = gsum > 0.0f ? sigma : neg_inf();
         float sum = gsum;
@@ -192,14 +224,21 @@ __device__ void decode_step(const T* __restrict__ q, const T* __restrict__ v, T*
         const float et = sh.lg[(nl - 1) % DEC_CHUNK];  // the row's own term, last of the last chunk
         const float a = dec_groups(acc, sh, g, c, G, dv);
         if (tid < dv) {
-            const float vv = to_f(v[(kvh * s + i) * dv + tid]);
+            const long long vi = (kvh * s + i) * dv + tid;
+            const float vv = to_f(v[vi]);
+            dec_in(bad, 2, vv, vi);
             const float w = (a + et * vv) * (1.0f / (sum - gamma * et));
-            y[((long long)bh * s + i) * dv + tid] = from_f<T>((1.0f - gamma) * w);
-            zch[(long long)t * dv + tid] = vv + gamma * w;
+            const T yt = from_f<T>((1.0f - gamma) * w);
+            const float zt = vv + gamma * w;
+            dec_out(bad, to_f(yt));  // after rounding: f16 overflows long before f32
+            dec_out(bad, zt);
+            y[((long long)bh * s + i) * dv + tid] = yt;
+            zch[(long long)t * dv + tid] = zt;
             if ((t + 1) % b == 0) {
                 // Only this thread wrote column tid of the block's z rows in this launch.
                 float z = 0.0f;
                 for (int r = r0; r <= t; ++r) z += zch[(long long)r * dv + tid];
+                dec_out(bad, z);
                 zsh[(long long)(t / b) * dv + tid] = z;
             }
         }
@@ -213,8 +252,8 @@ __device__ void decode_step(const T* __restrict__ q, const T* __restrict__ v, T*
 template <class T>
 __device__ void decode_prefill(const T* __restrict__ q, const T* __restrict__ v, const T* __restrict__ y,
                                const float* __restrict__ ks, float* __restrict__ zc, float* __restrict__ zs,
-                               float* __restrict__ co, int H, int Hkv, int s, int cap, int dk, int dv, int b,
-                               int maxb, float scale, float gamma) {
+                               float* __restrict__ co, u64* __restrict__ bad, int H, int Hkv, int s,
+                               int cap, int dk, int dv, int b, int maxb, float scale, float gamma) {
     __shared__ DecShared sh;
     const int bh = blockIdx.x, tid = threadIdx.x;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -228,7 +267,19 @@ __device__ void decode_prefill(const T* __restrict__ q, const T* __restrict__ v,
     const T* vh = v + kvh * s * dv;
     const T* yh = y + (long long)bh * s * dv;
     const long long total = (long long)s * dv;
-    for (long long i = tid; i < total; i += blockDim.x) zch[i] = to_f(vh[i]) + f * to_f(yh[i]);
+    for (long long i = tid; i < total; i += blockDim.x) {
+        const float vv = to_f(vh[i]), yy = to_f(yh[i]);
+        dec_in(bad, 2, vv, kvh * total + i);
+        const float z = vv + f * yy;
+        dec_out(bad, yy);
+        dec_out(bad, z);
+        zch[i] = z;
+    }
+    // The full kernels read Q whole; only the anchor row below is read here, so Q is
+    // scanned for the record (once per prefill, O(s·dk) per head).
+    const T* qh = q + (long long)bh * s * dk;
+    const long long qtotal = (long long)s * dk;
+    for (long long i = tid; i < qtotal; i += blockDim.x) dec_in(bad, 0, to_f(qh[i]), bh * qtotal + i);
     __syncthreads();
     const int I = s / b;
     for (long long idx = tid; idx < (long long)I * dv; idx += blockDim.x) {
@@ -236,6 +287,7 @@ __device__ void decode_prefill(const T* __restrict__ q, const T* __restrict__ v,
         const float* src = zch + (long long)J * b * dv + cc;
         float a = 0.0f;
         for (int r = 0; r < b; ++r) a += src[(long long)r * dv];
+        dec_out(bad, a);
         zsh[(long long)J * dv + cc] = a;
     }
     // A prefill ending on a block boundary leaves the next block's terms to its first step.
@@ -243,26 +295,27 @@ __device__ void decode_prefill(const T* __restrict__ q, const T* __restrict__ v,
     for (int j = tid; j < dk; j += blockDim.x) sh.q[j] = to_f(q[((long long)bh * s + (long long)I * b) * dk + j]);
     __syncthreads();  // sh.q, and the z sums for dec_coarse
     float sigma, gsum;
-    dec_coarse(ksh, zsh, coh, I, b, dk, dv, scale, sh, g, c, G, sigma, gsum);
+    dec_coarse(ksh, zsh, coh, bad, I, b, dk, dv, scale, sh, g, c, G, sigma, gsum);
 }
 
 #define DECODE(T, S)                                                                              \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_keys_##S(                   \
-        const T* k, float* kc, float* ks, int s, int len, int cap, int dk, int b, int maxb) {    \
-        decode_keys<T>(k, kc, ks, s, len, cap, dk, b, maxb);                                     \
+        const T* k, float* kc, float* ks, u64* bad, int s, int len, int cap, int dk, int b,      \
+        int maxb) {                                                                               \
+        decode_keys<T>(k, kc, ks, bad, s, len, cap, dk, b, maxb);                                \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_step_##S(                   \
         const T* q, const T* v, T* y, const float* kc, float* zc, const float* ks, float* zs,    \
-        float* co, int H, int Hkv, int s, int len, int cap, int dk, int dv, int b, int maxb,     \
-        float scale, float gamma) {                                                               \
-        decode_step<T>(q, v, y, kc, zc, ks, zs, co, H, Hkv, s, len, cap, dk, dv, b, maxb, scale, \
-                       gamma);                                                                    \
+        float* co, u64* bad, int H, int Hkv, int s, int len, int cap, int dk, int dv, int b,     \
+        int maxb, float scale, float gamma) {                                                     \
+        decode_step<T>(q, v, y, kc, zc, ks, zs, co, bad, H, Hkv, s, len, cap, dk, dv, b, maxb,   \
+                       scale, gamma);                                                             \
     }                                                                                             \
     extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_prefill_##S(                \
         const T* q, const T* v, const T* y, const float* ks, float* zc, float* zs, float* co,    \
-        int H, int Hkv, int s, int cap, int dk, int dv, int b, int maxb, float scale,            \
+        u64* bad, int H, int Hkv, int s, int cap, int dk, int dv, int b, int maxb, float scale,  \
         float gamma) {                                                                            \
-        decode_prefill<T>(q, v, y, ks, zc, zs, co, H, Hkv, s, cap, dk, dv, b, maxb, scale,       \
+        decode_prefill<T>(q, v, y, ks, zc, zs, co, bad, H, Hkv, s, cap, dk, dv, b, maxb, scale,  \
                           gamma);                                                                 \
     }
 BLOCKRES_FOR_TYPES(DECODE)

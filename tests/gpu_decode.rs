@@ -490,3 +490,152 @@ fn undecodable_configs_and_limits_are_errors() {
     assert!(matches!(new(&first, 129, 64), Err(Error::Unsupported(_))));
     assert!(new(&first, 8, 64).is_ok());
 }
+
+#[test]
+fn non_finite_inputs_on_device_are_reported_by_check_finite() {
+    // `extend` on device buffers does not wait; the kernels record a NaN/∞ in the new
+    // tokens' Q, K, V and `check_finite` reports the tensor and index, then clears.
+    let gpu = Gpu::new(0).expect("these tests need a CUDA GPU");
+    for block in [DENSE, 7] {
+        let c = case(block, 20);
+        let x = inputs::<f32>(&c, 31);
+        let cfg = c.config();
+        let (bh, bhkv) = (c.batch * c.heads, c.batch * c.kv_heads);
+        let up = |t: Vec<f32>| gpu.upload(&t).unwrap();
+        let get = |lo, hi| {
+            (
+                piece(&x.q, bh, c.n, c.dk, lo, hi),
+                piece(&x.k, bhkv, c.n, c.dk, lo, hi),
+                piece(&x.v, bhkv, c.n, c.dv, lo, hi),
+            )
+        };
+        // `which`: 0 Q, 1 K, 2 V; `at`: the flat index made NaN (or ∞) in that tensor
+        // of the call appending tokens lo..hi after a clean prefill of `lo` tokens (or
+        // of the prefill itself when lo = 0).
+        let run = |which: usize, at: usize, lo: usize, hi: usize, bad: f32| {
+            let mut gd =
+                GpuDecoder::new(&gpu, &cfg, c.batch, c.heads, c.kv_heads, c.dk, c.dv, c.n).unwrap();
+            if lo > 0 {
+                let (q, k, v) = get(0, lo);
+                let mut dy = gpu.zeros::<f32>(bh * lo * c.dv).unwrap();
+                gd.extend(&up(q), &up(k), &up(v), &mut dy, lo).unwrap();
+                assert_eq!(gd.check_finite(), Ok(()), "block {block}: clean prefill");
+            }
+            let (mut q, mut k, mut v) = get(lo, hi);
+            [&mut q, &mut k, &mut v][which][at] = bad;
+            let mut dy = gpu.zeros::<f32>(bh * (hi - lo) * c.dv).unwrap();
+            gd.extend(&up(q), &up(k), &up(v), &mut dy, hi - lo).unwrap();
+            let err = gd.check_finite().unwrap_err();
+            // Cleared: the next check finds nothing new.
+            assert_eq!(gd.check_finite(), Ok(()));
+            err
+        };
+        let want = |tensor, index| Error::NonFinite { tensor, index };
+        // A NaN in k of a one-token step.
+        let e = run(1, 5, 10, 11, f32::NAN);
+        assert_eq!(e, want("K", 5), "block {block}");
+        // Q and V of a step, K at the last element of a three-token step.
+        let e = run(0, bh * c.dk - 1, 10, 11, f32::INFINITY);
+        assert_eq!(e, want("Q", bh * c.dk - 1), "block {block}");
+        let e = run(2, 3, 10, 11, f32::NEG_INFINITY);
+        assert_eq!(e, want("V", 3), "block {block}");
+        let e = run(1, bhkv * 3 * c.dk - 1, 10, 13, f32::NAN);
+        assert_eq!(e, want("K", bhkv * 3 * c.dk - 1), "block {block}");
+        // In a prefill (through the full kernels): every row of Q, K, V is read.
+        let e = run(0, bh * 12 * c.dk - 2, 0, 12, f32::NAN);
+        assert_eq!(e, want("Q", bh * 12 * c.dk - 2), "block {block}");
+        let e = run(1, 77, 0, 12, f32::NAN);
+        assert_eq!(e, want("K", 77), "block {block}");
+        let e = run(2, bhkv * 12 * c.dv - 1, 0, 12, f32::NAN);
+        assert_eq!(e, want("V", bhkv * 12 * c.dv - 1), "block {block}");
+    }
+}
+
+#[test]
+fn clean_inputs_pass_check_finite() {
+    // Finite inputs of ordinary size: prefill, steps and multi-token calls, f32 and
+    // bf16, never leave a record.
+    let gpu = Gpu::new(0).expect("these tests need a CUDA GPU");
+    for block in [DENSE, 1, 7] {
+        let c = case(block, 40);
+        let x = inputs::<bf16>(&c, 3);
+        let cfg = c.config();
+        let (bh, bhkv) = (c.batch * c.heads, c.batch * c.kv_heads);
+        let mut gd =
+            GpuDecoder::new(&gpu, &cfg, c.batch, c.heads, c.kv_heads, c.dk, c.dv, c.n).unwrap();
+        for (lo, hi) in pieces(c.n, Split::Random(9, 9)) {
+            let up = |t: Vec<bf16>| gpu.upload(&t).unwrap();
+            let q = up(piece(&x.q, bh, c.n, c.dk, lo, hi));
+            let k = up(piece(&x.k, bhkv, c.n, c.dk, lo, hi));
+            let v = up(piece(&x.v, bhkv, c.n, c.dv, lo, hi));
+            let mut dy = gpu.zeros::<bf16>(bh * (hi - lo) * c.dv).unwrap();
+            gd.extend(&q, &k, &v, &mut dy, hi - lo).unwrap();
+        }
+        assert_eq!(gd.check_finite(), Ok(()), "block {block}");
+        let x = inputs::<f32>(&c, 4);
+        gd.reset();
+        gd.extend_host(&x.q, &x.k, &x.v, c.n).unwrap();
+        assert_eq!(gd.check_finite(), Ok(()), "block {block}");
+    }
+}
+
+#[test]
+fn overflow_of_finite_inputs_is_reported() {
+    // V = f32::MAX/2 with γ = 0.99: w ≈ v/(1−γ) = 100·v overflows f32, from finite
+    // inputs. `check_finite` (and `extend_host`, which calls it) says Overflow.
+    let gpu = Gpu::new(0).expect("these tests need a CUDA GPU");
+    for block in [DENSE, 4] {
+        let c = Case {
+            gamma: 0.99,
+            ..case(block, 12)
+        };
+        let cfg = c.config();
+        let (bh, bhkv) = (c.batch * c.heads, c.batch * c.kv_heads);
+        let new =
+            || GpuDecoder::new(&gpu, &cfg, c.batch, c.heads, c.kv_heads, c.dk, c.dv, c.n).unwrap();
+        let huge = f32::MAX / 2.0;
+        let overflow = |r: Result<(), Error>, what: &str| match r {
+            Err(Error::Overflow(_)) => {}
+            other => panic!("block {block}, {what}: expected Overflow, got {other:?}"),
+        };
+        // Device buffers, a one-token step (an empty decoder's first token).
+        let mut gd = new();
+        let q = gpu.upload(&vec![0.1f32; bh * c.dk]).unwrap();
+        let k = gpu.upload(&vec![0.1f32; bhkv * c.dk]).unwrap();
+        let v = gpu.upload(&vec![huge; bhkv * c.dv]).unwrap();
+        let mut dy = gpu.zeros::<f32>(bh * c.dv).unwrap();
+        gd.extend(&q, &k, &v, &mut dy, 1).unwrap();
+        overflow(gd.check_finite(), "a step");
+        assert_eq!(gd.check_finite(), Ok(()));
+        // A prefill of several tokens through the full kernels.
+        let mut gd = new();
+        let s = 6;
+        let q = gpu.upload(&vec![0.1f32; bh * s * c.dk]).unwrap();
+        let k = gpu.upload(&vec![0.1f32; bhkv * s * c.dk]).unwrap();
+        let v = gpu.upload(&vec![huge; bhkv * s * c.dv]).unwrap();
+        let mut dy = gpu.zeros::<f32>(bh * s * c.dv).unwrap();
+        gd.extend(&q, &k, &v, &mut dy, s).unwrap();
+        overflow(gd.check_finite(), "a prefill");
+        // From the host: the inputs pass the host check, the result does not.
+        let mut gd = new();
+        let r = gd.extend_host(
+            &vec![0.1f32; bh * 2 * c.dk],
+            &vec![0.1f32; bhkv * 2 * c.dk],
+            &vec![huge; bhkv * 2 * c.dv],
+            2,
+        );
+        overflow(r.map(|_| ()), "extend_host");
+        // The same sizes with ordinary V are fine.
+        let mut gd = new();
+        let y = gd
+            .extend_host(
+                &vec![0.1f32; bh * 2 * c.dk],
+                &vec![0.1f32; bhkv * 2 * c.dk],
+                &vec![1.0f32; bhkv * 2 * c.dv],
+                2,
+            )
+            .unwrap();
+        assert!(y.iter().all(|v| v.is_finite()));
+        assert_eq!(gd.check_finite(), Ok(()));
+    }
+}

@@ -33,6 +33,15 @@ const THREADS: u32 = 256;
 /// The decoder borrows the [`Gpu`]: its launches go on the `Gpu`'s stream, after
 /// whatever the caller enqueued there (the uploads of Q, K, V).
 ///
+/// Non-finite values: [`extend`](Self::extend) never waits, so it cannot refuse a NaN or
+/// infinity in device buffers. Its kernels record instead, in a device flag of the
+/// decoder, any non-finite value they read from the new tokens' Q, K, V, and any
+/// non-finite value they write (Y, the cached z, the block sums, the coarse terms: from
+/// finite inputs, an overflow). Callers with device buffers call
+/// [`check_finite`](Self::check_finite) when they want to know (it waits), as for
+/// [`super::resolvent_attention_device`] and [`GpuWorkspace::check_finite`];
+/// [`extend_host`](Self::extend_host) checks its inputs on the host and calls it.
+///
 /// ```no_run
 /// use blockres::gpu::{Gpu, GpuDecoder};
 /// use blockres::{CoarseQuery, Config, Structure};
@@ -54,6 +63,8 @@ const THREADS: u32 = 256;
 /// let mut yt = gpu.zeros::<f32>(h * d).unwrap();
 /// dec.extend(&t, &t, &t, &mut yt, 1).unwrap();
 /// assert_eq!(dec.len(), prompt + 1);
+/// // Device buffers are not checked by `extend`: ask when it matters (this waits).
+/// dec.check_finite().unwrap();
 /// ```
 pub struct GpuDecoder<'g> {
     gpu: &'g Gpu,
@@ -77,8 +88,17 @@ pub struct GpuDecoder<'g> {
     ks: CudaSlice<f32>,
     zs: CudaSlice<f32>,
     co: CudaSlice<f32>,
+    /// The non-finite record the kernels set (cuda/decode.cu): `FLAG − index` of the
+    /// first NaN/∞ seen in Q, K, V (slots 0..3, 0 = none), 1 in slot 3 for a non-finite
+    /// result. Zeroed by `new` and by `check_finite`.
+    bad: CudaSlice<u64>,
     ws: GpuWorkspace,
 }
+
+/// Offset the kernels' non-finite record counts down from (`FLAG` in cuda/decode.cu):
+/// they store `FLAG − index` with atomicMax, so 0 means "none" and the smallest index
+/// wins.
+const FLAG: u64 = 1 << 62;
 
 impl std::fmt::Debug for GpuDecoder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,6 +220,10 @@ impl<'g> GpuDecoder<'g> {
             alloc(sizes[3])?,
             alloc(sizes[4])?,
         ];
+        let bad = gpu
+            .stream
+            .alloc_zeros::<u64>(4)
+            .map_err(|e| dev_err("allocating device memory", e))?;
         Ok(Self {
             gpu,
             cfg: *cfg,
@@ -219,6 +243,7 @@ impl<'g> GpuDecoder<'g> {
             ks,
             zs,
             co,
+            bad,
             ws: GpuWorkspace::new(),
         })
     }
@@ -314,8 +339,10 @@ impl<'g> GpuDecoder<'g> {
     /// `q: [B, H, s, dk]`, `k: [B, Hkv, s, dk]`, `v: [B, Hkv, s, dv]`,
     /// `y: [B, H, s, dv]`, row-major device buffers with the decoder's dimensions and
     /// any `s ≥ 1` that fits in the capacity. Returns once the work is enqueued on the
-    /// `Gpu`'s stream. Inputs are not checked for NaN/∞ here (that would need a wait):
-    /// they propagate to `Y` and the state. [`GpuDecoder::extend_host`] checks them.
+    /// `Gpu`'s stream. Inputs are not refused for NaN/∞ here (that would need a wait):
+    /// they propagate to `Y` and the state, and the kernels record them (and any
+    /// non-finite result) for [`check_finite`](Self::check_finite), which the caller
+    /// runs when it wants to know. [`GpuDecoder::extend_host`] does both.
     ///
     /// A call refused for its shapes or the capacity enqueues nothing and leaves the
     /// state as it was.
@@ -383,6 +410,7 @@ impl<'g> GpuDecoder<'g> {
             lb.arg(k)
                 .arg(&mut self.kc)
                 .arg(&mut self.ks)
+                .arg(&mut self.bad)
                 .arg(&si)
                 .arg(&leni)
                 .arg(&capi)
@@ -406,7 +434,8 @@ impl<'g> GpuDecoder<'g> {
                 .arg(&self.ks)
                 .arg(&mut self.zc)
                 .arg(&mut self.zs)
-                .arg(&mut self.co);
+                .arg(&mut self.co)
+                .arg(&mut self.bad);
             lb.arg(&hi)
                 .arg(&hkvi)
                 .arg(&si)
@@ -434,7 +463,8 @@ impl<'g> GpuDecoder<'g> {
                 .arg(&mut self.zc)
                 .arg(&self.ks)
                 .arg(&mut self.zs)
-                .arg(&mut self.co);
+                .arg(&mut self.co)
+                .arg(&mut self.bad);
             lb.arg(&hi)
                 .arg(&hkvi)
                 .arg(&si)
@@ -460,10 +490,75 @@ impl<'g> GpuDecoder<'g> {
         Ok(())
     }
 
+    /// Wait for the calls enqueued so far and report what their kernels saw since the
+    /// last check (or since [`new`](Self::new)), then clear the record:
+    ///
+    /// - [`Error::NonFinite`] for a NaN or infinity read from the new tokens' Q, K or V,
+    ///   the first of those three tensors holding one. `index` is a flat index into that
+    ///   tensor as passed to the call that read it: the smallest among the offending
+    ///   elements the kernels saw, which is the first one of a single call, but with
+    ///   several calls since the last check it does not say which call (a prefill
+    ///   through the full kernels reads Q, K, V whole; a step reads all of them too).
+    /// - [`Error::Overflow`] when the inputs were finite but a result was not: Y, the
+    ///   cached z = v + γ·w, a block's key or z sum or the coarse terms overflowed f32
+    ///   (or, for Y, the element type), as large V with γ near 1 can.
+    ///
+    /// Either way the state now holds non-finite values: [`reset`](Self::reset) before
+    /// decoding on (the record itself is cleared here). `Ok` when everything was finite.
+    /// Errors of the device itself are [`Error::Device`].
+    ///
+    /// ```no_run
+    /// use blockres::gpu::{Gpu, GpuDecoder};
+    /// use blockres::{Config, Error, Structure};
+    /// let gpu = Gpu::new(0).unwrap();
+    /// let dense = Config { structure: Structure::Dense, ..Config::default() };
+    /// let mut dec = GpuDecoder::new(&gpu, &dense, 1, 1, 1, 4, 4, 8).unwrap();
+    /// let (q, mut k, v) = (vec![0.5f32; 4], vec![0.5f32; 4], vec![0.5f32; 4]);
+    /// k[2] = f32::NAN;
+    /// let (dq, dk, dv) = (gpu.upload(&q).unwrap(), gpu.upload(&k).unwrap(), gpu.upload(&v).unwrap());
+    /// let mut dy = gpu.zeros::<f32>(4).unwrap();
+    /// dec.extend(&dq, &dk, &dv, &mut dy, 1).unwrap(); // enqueued, not checked
+    /// assert_eq!(dec.check_finite(), Err(Error::NonFinite { tensor: "K", index: 2 }));
+    /// assert!(dec.check_finite().is_ok()); // the record was cleared
+    /// ```
+    pub fn check_finite(&mut self) -> Result<()> {
+        let gpu = self.gpu;
+        gpu.ctx
+            .bind_to_thread()
+            .map_err(|e| dev_err("making the CUDA context current", e))?;
+        // The copy waits for the stream, so every call enqueued so far has run.
+        let rec = gpu.download(&self.bad)?;
+        if rec.iter().any(|&f| f != 0) {
+            gpu.stream
+                .memset_zeros(&mut self.bad)
+                .map_err(|e| dev_err("clearing the non-finite record", e))?;
+        }
+        for (name, &f) in ["Q", "K", "V"].iter().zip(&rec) {
+            if f != 0 {
+                return Err(Error::NonFinite {
+                    tensor: name,
+                    index: (FLAG - f) as usize,
+                });
+            }
+        }
+        if rec[3] != 0 {
+            return Err(Error::Overflow(
+                "the GPU decoder produced a non-finite value (Y, a cached z, a block sum or \
+                 a coarse term) from finite inputs; the values are too large for f32 (or \
+                 the element type), as with large V and γ near 1"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Host convenience: check the inputs (finite, shapes, capacity), copy them to the
-    /// device, [`extend`](Self::extend), and copy `Y: [B, H, s, dv]` back (waits). A
-    /// refused call (shapes, capacity, a NaN or infinity in the inputs) leaves the state
-    /// as it was.
+    /// device, [`extend`](Self::extend), copy `Y: [B, H, s, dv]` back (waits) and
+    /// [`check_finite`](Self::check_finite). A refused call (shapes, capacity, a NaN or
+    /// infinity in the inputs) leaves the state as it was; a non-finite result
+    /// ([`Error::Overflow`]) is found after the state took the tokens (it then holds
+    /// non-finite values: [`reset`](Self::reset)). A record left by earlier unchecked
+    /// [`extend`](Self::extend) calls on device buffers is reported here too.
     ///
     /// ```no_run
     /// use blockres::gpu::{Gpu, GpuDecoder};
@@ -505,6 +600,8 @@ impl<'g> GpuDecoder<'g> {
         let (dq, dk, dv) = (gpu.upload(q)?, gpu.upload(k)?, gpu.upload(v)?);
         let mut dy = gpu.zeros::<T>(ylen)?;
         self.extend(&dq, &dk, &dv, &mut dy, s)?;
-        gpu.download(&dy)
+        let y = gpu.download(&dy)?;
+        self.check_finite()?;
+        Ok(y)
     }
 }
