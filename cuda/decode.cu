@@ -33,11 +33,16 @@
 #define FLAG (1ull << 62)
 #define BAD_OUT 3
 
+// The atomic is out of line: the hot loops' register allocation must not pay for a
+// path that runs only on bad input.
+__device__ __noinline__ void dec_flag(u64* bad, int slot, u64 value) {
+    atomicMax(bad + slot, value);
+}
 __device__ __forceinline__ void dec_in(u64* bad, int slot, float x, long long idx) {
-    if (!finite_f(x)) atomicMax(bad + slot, FLAG - (u64)idx);
+    if (!finite_f(x)) dec_flag(bad, slot, FLAG - (u64)idx);
 }
 __device__ __forceinline__ void dec_out(u64* bad, float x) {
-    if (!finite_f(x)) atomicMax(bad + BAD_OUT, 1ull);
+    if (!finite_f(x)) dec_flag(bad, BAD_OUT, 1ull);
 }
 
 #define DEC_THREADS 256
@@ -57,7 +62,8 @@ struct DecShared {
 // thread; acc: column c of row group g): ℓ_r = scale·q·keys_r, and acc gains e_r·vals_r
 // for r < nval only (the query's own row enters with v_t, which is not a cached z). On
 // return sh.lg holds the exponentials of the last chunk, rescaled to the final mu.
-__device__ void dec_attend(const float* __restrict__ keys, const float* __restrict__ vals,
+// Out of line: its loads-in-flight loops keep their registers whatever the caller holds.
+__device__ __noinline__ void dec_attend(const float* __restrict__ keys, const float* __restrict__ vals,
                            int nrows, int nval, int dk, int dv, float scale, DecShared& sh,
                            float& mu, float& sum, float& acc, int g, int c, int G) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
