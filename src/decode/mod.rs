@@ -105,17 +105,7 @@ impl Decoder {
         dk: usize,
         dv: usize,
     ) -> Result<Self> {
-        cfg.validate()?;
-        check_decodable(cfg)?;
-        Dims {
-            batch,
-            heads,
-            kv_heads,
-            n: 1,
-            dk,
-            dv,
-        }
-        .validate()?;
+        check_new(cfg, [batch, heads, kv_heads, dk, dv])?;
         let b = match cfg.structure {
             Structure::Dense => usize::MAX,
             _ => cfg.block_size,
@@ -339,7 +329,15 @@ impl Decoder {
         for st in &mut self.hs {
             st.begin();
         }
-        let r = self.run(&qf, &kf, &vf, &mut yf, par);
+        let r = self.run(&qf, &kf, &vf, &mut yf, par).and_then(|()| {
+            if yf.iter().any(|v| v.abs() > T::MAX) {
+                return Err(Error::Overflow(format!(
+                    "a row of Y exceeds the range of {}; scale V down or lower gamma",
+                    T::NAME
+                )));
+            }
+            Ok(())
+        });
         if let Err(e) = r {
             for st in &mut self.kv {
                 st.rollback();
@@ -348,18 +346,6 @@ impl Decoder {
                 st.rollback();
             }
             return Err(e);
-        }
-        if yf.iter().any(|v| v.abs() > T::MAX) {
-            for st in &mut self.kv {
-                st.rollback();
-            }
-            for st in &mut self.hs {
-                st.rollback();
-            }
-            return Err(Error::Overflow(format!(
-                "a row of Y exceeds the range of {}; scale V down or lower gamma",
-                T::NAME
-            )));
         }
         let (start, end) = (
             self.g.block_start(self.len),
@@ -500,6 +486,22 @@ pub(crate) fn run_heads<S: Rows + Send + Sync>(
             .enumerate()
             .try_for_each(head)
     }
+}
+
+/// What every decoder (CPU or GPU) checks before it allocates: the parameters, that
+/// they are decodable, and the head counts and widths `[B, H, Hkv, dk, dv]`.
+pub(crate) fn check_new(cfg: &Config, [batch, heads, kv_heads, dk, dv]: [usize; 5]) -> Result<()> {
+    cfg.validate()?;
+    check_decodable(cfg)?;
+    Dims {
+        batch,
+        heads,
+        kv_heads,
+        n: 1,
+        dk,
+        dv,
+    }
+    .validate()
 }
 
 pub(crate) fn check_decodable(cfg: &Config) -> Result<()> {

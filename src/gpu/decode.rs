@@ -146,17 +146,7 @@ impl<'g> GpuDecoder<'g> {
         dv: usize,
         capacity: usize,
     ) -> Result<Self> {
-        cfg.validate()?;
-        crate::decode::check_decodable(cfg)?;
-        Dims {
-            batch,
-            heads,
-            kv_heads,
-            n: 1,
-            dk,
-            dv,
-        }
-        .validate()?;
+        crate::decode::check_new(cfg, [batch, heads, kv_heads, dk, dv])?;
         if dk > MAX_HEAD_DIM || dv > MAX_HEAD_DIM {
             return Err(Error::Unsupported(format!(
                 "the GPU decoder takes dk, dv ≤ {MAX_HEAD_DIM}, got dk = {dk}, dv = {dv}; use \

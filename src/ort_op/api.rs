@@ -26,14 +26,21 @@ impl Fail {
     }
 }
 
-impl From<crate::Error> for Fail {
-    fn from(e: crate::Error) -> Self {
+impl Fail {
+    /// A crate error as reported by the op `op`, under the ORT code that fits it.
+    pub(crate) fn of(op: &str, e: crate::Error) -> Self {
         let code = match e {
             crate::Error::Unsupported(_) => OrtErrorCode::ORT_NOT_IMPLEMENTED,
             crate::Error::Device(_) | crate::Error::OutOfMemory { .. } => OrtErrorCode::ORT_FAIL,
             _ => OrtErrorCode::ORT_INVALID_ARGUMENT,
         };
-        Fail::Msg(code, format!("blockres.ResolventAttention: {e}"))
+        Fail::Msg(code, format!("{op}: {e}"))
+    }
+}
+
+impl From<crate::Error> for Fail {
+    fn from(e: crate::Error) -> Self {
+        Fail::of("blockres.ResolventAttention", e)
     }
 }
 

@@ -12,7 +12,7 @@ use std::ptr;
 
 use ort_sys::{
     ONNXTensorElementDataType, OrtApi, OrtCustomOp, OrtCustomOpInputOutputCharacteristic,
-    OrtErrorCode, OrtKernelContext, OrtKernelInfo, OrtMemType, OrtStatusPtr, OrtValue,
+    OrtKernelContext, OrtKernelInfo, OrtStatusPtr, OrtValue,
 };
 
 use super::API_VERSION;
@@ -61,12 +61,7 @@ fn invalid(message: impl std::fmt::Display) -> Fail {
 }
 
 fn from_error(e: Error) -> Fail {
-    let code = match e {
-        Error::Unsupported(_) => OrtErrorCode::ORT_NOT_IMPLEMENTED,
-        Error::Device(_) | Error::OutOfMemory { .. } => OrtErrorCode::ORT_FAIL,
-        _ => OrtErrorCode::ORT_INVALID_ARGUMENT,
-    };
-    Fail::Msg(code, format!("{NAME}: {e}"))
+    Fail::of(NAME, e)
 }
 
 /// One registration for element type `T` (CPU provider). `repr(C)` with `ort` first:
@@ -100,7 +95,7 @@ impl<T: OnnxElement> CacheOp<T> {
                 KernelDestroy: Some(kernel_destroy::<T>),
                 GetInputCharacteristic: Some(get_input_characteristic),
                 GetOutputCharacteristic: Some(get_output_characteristic),
-                GetInputMemoryType: Some(get_input_memory_type),
+                GetInputMemoryType: Some(kernel::get_input_memory_type),
                 GetVariadicInputMinArity: Some(kernel::get_variadic_min_arity),
                 GetVariadicInputHomogeneity: Some(kernel::get_variadic_homogeneity),
                 GetVariadicOutputMinArity: Some(kernel::get_variadic_min_arity),
@@ -182,13 +177,6 @@ unsafe extern "system" fn get_output_characteristic(
     } else {
         OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
     }
-}
-
-unsafe extern "system" fn get_input_memory_type(
-    _op: *const OrtCustomOp,
-    _index: usize,
-) -> OrtMemType {
-    OrtMemType::OrtMemTypeDefault
 }
 
 /// ORT frees nothing of ours: the arrays are handed back to `release_may_inplace`.

@@ -208,7 +208,7 @@ unsafe extern "system" fn get_characteristic(
     OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED
 }
 
-unsafe extern "system" fn get_input_memory_type(
+pub(super) unsafe extern "system" fn get_input_memory_type(
     _op: *const OrtCustomOp,
     _index: usize,
 ) -> OrtMemType {
