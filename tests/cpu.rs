@@ -89,14 +89,9 @@ fn reference<T: Element>(c: &Case, x: &Inputs<T>) -> Vec<f64> {
     let (q, k, v) = (w(&x.q), w(&x.k), w(&x.v));
     let (n, dk, dv) = (c.n, c.dk, c.dv);
     let scale = 1.0 / (dk as f64).sqrt();
-    let group = c.heads / c.kv_heads;
-    let mut out = Vec::new();
-    for bh in 0..c.batch * c.heads {
-        let kvh = (bh / c.heads) * c.kv_heads + (bh % c.heads) / group;
-        let qh = &q[bh * n * dk..(bh + 1) * n * dk];
-        let kh = &k[kvh * n * dk..(kvh + 1) * n * dk];
-        let vh = &v[kvh * n * dv..(kvh + 1) * n * dv];
-        let a = match c.structure {
+    let dims = [c.batch, c.heads, c.kv_heads, n, dk, dv];
+    reference_by_head([&q, &k, &v], dims, c.gamma as f64, |qh, kh| {
+        match c.structure {
             Structure::Dense => dense_a(qh, kh, n, dk, scale, c.causal),
             Structure::Block => {
                 let b = if c.block_size == 0 {
@@ -107,10 +102,8 @@ fn reference<T: Element>(c: &Case, x: &Inputs<T>) -> Vec<f64> {
                 block_a_with(qh, kh, n, dk, b.min(n), scale, c.causal, c.coarse_query)
             }
             other => panic!("no reference for {other:?}"),
-        };
-        out.extend(resolvent(&a, vh, n, dv, c.gamma as f64));
-    }
-    out
+        }
+    })
 }
 
 fn run<T: Element>(c: &Case, x: &Inputs<T>, par: Par) -> Result<Vec<T>, Error> {

@@ -110,25 +110,17 @@ fn full<T: Element>(c: &Case, x: &Inputs<T>) -> Vec<T> {
 }
 
 fn reference<T: Element>(c: &Case, x: &Inputs<T>) -> Vec<f64> {
-    let w = |v: &[T]| -> Vec<f64> { v.iter().map(|e| e.to_f32() as f64).collect() };
-    let (q, k, v) = (w(&x.q), w(&x.k), w(&x.v));
     let (n, dk, dv) = (c.n, c.dk, c.dv);
     let scale = 1.0 / (dk as f64).sqrt();
-    let group = c.heads / c.kv_heads;
-    let mut out = Vec::new();
-    for bh in 0..c.batch * c.heads {
-        let kvh = (bh / c.heads) * c.kv_heads + (bh % c.heads) / group;
-        let qh = &q[bh * n * dk..(bh + 1) * n * dk];
-        let kh = &k[kvh * n * dk..(kvh + 1) * n * dk];
-        let vh = &v[kvh * n * dv..(kvh + 1) * n * dv];
-        let a = if c.b == 0 {
+    let dims = [c.batch, c.heads, c.kv_heads, n, dk, dv];
+    let (q, k, v) = (to64(&x.q), to64(&x.k), to64(&x.v));
+    reference_by_head([&q, &k, &v], dims, c.gamma as f64, |qh, kh| {
+        if c.b == 0 {
             dense_a(qh, kh, n, dk, scale, true)
         } else {
             block_a_with(qh, kh, n, dk, c.b.min(n), scale, true, CoarseQuery::First)
-        };
-        out.extend(resolvent(&a, vh, n, dv, c.gamma as f64));
-    }
-    out
+        }
+    })
 }
 
 fn to64<T: Element>(y: &[T]) -> Vec<f64> {

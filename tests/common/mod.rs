@@ -148,6 +148,28 @@ pub fn resolvent(a: &[f64], v: &[f64], n: usize, dv: usize, gamma: f64) -> Vec<f
     x.iter().map(|&y| (1.0 - gamma) * y).collect()
 }
 
+/// The float64 reference of a whole `[B, H, n, d]` call: per (batch, head), the
+/// attention matrix `a(q_head, k_head)` against its key/value head (grouped-query
+/// attention), then the resolvent with that head's values. `dims` is
+/// `[B, H, Hkv, n, dk, dv]`.
+pub fn reference_by_head(
+    [q, k, v]: [&[f64]; 3],
+    [batch, heads, kv_heads, n, dk, dv]: [usize; 6],
+    gamma: f64,
+    a: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> Vec<f64> {
+    let group = heads / kv_heads;
+    let mut out = Vec::new();
+    for bh in 0..batch * heads {
+        let kvh = (bh / heads) * kv_heads + (bh % heads) / group;
+        let qh = &q[bh * n * dk..(bh + 1) * n * dk];
+        let kh = &k[kvh * n * dk..(kvh + 1) * n * dk];
+        let vh = &v[kvh * n * dv..(kvh + 1) * n * dv];
+        out.extend(resolvent(&a(qh, kh), vh, n, dv, gamma));
+    }
+    out
+}
+
 /// `‖y − r‖ / ‖r‖` (Frobenius).
 pub fn rel_err(y: &[f64], r: &[f64]) -> f64 {
     assert_eq!(y.len(), r.len());
