@@ -125,10 +125,16 @@ impl<S> KvState<S> {
 impl<S> HeadState<S> {
     /// A state over given storage (the ONNX op's buffers).
     pub fn over(zsum: S, tail: S, coarse: Coarse) -> Self {
+        // Nothing to save: a call over caller buffers is never rolled back (its state
+        // rows at and past the valid length are simply not valid yet).
+        let saved = Coarse {
+            hsum: Vec::new(),
+            ..coarse
+        };
         Self {
             zsum,
             tail,
-            saved: coarse.clone(),
+            saved,
             coarse,
             mark: (0, 0),
         }
