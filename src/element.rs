@@ -101,7 +101,7 @@ half_element!(
 );
 half_element!(bf16, "bfloat16", bf16_widen, bf16_narrow);
 
-crate::cpu::small::multiversion! {
+crate::cpu::simd::multiversion! {
     /// bf16 → f32 is a 16-bit shift; written on the bits so it vectorizes (`half`'s
     /// slice conversion goes element by element for bf16).
     fn bf16_widen(src: &[bf16], dst: &mut [f32]) {
@@ -111,7 +111,7 @@ crate::cpu::small::multiversion! {
     }
 }
 
-crate::cpu::small::multiversion! {
+crate::cpu::simd::multiversion! {
     /// f32 → bf16 with round-to-nearest-even on the bits (NaN stays a quiet NaN).
     fn bf16_narrow(src: &[f32], dst: &mut [bf16]) {
         for (d, s) in dst.iter_mut().zip(src) {

@@ -16,7 +16,7 @@ use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use super::{Head, KernelScratch, small, threads};
+use super::{Head, KernelScratch, simd, small, threads};
 use crate::config::CoarseQuery;
 use crate::error::{Error, Result};
 
@@ -43,7 +43,7 @@ pub fn auto_block_size(n: usize, d: usize) -> usize {
     if n <= 2 * b { n.max(1) } else { b }
 }
 
-small::multiversion! {
+simd::multiversion! {
     fn block_means(x: &[f32], d: usize, b: usize, n: usize, out: &mut [f32]) {
         for (j, o) in out.chunks_exact_mut(d).enumerate() {
             let r0 = j * b;

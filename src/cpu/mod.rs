@@ -4,7 +4,7 @@
 mod bidir;
 pub mod block;
 pub mod dense;
-#[macro_use]
+pub(crate) mod simd;
 pub(crate) mod small;
 pub mod sparse;
 

@@ -1,64 +1,7 @@
 //! Tight kernels for the small per-block problems, where faer's general path costs
 //! more in dispatch than the arithmetic (measured in `benches/attention.rs`).
 
-/// Define a function twice: for the baseline target, and with AVX2 + FMA enabled,
-/// chosen at run time. The crate builds for baseline x86-64 (so the cdylib loads
-/// anywhere), but its vectorized loops run 2× wider where the CPU allows.
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($g:ident: $b:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])* $vis fn $name $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn imp $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2 $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
-                    imp($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: both features were detected on this CPU just now.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            imp($($arg),*)
-        }
-    };
-}
-
-pub(crate) use multiversion;
-
-/// Define `$name` to run `$body::<true, ..>` (a kernel generic over `const FMA: bool`,
-/// using `mul_add` when true) with AVX2 + FMA enabled where the CPU has them, and
-/// `$body::<false, ..>` on the baseline target otherwise. For kernels whose inner loops
-/// need fused multiply-add: Rust never contracts `a·b + c` on its own, and `mul_add`
-/// without the FMA feature is a libm call.
-macro_rules! fma_dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($g:ident: $b:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name $(<$($g: $b),*>)? ($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx2 $(<$($g: $b),*>)? ($($arg: $ty),*) {
-                    $body::<true $(, $($g),*)?>($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: both features were detected on this CPU just now.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body::<false $(, $($g),*)?>($($arg),*)
-        }
-    };
-}
-
-pub(crate) use fma_dispatch;
+use super::simd::{self, multiversion};
 
 multiversion! {
     /// Masked, shifted row softmax of `s` (`rows×cols`, row stride `ld`) in place.
@@ -271,13 +214,7 @@ fn gemm_rm_imp<const FMA: bool, NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
                     // Rows past the matrix repeat its last row; they are not stored.
                     let av = a[(i + r.min(mr - 1)) * lda + p];
                     for (x, &bv) in accr.iter_mut().zip(brow) {
-                        // Rust never contracts a·b + c on its own; mul_add is one
-                        // instruction only where FMA is enabled.
-                        *x = if FMA {
-                            av.mul_add(bv, *x)
-                        } else {
-                            *x + av * bv
-                        };
+                        *x = simd::fmadd::<FMA>(av, bv, *x);
                     }
                 }
             }
@@ -304,7 +241,7 @@ fn gemm_rm_imp<const FMA: bool, NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
     }
 }
 
-fma_dispatch! {
+multiversion! {
     /// `C = alpha·A·B` for small row-major matrices (`A: m×k`, `B: k×n`, `C: m×n`
     /// with leading dimensions `lda`, `ldb`, `ldc`), by 4×16 register tiles.
     ///

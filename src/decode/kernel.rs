@@ -6,7 +6,7 @@
 //! both structures.
 
 use crate::config::CoarseQuery;
-use crate::cpu::{self, Head, KernelScratch, small};
+use crate::cpu::{self, Head, KernelScratch, simd, small};
 use crate::error::{Error, Result};
 
 /// What every head of one decoder shares.
@@ -246,7 +246,7 @@ impl HeadState {
     }
 }
 
-small::multiversion! {
+simd::multiversion! {
     /// `out[r] = scale · x·row_r` for the rows of `rows` (row length `x.len()`).
     fn dot_rows(x: &[f32], rows: &[f32], scale: f32, out: &mut [f32]) {
         let d = x.len();
@@ -264,7 +264,7 @@ small::multiversion! {
     }
 }
 
-small::multiversion! {
+simd::multiversion! {
     /// `acc += Σ_r w[r] · row_r` (row length `acc.len()`).
     fn axpy_rows(w: &[f32], rows: &[f32], acc: &mut [f32]) {
         let d = acc.len();
