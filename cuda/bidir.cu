@@ -36,6 +36,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     const int wa = nb + dv + 1;   // its width: M, then dv value columns, then the w column
     float* A = sm;
     float* scr = A + nb * as;
+    require_smem(4ll * (nb * as + max(2 * nb * (dk + 1), nb * (dv + 1))));
     const int tid = threadIdx.x, ty = tid >> 5, tx = tid & 31;
     const T* qh = q + ((long long)bh * n + base) * dk;
     const T* kh = k + (kvh * n + base) * dk;
@@ -130,20 +131,20 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
 }
 
 #define LOCAL_BIDIR(T, S)                                                                     \
-    extern "C" __global__ void __launch_bounds__(NT) local_bidir_##S(                          \
-        const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \
-        const float* sigma, const float* gsum, const float* hvec, int H, int Hkv, int n,     \
-        int dk, int dv, int b, int m, float scale, float gamma) {                             \
-        local_bidir<T>(q, k, v, y, wout, pbar, cvec, sigma, gsum, hvec, H, Hkv, n, dk, dv, b, \
-                       m, scale, gamma);                                                      \
+    extern "C" __global__ void __launch_bounds__(NT) local_bidir_##S(const LocalParams p) { \
+        local_bidir<T>(BLOCKRES_LOCAL_ARGS(T, p));                                            \
     }
 BLOCKRES_FOR_TYPES(LOCAL_BIDIR)
 
 // The reduced system's augmented matrix per head, aug: m × (m + dv), row-major:
 // [I − γ·diag(c)·G̃ | p̄]. Grid (row, head).
-extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(
-    const float* __restrict__ g, const float* __restrict__ pbar, const float* __restrict__ cvec,
-    float* __restrict__ aug, int m, int dv, float gamma) {
+extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(const ReducedParams p) {
+    const float* __restrict__ g = p.g;
+    const float* __restrict__ pbar = p.pbar;
+    const float* __restrict__ cvec = p.cvec;
+    float* __restrict__ aug = p.minv;
+    const int m = p.m, dv = p.dv;
+    const float gamma = p.gamma;
     const int i = blockIdx.x, bh = blockIdx.y;
     const long long row = (long long)bh * m + i;
     const float gc = gamma * cvec[row];
@@ -156,8 +157,9 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(
 // Gauss–Jordan on one head's augmented matrix, in place (u replaces p̄). One CTA of 1024
 // threads (32 rows × 32 columns of workers) per head; global memory writes of a step are
 // visible to the whole CTA after its barrier.
-extern "C" __global__ void __launch_bounds__(1024) reduced_bidir_solve(float* __restrict__ aug, int m,
-                                                                         int dv) {
+extern "C" __global__ void __launch_bounds__(1024) reduced_bidir_solve(const ReducedParams p) {
+    float* __restrict__ aug = p.minv;
+    const int m = p.m, dv = p.dv;
     const int bh = blockIdx.x;
     const int w = m + dv;
     float* a = aug + (long long)bh * m * w;
@@ -180,8 +182,11 @@ extern "C" __global__ void __launch_bounds__(1024) reduced_bidir_solve(float* __
 
 // s = G̃·u (u in the augmented matrix's last dv columns). Grid (row, head), dv threads
 // at most 128 (the host's limit on dv).
-extern "C" __global__ void __launch_bounds__(128) reduced_bidir_apply(
-    const float* __restrict__ g, const float* __restrict__ aug, float* __restrict__ s, int m, int dv) {
+extern "C" __global__ void __launch_bounds__(128) reduced_bidir_apply(const ReducedParams p) {
+    const float* __restrict__ g = p.g;
+    const float* __restrict__ aug = p.minv;
+    float* __restrict__ s = p.s;
+    const int m = p.m, dv = p.dv;
     const int i = blockIdx.x, bh = blockIdx.y, c = threadIdx.x;
     if (c >= dv) return;
     const long long row = (long long)bh * m + i;

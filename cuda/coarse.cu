@@ -36,11 +36,17 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
     asm volatile("cp.async.commit_group;");
 }
 
-extern "C" __global__ void __launch_bounds__(256) coarse(
-    const float* __restrict__ qbar, const float* __restrict__ kbar, const float* __restrict__ vbar,
-    float* __restrict__ g, float* __restrict__ sigma, float* __restrict__ gsum,
-    float* __restrict__ h, int H, int Hkv, int n, int dk, int dv, int b, int m, float scale,
-    int causal, int ig) {
+extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
+    const float* __restrict__ qbar = p.qbar;
+    const float* __restrict__ kbar = p.kbar;
+    const float* __restrict__ vbar = p.vbar;
+    float* __restrict__ g = p.g;
+    float* __restrict__ sigma = p.sigma;
+    float* __restrict__ gsum = p.gsum;
+    float* __restrict__ h = p.h;
+    const int H = p.H, Hkv = p.Hkv, n = p.n, dk = p.dk, dv = p.dv, b = p.b, m = p.m;
+    const float scale = p.scale;
+    const int causal = p.causal, ig = p.ig;
     __shared__ __align__(16) float qrows[IGMAX][128];
     __shared__ float hpart[4][IGMAX][64];
     // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
@@ -58,6 +64,7 @@ extern "C" __global__ void __launch_bounds__(256) coarse(
     // float4 load phase (consecutive J) hit different banks.
     const int ks = (dk4 % 2 == 0 ? dk4 + 1 : dk4) * 4;
     float* stg = grow + ((ig * m + 3) & ~3);
+    require_smem(4ll * (((ig * m + 3) & ~3) + CH * max(ks, 64)));
     for (int idx = tid; idx < IGMAX * 128; idx += blockDim.x) {
         const int r = idx >> 7, c = idx & 127;
         qrows[r][c] = (r < nI && c < dk) ? qbar[((long long)bh * m + I0 + r) * dk + c] : 0.0f;

@@ -15,6 +15,77 @@ typedef unsigned long long u64;
 struct bf16_t { u16 x; };
 struct f16_t { u16 x; };
 
+// The kernel ABI: every entry point of a kernel family takes that family's parameter
+// struct by value (FlashAttention's Flash_fwd_params), not a list of ~20 positional
+// arguments whose order two languages must keep in step. src/gpu/params.rs mirrors
+// each struct field for field (#[repr(C)]); its tests read every entry point's
+// parameter size out of the built PTX and compare it with the Rust struct's size.
+// Element pointers are untyped here: the typed entry points (NAME_f32, NAME_f16,
+// NAME_bf16) cast them to their T. Shapes and sizes as in SPEC §4; b is the block
+// size and m = ceil(n / b) the number of blocks.
+
+// block_means_*: per-block means of x (rows of d), the non-finite flag in *bad.
+struct MeansParams {
+    const void* x;
+    float* out;
+    u64* bad;
+    int n, d, b, m;
+    int first;  // 1: the block's first row instead of its mean (coarse_query = first)
+};
+
+// coarse: G̃, σ, gsum and h from the block means.
+struct CoarseParams {
+    const float *qbar, *kbar, *vbar;
+    float *g, *sigma, *gsum, *h;
+    int H, Hkv, n, dk, dv, b, m;
+    float scale;
+    int causal;
+    int ig;  // block rows per CTA
+};
+
+// local_causal_*, local_tc_*, local_bidir_*: the within-block stage.
+struct LocalParams {
+    const void *q, *k, *v;
+    void* y;
+    float *w, *pbar, *cvec;
+    const float *sigma, *gsum, *h;
+    int H, Hkv, n, dk, dv, b, m;
+    float scale, gamma;
+};
+
+// reduced_inverses, reduced_causal, reduced_bidir_{build,solve,apply}: the m×m system.
+// minv holds the causal panels' inverses, or the bidirectional augmented matrix.
+struct ReducedParams {
+    const float *g, *pbar, *cvec;
+    float *minv, *s;
+    int m, dv;
+    float gamma;
+};
+
+// combine_*: y ← y + the cross-block term, in place.
+struct CombineParams {
+    void* y;
+    const float *w, *s;
+    int n, dv, b, m;
+    float gamma;
+};
+
+// The local family's body arguments, in its kernels' parameter order.
+#define BLOCKRES_LOCAL_ARGS(T, p)                                                             \
+    static_cast<const T*>(p.q), static_cast<const T*>(p.k), static_cast<const T*>(p.v),     \
+        static_cast<T*>(p.y), p.w, p.pbar, p.cvec, p.sigma, p.gsum, p.h, p.H, p.Hkv, p.n, p.dk, \
+        p.dv, p.b, p.m, p.scale, p.gamma
+
+// decode_keys_*, decode_step_*, decode_prefill_*: incremental decoding (SPEC §6).
+struct DecodeParams {
+    const void *q, *k, *v;
+    void* y;
+    float *kc, *zc, *ks, *zs, *co;
+    u64* bad;
+    int H, Hkv, s, len, cap, dk, dv, b, maxb;
+    float scale, gamma;
+};
+
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(bf16_t v) { return __uint_as_float(((u32)v.x) << 16); }
 __device__ __forceinline__ float to_f(f16_t v) {
@@ -115,6 +186,16 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 // 16-byte asynchronous copy global → shared (sm_80+); completes at cp.async.wait_group.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+}
+
+// The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose
+// formulas mirror the kernels' layouts. Each kernel checks that the layout it is about
+// to carve fits what it was given (%dynamic_smem_size), so a mismatch between the two
+// sides is a launch error (trap), never a silent write past the allocation.
+__device__ __forceinline__ void require_smem(long long need) {
+    u32 have;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
+    if (need > (long long)have) asm volatile("trap;");
 }
 
 // Instantiate `extern "C"` entry points of a kernel template for the three element

@@ -305,23 +305,19 @@ __device__ void decode_prefill(const T* __restrict__ q, const T* __restrict__ v,
 }
 
 #define DECODE(T, S)                                                                              \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_keys_##S(                   \
-        const T* k, float* kc, float* ks, u64* bad, int s, int len, int cap, int dk, int b,      \
-        int maxb) {                                                                               \
-        decode_keys<T>(k, kc, ks, bad, s, len, cap, dk, b, maxb);                                \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_step_##S(                   \
-        const T* q, const T* v, T* y, const float* kc, float* zc, const float* ks, float* zs,    \
-        float* co, u64* bad, int H, int Hkv, int s, int len, int cap, int dk, int dv, int b,     \
-        int maxb, float scale, float gamma) {                                                     \
-        decode_step<T>(q, v, y, kc, zc, ks, zs, co, bad, H, Hkv, s, len, cap, dk, dv, b, maxb,   \
-                       scale, gamma);                                                             \
-    }                                                                                             \
-    extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_prefill_##S(                \
-        const T* q, const T* v, const T* y, const float* ks, float* zc, float* zs, float* co,    \
-        u64* bad, int H, int Hkv, int s, int cap, int dk, int dv, int b, int maxb, float scale,  \
-        float gamma) {                                                                            \
-        decode_prefill<T>(q, v, y, ks, zc, zs, co, bad, H, Hkv, s, cap, dk, dv, b, maxb, scale,  \
-                          gamma);                                                                 \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_keys_##S(const DecodeParams p) { \
+        decode_keys<T>(static_cast<const T*>(p.k), p.kc, p.ks, p.bad, p.s, p.len, p.cap, p.dk, p.b,  \
+                       p.maxb);                                                                    \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS) decode_step_##S(const DecodeParams p) { \
+        decode_step<T>(static_cast<const T*>(p.q), static_cast<const T*>(p.v), static_cast<T*>(p.y), \
+                       p.kc, p.zc, p.ks, p.zs, p.co, p.bad, p.H, p.Hkv, p.s, p.len, p.cap, p.dk,     \
+                       p.dv, p.b, p.maxb, p.scale, p.gamma);                                         \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(DEC_THREADS)                                      \
+        decode_prefill_##S(const DecodeParams p) {                                                 \
+        decode_prefill<T>(static_cast<const T*>(p.q), static_cast<const T*>(p.v),                  \
+                          static_cast<const T*>(p.y), p.ks, p.zc, p.zs, p.co, p.bad, p.H, p.Hkv,   \
+                          p.s, p.cap, p.dk, p.dv, p.b, p.maxb, p.scale, p.gamma);                  \
     }
 BLOCKRES_FOR_TYPES(DECODE)

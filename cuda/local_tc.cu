@@ -160,6 +160,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     float* hs = csum + NWM * LD;                          // LD: h_I
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
     u64* mbar = reinterpret_cast<u64*>(hs + LD);
+    require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM) - smem);
 
     const int I = blockIdx.x, bh = blockIdx.y;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -501,12 +502,9 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
 // dk and dv. Register caps: 2 CTAs of 8 warps or 4 of 4 warps per SM.
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
-    extern "C" __global__ void __launch_bounds__(32 * W, MINB) local_tc_##S##_##W##_##D(      \
-        const T* q, const T* k, const T* v, T* y, float* wout, float* pbar, float* cvec,      \
-        const float* sigma, const float* gsum, const float* hvec, int H, int Hkv, int n,     \
-        int dk, int dv, int b, int m, float scale, float gamma) {                             \
-        local_tc<T, W, D>(q, k, v, y, wout, pbar, cvec, sigma, gsum, hvec, H, Hkv, n, dk, dv, \
-                          b, m, scale, gamma);                                               \
+    extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
+        local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
+        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 4) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 4) LOCAL_TC(T, S, 8, 128, 1)

@@ -83,8 +83,7 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
 }
 
 #define MEANS(T, S)                                                                   \
-    extern "C" __global__ void __launch_bounds__(256) block_means_##S(               \
-        const T* x, float* out, u64* bad, int n, int d, int b, int m, int first) {    \
-        block_means<T>(x, out, bad, n, d, b, m, first);                               \
+    extern "C" __global__ void __launch_bounds__(256) block_means_##S(const MeansParams p) { \
+        block_means<T>(static_cast<const T*>(p.x), p.out, p.bad, p.n, p.d, p.b, p.m, p.first); \
     }
 BLOCKRES_FOR_TYPES(MEANS)

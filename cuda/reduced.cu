@@ -19,9 +19,12 @@
 
 // M_P⁻¹ of every 32-row panel: minv[((bh·np + P)·32 + i)·32 + j], np = ceil(m/32);
 // rows and columns past m are those of the identity.
-extern "C" __global__ void __launch_bounds__(32) reduced_inverses(
-    const float* __restrict__ g, const float* __restrict__ cvec, float* __restrict__ minv,
-    int m, float gamma) {
+extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedParams p) {
+    const float* __restrict__ g = p.g;
+    const float* __restrict__ cvec = p.cvec;
+    float* __restrict__ minv = p.minv;
+    const int m = p.m;
+    const float gamma = p.gamma;
     __shared__ float gp[PANEL][PANEL + 1];
     __shared__ float cp[PANEL];
     const int P = blockIdx.x, bh = blockIdx.y, lane = threadIdx.x;
@@ -49,10 +52,16 @@ extern "C" __global__ void __launch_bounds__(32) reduced_inverses(
     for (int i = 0; i < PANEL; ++i) out[i * PANEL + lane] = x[i];
 }
 
-extern "C" __global__ void __launch_bounds__(256) reduced_causal(
-    const float* __restrict__ g, const float* __restrict__ pbar, const float* __restrict__ cvec,
-    const float* __restrict__ minv, float* __restrict__ s, int m, int dv, float gamma) {
+extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
+    const float* __restrict__ g = p.g;
+    const float* __restrict__ pbar = p.pbar;
+    const float* __restrict__ cvec = p.cvec;
+    const float* __restrict__ minv = p.minv;
+    float* __restrict__ s = p.s;
+    const int m = p.m, dv = p.dv;
+    const float gamma = p.gamma;
     extern __shared__ __align__(16) float us[];  // m × CW: this CTA's columns of u
+    require_smem(4ll * m * CW);
     __shared__ float gp[PANEL][PANEL + 1];   // G̃_PP
     __shared__ float mi[PANEL][PANEL + 1];   // M_P⁻¹
     __shared__ float sp[PANEL][CW];          // the panel's s (finished rows' part first)

@@ -17,8 +17,9 @@ cargo run --release --example ort_host
 # the device machine (outputs in results/), its doc tests run here.
 cargo build --release --features cuda --tests --examples
 cargo test --release --features cuda --doc
-# The GPU launch planning (limits, shared memory per device) is pure: tested here.
-cargo test --release --features cuda --lib gpu::plan
+# The GPU launch planning (limits, shared memory per device) is pure, and the kernel ABI
+# (every entry point and its parameter struct, read from the embedded PTX) needs no GPU.
+cargo test --release --features cuda --lib -- gpu::plan gpu::module gpu::params
 # The CUDA-built op library (which also registers the op for the CUDA execution
 # provider) in this CPU-only onnxruntime: the CPU registration must work unchanged.
 cargo build --release --features cuda --lib

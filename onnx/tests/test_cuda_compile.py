@@ -26,23 +26,13 @@ def test_every_cu_compiles_to_ptx_9_0(tmp_path):
         assert ".visible .entry" in ptx, f"{cu.name}: no kernel entry point"
 
 
-def test_typed_entry_points_present(tmp_path):
+def test_tensor_core_instructions_present(tmp_path):
+    # The entry points and their parameter structs are checked against the one list of
+    # kernel names (src/gpu/module.rs, FAMILIES) by the Rust test
+    # gpu::module::tests::every_entry_point_takes_its_family_struct, on the same PTX.
     r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    entries = set()
-    for p in tmp_path.glob("*.ptx"):
-        entries |= set(re.findall(r"\.visible \.entry (\w+)\(", p.read_text()))
-    want = {"coarse", "reduced_causal", "reduced_inverses", "reduced_bidir_build",
-            "reduced_bidir_solve", "reduced_bidir_apply"}
-    for base in ("block_means", "local_causal", "combine", "local_bidir", "decode_keys",
-                 "decode_step", "decode_prefill"):
-        want |= {f"{base}_{s}" for s in ("f32", "f16", "bf16")}
-    # The tensor-core block kernel: (warps, head-dim bound) variants per half type, as
-    # src/gpu/module.rs looks them up.
-    for s_ in ("f16", "bf16"):
-        want |= {f"local_tc_{s_}_{w}_{d}" for w, d in ((4, 64), (8, 64), (4, 128), (8, 128))}
-    assert want <= entries, f"missing: {sorted(want - entries)}"
     # The f16/bf16 local kernels use the tensor cores.
     local = (tmp_path / "local.ptx").read_text()
     assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in local

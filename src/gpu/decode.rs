@@ -3,6 +3,7 @@
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
+use super::params::{Args, DecodeParams};
 use super::{Gpu, GpuElement, GpuWorkspace, MAX_HEAD_DIM, cfg1, dev_err, to_i32};
 use crate::attention::Dims;
 use crate::config::{Config, Structure};
@@ -395,87 +396,82 @@ impl<'g> GpuDecoder<'g> {
             (self.batch * self.heads) as u32,
             (self.batch * self.kv_heads) as u32,
         );
+        // The three decode kernels share DecodeParams; each reads the fields it needs.
+        let base = DecodeParams {
+            heads: hi,
+            kv_heads: hkvi,
+            s: si,
+            len: leni,
+            cap: capi,
+            dk: dki,
+            dv: dvi,
+            b: bi,
+            maxb: maxbi,
+            scale,
+            gamma,
+            ..DecodeParams::default()
+        };
         {
+            let mut a = Args::new(st);
+            let p = DecodeParams {
+                k: a.r(k),
+                kc: a.w(&mut self.kc),
+                ks: a.w(&mut self.ks),
+                bad: a.w(&mut self.bad),
+                ..base
+            };
             let mut lb = st.launch_builder(&kx.decode_keys[T::INDEX]);
-            lb.arg(k)
-                .arg(&mut self.kc)
-                .arg(&mut self.ks)
-                .arg(&mut self.bad)
-                .arg(&si)
-                .arg(&leni)
-                .arg(&capi)
-                .arg(&dki)
-                .arg(&bi)
-                .arg(&maxbi);
+            lb.arg(&p);
             launch(
-                // SAFETY: the arguments match `decode_keys` (cuda/decode.cu) in order and
-                // type; `check` sized K for s tokens and kept len + s within the capacity
-                // `new` allocated kc and ks for; one CTA of THREADS per kv head, static
-                // shared memory only.
+                // SAFETY: `decode_keys` (cuda/decode.cu) takes one DecodeParams; `check`
+                // sized K for s tokens and kept len + s within the capacity `new`
+                // allocated kc and ks for; one CTA of THREADS per kv head, static shared
+                // memory only.
                 unsafe { lb.launch(cfg1((bhkv, 1), THREADS, 0)) },
                 "launching decode_keys",
             )?;
         }
-        if full {
-            let mut lb = st.launch_builder(&kx.decode_prefill[T::INDEX]);
-            lb.arg(q)
-                .arg(v)
-                .arg(&*y)
-                .arg(&self.ks)
-                .arg(&mut self.zc)
-                .arg(&mut self.zs)
-                .arg(&mut self.co)
-                .arg(&mut self.bad);
-            lb.arg(&hi)
-                .arg(&hkvi)
-                .arg(&si)
-                .arg(&capi)
-                .arg(&dki)
-                .arg(&dvi)
-                .arg(&bi)
-                .arg(&maxbi)
-                .arg(&scale)
-                .arg(&gamma);
-            launch(
-                // SAFETY: the arguments match `decode_prefill` (cuda/decode.cu) in order
-                // and type; `check` sized Q, V, Y for s ≤ capacity tokens, `new` the state
-                // for the capacity; one CTA of THREADS per query head (B·H ≤ 65535 and
-                // dv ≤ MAX_HEAD_DIM checked in `new`), static shared memory only.
-                unsafe { lb.launch(cfg1((bh, 1), THREADS, 0)) },
-                "launching decode_prefill",
-            )?;
+        let mut a = Args::new(st);
+        let (f, p, what) = if full {
+            let p = DecodeParams {
+                q: a.r(q),
+                v: a.r(v),
+                y: a.r(&*y),
+                ks: a.r(&self.ks),
+                zc: a.w(&mut self.zc),
+                zs: a.w(&mut self.zs),
+                co: a.w(&mut self.co),
+                bad: a.w(&mut self.bad),
+                ..base
+            };
+            (&kx.decode_prefill[T::INDEX], p, "launching decode_prefill")
         } else {
-            let mut lb = st.launch_builder(&kx.decode_step[T::INDEX]);
-            lb.arg(q)
-                .arg(v)
-                .arg(&mut *y)
-                .arg(&self.kc)
-                .arg(&mut self.zc)
-                .arg(&self.ks)
-                .arg(&mut self.zs)
-                .arg(&mut self.co)
-                .arg(&mut self.bad);
-            lb.arg(&hi)
-                .arg(&hkvi)
-                .arg(&si)
-                .arg(&leni)
-                .arg(&capi)
-                .arg(&dki)
-                .arg(&dvi)
-                .arg(&bi)
-                .arg(&maxbi)
-                .arg(&scale)
-                .arg(&gamma);
-            launch(
-                // SAFETY: the arguments match `decode_step` (cuda/decode.cu) in order and
-                // type; `check` sized Q, V, Y for s tokens and kept len + s within the
-                // capacity of the state `new` allocated; one CTA of THREADS per query head
-                // (B·H ≤ 65535 and dv ≤ MAX_HEAD_DIM checked in `new`), static shared
-                // memory only.
-                unsafe { lb.launch(cfg1((bh, 1), THREADS, 0)) },
-                "launching decode_step",
-            )?;
-        }
+            let p = DecodeParams {
+                q: a.r(q),
+                v: a.r(v),
+                y: a.w(&mut *y),
+                kc: a.r(&self.kc),
+                zc: a.w(&mut self.zc),
+                ks: a.r(&self.ks),
+                zs: a.w(&mut self.zs),
+                co: a.w(&mut self.co),
+                bad: a.w(&mut self.bad),
+                ..base
+            };
+            (&kx.decode_step[T::INDEX], p, "launching decode_step")
+        };
+        let mut lb = st.launch_builder(f);
+        lb.arg(&p);
+        launch(
+            // SAFETY: `decode_prefill` and `decode_step` (cuda/decode.cu) take one
+            // DecodeParams; `check` sized Q, V, Y for s tokens (prefill: s ≤ capacity)
+            // and kept len + s within the capacity of the state `new` allocated; one CTA
+            // of THREADS per query head (B·H ≤ 65535 and dv ≤ MAX_HEAD_DIM checked in
+            // `new`), static shared memory only.
+            unsafe { lb.launch(cfg1((bh, 1), THREADS, 0)) },
+            what,
+        )?;
+        drop(a);
         self.len += s;
         Ok(())
     }

@@ -36,12 +36,14 @@ mod decode;
 mod external;
 mod module;
 mod nvrtc;
+mod params;
 mod plan;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
 };
 
 use crate::attention::Dims;
@@ -54,6 +56,7 @@ pub use decode::GpuDecoder;
 pub use external::resolvent_attention_on_stream;
 use module::Kernels;
 pub use module::ptx_tool;
+use params::{Args, CoarseParams, CombineParams, LocalParams, MeansParams, ReducedParams};
 use plan::{Local, Plan, STATIC_SMEM};
 pub use plan::{MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size};
 
@@ -414,23 +417,25 @@ pub fn resolvent_attention_device<T: GpuElement>(
         (k, &mut *kbar, bhkv, dk, 1, 0),
         (v, &mut *vbar, bhkv, dv, 2, 0),
     ] {
-        let f = &kx.means[T::INDEX];
         let mut bad_view = bad.slice_mut(slot..slot + 1);
-        let d = to_i32(d, "d")?;
-        let mut lb = st.launch_builder(f);
-        lb.arg(x)
-            .arg(out)
-            .arg(&mut bad_view)
-            .arg(&ni)
-            .arg(&d)
-            .arg(&bi)
-            .arg(&mi)
-            .arg(&first);
+        let mut a = Args::new(st);
+        let p = MeansParams {
+            x: a.r(x),
+            out: a.w(out),
+            bad: a.w(&mut bad_view),
+            n: ni,
+            d: to_i32(d, "d")?,
+            b: bi,
+            m: mi,
+            first,
+        };
+        let mut lb = st.launch_builder(&kx.means[T::INDEX]);
+        lb.arg(&p);
         launch(
-            // SAFETY: the arguments match `block_means_*` (cuda/means.cu) in order and
-            // type; x was checked against the shapes, `out` sized by the plan for `rows`
-            // heads of m blocks of d, `bad_view` one u64; 256 threads as its launch
-            // bounds, no dynamic shared memory.
+            // SAFETY: `block_means_*` (cuda/means.cu) takes one MeansParams; x was
+            // checked against the shapes, `out` sized by the plan for `rows` heads of m
+            // blocks of d, `bad_view` one u64; 256 threads as its launch bounds, no
+            // dynamic shared memory.
             unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
             "launching block_means",
         )?;
@@ -440,31 +445,34 @@ pub fn resolvent_attention_device<T: GpuElement>(
     {
         // ig rows of G̃ per CTA in shared memory next to the k̄/v̄ staging (plan.rs).
         let (ig, smem) = (plan.coarse_rows, plan.coarse_smem);
-        let igi = ig as i32;
         kx.allow_smem(&kx.coarse, smem)?;
+        let mut a = Args::new(st);
+        let p = CoarseParams {
+            qbar: a.r(&*qbar),
+            kbar: a.r(&*kbar),
+            vbar: a.r(&*vbar),
+            g: a.w(&mut *g),
+            sigma: a.w(&mut *sigma),
+            gsum: a.w(&mut *gsum),
+            h: a.w(&mut *h),
+            heads: hi,
+            kv_heads: hkvi,
+            n: ni,
+            dk: dki,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            scale,
+            causal,
+            ig: ig as i32,
+        };
         let mut lb = st.launch_builder(&kx.coarse);
-        lb.arg(&*qbar)
-            .arg(&*kbar)
-            .arg(&*vbar)
-            .arg(&mut *g)
-            .arg(&mut *sigma)
-            .arg(&mut *gsum)
-            .arg(&mut *h);
-        lb.arg(&hi)
-            .arg(&hkvi)
-            .arg(&ni)
-            .arg(&dki)
-            .arg(&dvi)
-            .arg(&bi)
-            .arg(&mi)
-            .arg(&scale)
-            .arg(&causal)
-            .arg(&igi);
+        lb.arg(&p);
         launch(
-            // SAFETY: the arguments match `coarse` (cuda/coarse.cu) in order and type;
-            // the scratch buffers hold at least the plan's sizes for these dims; `smem`
-            // is the plan's coarse_smem for `ig` rows, within the device limit the plan
-            // checked and allowed above; 256 threads as its launch bounds.
+            // SAFETY: `coarse` (cuda/coarse.cu) takes one CoarseParams; the scratch
+            // buffers hold at least the plan's sizes for these dims; `smem` is the plan's
+            // coarse_smem for `ig` rows, within the device limit the plan checked and
+            // allowed above; 256 threads as its launch bounds.
             unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
             "launching coarse",
         )?;
@@ -478,128 +486,115 @@ pub fn resolvent_attention_device<T: GpuElement>(
         };
         let (threads, smem) = (plan.local_threads, plan.local_smem);
         kx.allow_smem(f, smem)?;
+        let mut a = Args::new(st);
+        let p = LocalParams {
+            q: a.r(q),
+            k: a.r(k),
+            v: a.r(v),
+            y: a.w(&mut *y),
+            w: a.w(&mut *w),
+            pbar: a.w(&mut *pbar),
+            cvec: a.w(&mut *cvec),
+            sigma: a.r(&*sigma),
+            gsum: a.r(&*gsum),
+            h: a.r(&*h),
+            heads: hi,
+            kv_heads: hkvi,
+            n: ni,
+            dk: dki,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            scale,
+            gamma,
+        };
         let mut lb = st.launch_builder(f);
-        lb.arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&mut *y)
-            .arg(&mut *w)
-            .arg(&mut *pbar)
-            .arg(&mut *cvec);
-        lb.arg(&*sigma).arg(&*gsum).arg(&*h);
-        lb.arg(&hi)
-            .arg(&hkvi)
-            .arg(&ni)
-            .arg(&dki)
-            .arg(&dvi)
-            .arg(&bi)
-            .arg(&mi)
-            .arg(&scale)
-            .arg(&gamma);
+        lb.arg(&p);
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu)
-            // and `local_bidir_*` (cuda/bidir.cu) share this parameter list, matched in
-            // order and type; Q, K, V, Y were checked against the shapes and the scratch
-            // holds the plan's sizes; the plan picked `threads` within the chosen
-            // kernel's launch bounds and `smem` for its layout, within the device limit
-            // it checked and allowed above.
+            // and `local_bidir_*` (cuda/bidir.cu) take one LocalParams; Q, K, V, Y were
+            // checked against the shapes and the scratch holds the plan's sizes; the
+            // plan picked `threads` within the chosen kernel's launch bounds and `smem`
+            // for its layout, within the device limit it checked and allowed above.
             unsafe { lb.launch(cfg1((m as u32, bh as u32), threads, smem as u32)) },
             "launching the local kernel",
         )?;
     }
     // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
-    // solve. Bidirectional: Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄], then s = G̃·u.
+    // solve. Bidirectional: Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄], then s = G̃·u. All
+    // five kernels take one ReducedParams.
+    let mut a = Args::new(st);
+    let rp = ReducedParams {
+        g: a.r(&*g),
+        pbar: a.r(&*pbar),
+        cvec: a.r(&*cvec),
+        minv: a.w(&mut *minv),
+        s: a.w(&mut *s),
+        m: mi,
+        dv: dvi,
+        gamma,
+    };
+    let reduced = |f: &CudaFunction, grid: (usize, usize), threads: usize, smem: usize, what| {
+        let mut lb = st.launch_builder(f);
+        lb.arg(&rp);
+        let c = cfg1((grid.0 as u32, grid.1 as u32), threads as u32, smem as u32);
+        launch(
+            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
+            // (causal) or its m × (m + dv) system (bidirectional), `s` bh·m·dv. The
+            // callers pass each kernel's launch bounds (reduced_bidir_apply: dv ≤
+            // MAX_HEAD_DIM = 128, checked by the plan) and, for reduced_causal, the
+            // plan's m·REDUCED_CW floats, within the device limit it checked and allowed;
+            // the others use static shared memory only.
+            unsafe { lb.launch(c) },
+            what,
+        )
+    };
     if !cfg.causal {
         let [build, solve, apply] = &kx.reduced_bidir;
-        let mut lb = st.launch_builder(build);
-        lb.arg(&*g)
-            .arg(&*pbar)
-            .arg(&*cvec)
-            .arg(&mut *minv)
-            .arg(&mi)
-            .arg(&dvi)
-            .arg(&gamma);
-        launch(
-            // SAFETY: the arguments match `reduced_bidir_build` (cuda/bidir.cu) in order
-            // and type; `minv` holds the plan's bidirectional m × (m + dv) system per
-            // head; 256 threads as its launch bounds, no dynamic shared memory.
-            unsafe { lb.launch(cfg1((m as u32, bh as u32), 256, 0)) },
-            "launching reduced_bidir_build",
-        )?;
-        let mut lb = st.launch_builder(solve);
-        lb.arg(&mut *minv).arg(&mi).arg(&dvi);
-        launch(
-            // SAFETY: the arguments match `reduced_bidir_solve` (cuda/bidir.cu) in order
-            // and type, on the system built above; 1024 threads as its launch bounds.
-            unsafe { lb.launch(cfg1((bh as u32, 1), 1024, 0)) },
-            "launching reduced_bidir_solve",
-        )?;
-        let mut lb = st.launch_builder(apply);
-        lb.arg(&*g).arg(&*minv).arg(&mut *s).arg(&mi).arg(&dvi);
-        launch(
-            // SAFETY: the arguments match `reduced_bidir_apply` (cuda/bidir.cu) in order
-            // and type; `s` holds the plan's bh·m·dv; dv ≤ MAX_HEAD_DIM = 128 threads,
-            // its launch bounds (checked by the plan).
-            unsafe { lb.launch(cfg1((m as u32, bh as u32), dv as u32, 0)) },
-            "launching reduced_bidir_apply",
-        )?;
+        reduced(build, (m, bh), 256, 0, "launching reduced_bidir_build")?;
+        reduced(solve, (bh, 1), 1024, 0, "launching reduced_bidir_solve")?;
+        reduced(apply, (m, bh), dv, 0, "launching reduced_bidir_apply")?;
     } else {
-        {
-            let mut lb = st.launch_builder(&kx.reduced_inverses);
-            lb.arg(&*g).arg(&*cvec).arg(&mut *minv).arg(&mi).arg(&gamma);
-            launch(
-                // SAFETY: the arguments match `reduced_inverses` (cuda/reduced.cu) in
-                // order and type; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head;
-                // 32 threads as its launch bounds, static shared memory only.
-                unsafe { lb.launch(cfg1((m.div_ceil(32) as u32, bh as u32), 32, 0)) },
-                "launching reduced_inverses",
-            )?;
-        }
-        {
-            let smem = plan.reduced_smem;
-            kx.allow_smem(&kx.reduced, smem)?;
-            let mut lb = st.launch_builder(&kx.reduced);
-            lb.arg(&*g)
-                .arg(&*pbar)
-                .arg(&*cvec)
-                .arg(&*minv)
-                .arg(&mut *s)
-                .arg(&mi)
-                .arg(&dvi)
-                .arg(&gamma);
-            launch(
-                // SAFETY: the arguments match `reduced_causal` (cuda/reduced.cu) in order
-                // and type; the scratch holds the plan's sizes; `smem` is the plan's
-                // m·REDUCED_CW floats, within the device limit it checked and allowed
-                // above; 256 threads as its launch bounds.
-                unsafe {
-                    lb.launch(cfg1(
-                        (dv.div_ceil(plan::REDUCED_CW) as u32, bh as u32),
-                        256,
-                        smem as u32,
-                    ))
-                },
-                "launching reduced_causal",
-            )?;
-        }
+        let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
+        kx.allow_smem(&kx.reduced, smem)?;
+        reduced(
+            &kx.reduced_inverses,
+            (panels, bh),
+            32,
+            0,
+            "launching reduced_inverses",
+        )?;
+        let cols = dv.div_ceil(plan::REDUCED_CW);
+        reduced(
+            &kx.reduced,
+            (cols, bh),
+            256,
+            smem,
+            "launching reduced_causal",
+        )?;
     }
+    drop(a);
     // 7. Combine in place.
     {
-        let f = &kx.combine[T::INDEX];
-        let mut lb = st.launch_builder(f);
-        lb.arg(&mut *y)
-            .arg(&*w)
-            .arg(&*s)
-            .arg(&ni)
-            .arg(&dvi)
-            .arg(&bi)
-            .arg(&mi)
-            .arg(&gamma);
+        let mut a = Args::new(st);
+        let p = CombineParams {
+            y: a.w(&mut *y),
+            w: a.r(&*w),
+            s: a.r(&*s),
+            n: ni,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            gamma,
+        };
+        let mut lb = st.launch_builder(&kx.combine[T::INDEX]);
+        lb.arg(&p);
         let blocks = (n * dv).div_ceil(256).min(1024) as u32;
         launch(
-            // SAFETY: the arguments match `combine_*` (cuda/combine.cu) in order and
-            // type; Y was checked against the shapes, `w` and `s` hold the plan's sizes;
-            // the kernel strides over the n·dv values of a head, no shared memory.
+            // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was
+            // checked against the shapes, `w` and `s` hold the plan's sizes; the kernel
+            // strides over the n·dv values of a head, no shared memory.
             unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
             "launching combine",
         )?;

@@ -4,11 +4,14 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
+use cudarc::driver::sys::{self, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
 
 use super::dev_err;
+use super::params::{
+    CoarseParams, CombineParams, DecodeParams, LocalParams, MeansParams, ReducedParams,
+};
 use crate::error::{Error, Result};
 
 mod embedded {
@@ -95,53 +98,186 @@ fn func(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction> {
         .map_err(|e| dev_err(&format!("kernel {name}"), e))
 }
 
-fn typed(m: &Arc<CudaModule>, base: &str) -> Result<[CudaFunction; 3]> {
-    Ok([
-        func(m, &format!("{base}_f32"))?,
-        func(m, &format!("{base}_f16"))?,
-        func(m, &format!("{base}_bf16"))?,
-    ])
+/// One kernel family: the unit (`cuda/<unit>.cu`) that defines it, its entry points,
+/// and the size of the parameter struct each of them takes (`params.rs`). The one list
+/// of kernel names: loading, and the ABI test below, read it.
+pub(crate) struct Family {
+    pub unit: &'static str,
+    pub entries: &'static [&'static str],
+    pub params: usize,
 }
+
+/// `NAME_f32`, `NAME_f16`, `NAME_bf16`: a template's entry points, in the order of
+/// [`super::GpuElement::INDEX`].
+macro_rules! typed {
+    ($base:literal) => {
+        &[
+            concat!($base, "_f32"),
+            concat!($base, "_f16"),
+            concat!($base, "_bf16"),
+        ]
+    };
+}
+
+const MEANS: Family = Family {
+    unit: "means",
+    entries: typed!("block_means"),
+    params: size_of::<MeansParams>(),
+};
+const COARSE: Family = Family {
+    unit: "coarse",
+    entries: &["coarse"],
+    params: size_of::<CoarseParams>(),
+};
+const LOCAL: Family = Family {
+    unit: "local",
+    entries: typed!("local_causal"),
+    params: size_of::<LocalParams>(),
+};
+/// `local_tc_{f16,bf16}_{W}_{D}`, f16 first, each in the order of [`LOCAL_TC_VARIANTS`].
+const LOCAL_TC: Family = Family {
+    unit: "local_tc",
+    entries: &[
+        "local_tc_f16_4_64",
+        "local_tc_f16_8_64",
+        "local_tc_f16_4_128",
+        "local_tc_f16_8_128",
+        "local_tc_bf16_4_64",
+        "local_tc_bf16_8_64",
+        "local_tc_bf16_4_128",
+        "local_tc_bf16_8_128",
+    ],
+    params: size_of::<LocalParams>(),
+};
+/// `reduced_inverses`, `reduced_causal`.
+const REDUCED: Family = Family {
+    unit: "reduced",
+    entries: &["reduced_inverses", "reduced_causal"],
+    params: size_of::<ReducedParams>(),
+};
+const COMBINE: Family = Family {
+    unit: "combine",
+    entries: typed!("combine"),
+    params: size_of::<CombineParams>(),
+};
+const LOCAL_BIDIR: Family = Family {
+    unit: "bidir",
+    entries: typed!("local_bidir"),
+    params: size_of::<LocalParams>(),
+};
+const REDUCED_BIDIR: Family = Family {
+    unit: "bidir",
+    entries: &[
+        "reduced_bidir_build",
+        "reduced_bidir_solve",
+        "reduced_bidir_apply",
+    ],
+    params: size_of::<ReducedParams>(),
+};
+const DECODE_KEYS: Family = Family {
+    unit: "decode",
+    entries: typed!("decode_keys"),
+    params: size_of::<DecodeParams>(),
+};
+const DECODE_STEP: Family = Family {
+    unit: "decode",
+    entries: typed!("decode_step"),
+    params: size_of::<DecodeParams>(),
+};
+const DECODE_PREFILL: Family = Family {
+    unit: "decode",
+    entries: typed!("decode_prefill"),
+    params: size_of::<DecodeParams>(),
+};
+
+/// Every kernel family the crate launches (the ABI test walks it; loading names each).
+#[cfg(test)]
+const FAMILIES: [&Family; 11] = [
+    &MEANS,
+    &COARSE,
+    &LOCAL,
+    &LOCAL_TC,
+    &REDUCED,
+    &COMBINE,
+    &LOCAL_BIDIR,
+    &REDUCED_BIDIR,
+    &DECODE_KEYS,
+    &DECODE_STEP,
+    &DECODE_PREFILL,
+];
 
 /// (warps at most, bound of dk and dv) of the `local_tc` entry points.
 pub(crate) const LOCAL_TC_VARIANTS: [(usize, usize); 4] = [(4, 64), (8, 64), (4, 128), (8, 128)];
 
-fn local_tc(m: &Arc<CudaModule>, suffix: &str) -> Result<[CudaFunction; 4]> {
-    let f = |(w, d): (usize, usize)| func(m, &format!("local_tc_{suffix}_{w}_{d}"));
-    let [a, b, c, d] = LOCAL_TC_VARIANTS;
-    Ok([f(a)?, f(b)?, f(c)?, f(d)?])
+/// A family's entry points from its unit's module (loaded once per unit).
+fn load<const K: usize>(
+    ctx: &Arc<CudaContext>,
+    units: &mut Vec<(&'static str, Arc<CudaModule>)>,
+    f: &Family,
+) -> Result<[CudaFunction; K]> {
+    let m = match units.iter().find(|u| u.0 == f.unit) {
+        Some((_, m)) => m.clone(),
+        None => {
+            let m = module(ctx, f.unit)?;
+            units.push((f.unit, m.clone()));
+            m
+        }
+    };
+    let all = f
+        .entries
+        .iter()
+        .map(|name| {
+            let k = func(&m, name)?;
+            check_abi(&k, name, f.params)?;
+            Ok(k)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    all.try_into()
+        .map_err(|_| Error::Device(format!("kernel family of {} has a different size", f.unit)))
+}
+
+/// The loaded entry point's first parameter is `size` bytes (its family's struct):
+/// the check of the PTX test below (which also sees that there is no second one), on
+/// what the driver actually loaded, the run-time NVRTC build included. Drivers before
+/// CUDA 12.4 (no `cuFuncGetParamInfo`) are not asked.
+fn check_abi(k: &CudaFunction, name: &str, size: usize) -> Result<()> {
+    let f = k.cu_function();
+    // cudarc panics when the driver library lacks the symbol.
+    let asked = std::panic::catch_unwind(|| {
+        let (mut off, mut len) = (0usize, 0usize);
+        // SAFETY: `f` is a function of a loaded module with at least one parameter
+        // (every entry point has its struct); `off` and `len` are locals it writes.
+        let r = unsafe { sys::cuFuncGetParamInfo(f, 0, &mut off, &mut len) };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(len)
+    });
+    match asked {
+        Ok(Some(len)) if len != size => Err(Error::Device(format!(
+            "kernel {name} takes a {len}-byte parameter, not the {size}-byte struct this \
+             build passes: the PTX and the library disagree"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let means = module(ctx, "means")?;
-        let coarse = module(ctx, "coarse")?;
-        let local = module(ctx, "local")?;
-        let local_tc_m = module(ctx, "local_tc")?;
-        let reduced = module(ctx, "reduced")?;
-        let combine = module(ctx, "combine")?;
-        let bidir = module(ctx, "bidir")?;
-        let decode = module(ctx, "decode")?;
+        let u = &mut Vec::new();
+        let [f16_a, f16_b, f16_c, f16_d, bf_a, bf_b, bf_c, bf_d] = load(ctx, u, &LOCAL_TC)?;
+        let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
+        let [coarse] = load(ctx, u, &COARSE)?;
         Ok(Self {
-            means: typed(&means, "block_means")?,
-            coarse: func(&coarse, "coarse")?,
-            local: typed(&local, "local_causal")?,
-            local_tc: [
-                local_tc(&local_tc_m, "f16")?,
-                local_tc(&local_tc_m, "bf16")?,
-            ],
-            reduced: func(&reduced, "reduced_causal")?,
-            reduced_inverses: func(&reduced, "reduced_inverses")?,
-            combine: typed(&combine, "combine")?,
-            local_bidir: typed(&bidir, "local_bidir")?,
-            reduced_bidir: [
-                func(&bidir, "reduced_bidir_build")?,
-                func(&bidir, "reduced_bidir_solve")?,
-                func(&bidir, "reduced_bidir_apply")?,
-            ],
-            decode_keys: typed(&decode, "decode_keys")?,
-            decode_step: typed(&decode, "decode_step")?,
-            decode_prefill: typed(&decode, "decode_prefill")?,
+            means: load(ctx, u, &MEANS)?,
+            coarse,
+            local: load(ctx, u, &LOCAL)?,
+            local_tc: [[f16_a, f16_b, f16_c, f16_d], [bf_a, bf_b, bf_c, bf_d]],
+            reduced,
+            reduced_inverses,
+            combine: load(ctx, u, &COMBINE)?,
+            local_bidir: load(ctx, u, &LOCAL_BIDIR)?,
+            reduced_bidir: load(ctx, u, &REDUCED_BIDIR)?,
+            decode_keys: load(ctx, u, &DECODE_KEYS)?,
+            decode_step: load(ctx, u, &DECODE_STEP)?,
+            decode_prefill: load(ctx, u, &DECODE_PREFILL)?,
         })
     }
 
@@ -152,5 +288,55 @@ impl Kernels {
             bytes as i32,
         )
         .map_err(|e| dev_err(&format!("allowing {bytes} bytes of shared memory"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ABI check: in the PTX this build embeds, every listed entry point exists and
+    /// takes exactly one parameter of its family's struct size, and every entry point
+    /// of the PTX is listed (a kernel nobody loads is dead code or a missing launch).
+    #[test]
+    fn every_entry_point_takes_its_family_struct() {
+        let mut listed = 0;
+        for f in FAMILIES {
+            let &(_, _, ptx) = embedded::UNITS
+                .iter()
+                .find(|u| u.0 == f.unit)
+                .unwrap_or_else(|| panic!("unit {} not built", f.unit));
+            let ptx = ptx.unwrap_or_else(|| {
+                panic!(
+                    "no PTX embedded ({}): the ABI cannot be checked",
+                    ptx_tool()
+                )
+            });
+            for name in f.entries {
+                let head = format!(".visible .entry {name}(");
+                let at = ptx
+                    .find(&head)
+                    .unwrap_or_else(|| panic!("{name} missing from {}.ptx", f.unit));
+                let params = &ptx[at..at + ptx[at..].find(')').expect("parameter list")];
+                let want = format!(".param .align 8 .b8 {name}_param_0[{}]", f.params);
+                assert!(
+                    params.contains(&want),
+                    "{name}: want `{want}`, PTX has {params}"
+                );
+                assert!(
+                    !params.contains("_param_1"),
+                    "{name} takes more than one parameter"
+                );
+                listed += 1;
+            }
+        }
+        let in_ptx: usize = embedded::UNITS
+            .iter()
+            .map(|u| u.2.map_or(0, |p| p.matches(".visible .entry ").count()))
+            .sum();
+        assert_eq!(
+            listed, in_ptx,
+            "entry points in the PTX that no family lists"
+        );
     }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU-machine check after a kernel or launcher change, in one call: the GPU tests
+# (full path and decoder), compute-sanitizer on small cases, and the causal benchmark
+# against the numbers in BENCHMARKS.md. Build here and carry the binaries in one folder
+# (ignored by git):
+#
+#   cargo build --release --features cuda --test gpu --test gpu_decode \
+#     --example gpu_bench --example gpu_decode_bench
+#   strip -o .dev/chk/gpu_test target/release/deps/gpu-<hash>          (and so on for
+#   gpu_decode, gpu_bench, gpu_decode_bench)
+#   there (repo root): bash cuda/gpu_check.sh .dev/chk
+#
+# Logs go to $OUT; a summary is printed last.
+set -o pipefail
+bin=$(readlink -f "${1:?usage: bash cuda/gpu_check.sh BINDIR}")
+OUT=${OUT:-/tmp/blockres_gpu_check}
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"
+timeout 200 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests.txt" 2>&1
+timeout 200 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+for tool in memcheck racecheck synccheck; do
+  echo "--- $tool" >> "$OUT/sanitizers.txt"
+  timeout 150 compute-sanitizer --tool $tool "$bin/gpu_test" small_mixed_case non_finite \
+    --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+done
+echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
+timeout 150 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
+  --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+timeout 150 "$bin/gpu_bench" 4096 16384 32768 65536 > "$OUT/gpu_bench.txt" 2>&1
+timeout 100 "$bin/gpu_bench" --bidirectional 4096 16384 > "$OUT/gpu_bench_bidirectional.txt" 2>&1
+timeout 100 "$bin/gpu_decode_bench" > "$OUT/gpu_decode_bench.txt" 2>&1
+echo "== summary"
+cat "$OUT/machine.txt"
+for f in gpu_tests gpu_decode_tests; do
+  echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
+done
+grep -E "^---|ERROR SUMMARY" "$OUT/sanitizers.txt" | paste - - | sed 's/=========//'
+tail -7 "$OUT/gpu_bench.txt"
+tail -5 "$OUT/gpu_bench_bidirectional.txt"
+tail -6 "$OUT/gpu_decode_bench.txt"
