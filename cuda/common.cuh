@@ -24,13 +24,16 @@ struct f16_t { u16 x; };
 // NAME_bf16) cast them to their T. Shapes and sizes as in SPEC §4; b is the block
 // size and m = ceil(n / b) the number of blocks.
 
-// block_means_*: per-block means of x (rows of d), the non-finite flag in *bad.
+// block_means_*: per-block means of Q, K and V (t = 0, 1, 2) in one launch, grid
+// (m, max heads, 3), blockIdx.z = t; tensor t's non-finite flag in bad[t].
 struct MeansParams {
-    const void* x;
-    float* out;
+    const void* x[3];
+    float* out[3];
     u64* bad;
-    int n, d, b, m;
-    int first;  // 1: the block's first row instead of its mean (coarse_query = first)
+    int heads[3];
+    int d[3];
+    int n, b, m;
+    int first;  // 1: Q's block's first row instead of its mean (coarse_query = first)
 };
 
 // coarse: G̃, σ, gsum and h from the block means.

@@ -410,33 +410,39 @@ pub fn resolvent_attention_device<T: GpuElement>(
         r.map(|_| ()).map_err(|e| dev_err(what, e))
     };
 
-    // 1. Block means (and the non-finite scan) of Q, K, V.
-    let first_query = i32::from(cfg.coarse_query == CoarseQuery::First);
-    for (x, out, rows, d, slot, first) in [
-        (q, &mut *qbar, bh, dk, 0usize, first_query),
-        (k, &mut *kbar, bhkv, dk, 1, 0),
-        (v, &mut *vbar, bhkv, dv, 2, 0),
-    ] {
-        let mut bad_view = bad.slice_mut(slot..slot + 1);
+    // 1. Block means (and the non-finite scan) of Q, K, V, in one launch.
+    {
         let mut a = Args::new(st);
         let p = MeansParams {
-            x: a.r(x),
-            out: a.w(out),
-            bad: a.w(&mut bad_view),
+            x: [a.r(q), a.r(k), a.r(v)],
+            out: [a.w(&mut *qbar), a.w(&mut *kbar), a.w(&mut *vbar)],
+            bad: a.w(bad),
+            heads: [
+                to_i32(bh, "B·H")?,
+                to_i32(bhkv, "B·Hkv")?,
+                to_i32(bhkv, "B·Hkv")?,
+            ],
+            d: [dki, dki, dvi],
             n: ni,
-            d: to_i32(d, "d")?,
             b: bi,
             m: mi,
-            first,
+            first: i32::from(cfg.coarse_query == CoarseQuery::First),
         };
         let mut lb = st.launch_builder(&kx.means[T::INDEX]);
         lb.arg(&p);
         launch(
-            // SAFETY: `block_means_*` (cuda/means.cu) takes one MeansParams; x was
-            // checked against the shapes, `out` sized by the plan for `rows` heads of m
-            // blocks of d, `bad_view` one u64; 256 threads as its launch bounds, no
+            // SAFETY: `block_means_*` (cuda/means.cu) takes one MeansParams; Q, K, V
+            // were checked against the shapes, the outputs sized by the plan for their
+            // heads' m blocks of d, `bad` holds three u64; grid (m, B·H ≥ B·Hkv, 3 tensors)
+            // within the limits the plan checked; 256 threads as its launch bounds, no
             // dynamic shared memory.
-            unsafe { lb.launch(cfg1((m as u32, rows as u32), 256, 0)) },
+            unsafe {
+                lb.launch(LaunchConfig {
+                    grid_dim: (m as u32, bh as u32, 3),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                })
+            },
             "launching block_means",
         )?;
     }

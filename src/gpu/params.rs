@@ -15,15 +15,18 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop
 /// A device address, as the kernels' pointer fields hold it (`CUdeviceptr`).
 pub(crate) type Ptr = u64;
 
-/// `MeansParams`: `block_means_*` (cuda/means.cu).
+/// `MeansParams`: `block_means_*` (cuda/means.cu), Q, K and V (index 0, 1, 2) in one
+/// launch.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MeansParams {
-    pub x: Ptr,
-    pub out: Ptr,
+    pub x: [Ptr; 3],
+    pub out: [Ptr; 3],
+    /// Three u64 flags, one per tensor.
     pub bad: Ptr,
+    pub heads: [i32; 3],
+    pub d: [i32; 3],
     pub n: i32,
-    pub d: i32,
     pub b: i32,
     pub m: i32,
     pub first: i32,
@@ -194,7 +197,7 @@ mod tests {
     /// written out so a change on either side is a visible decision.
     #[test]
     fn sizes_match_the_c_layout() {
-        assert_eq!(size_of::<MeansParams>(), 48);
+        assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
         assert_eq!(size_of::<LocalParams>(), 120);
         assert_eq!(size_of::<ReducedParams>(), 56);
