@@ -1,0 +1,321 @@
+//! The launcher: [`resolvent_attention_device`] enqueues the six launches of one call
+//! (means, coarse, local, two reduced, combine) as [`Plan`] decided them, each with its
+//! family's parameter struct (`params.rs`).
+
+use std::sync::OnceLock;
+
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+
+use super::params::{Args, CoarseParams, CombineParams, LocalParams, MeansParams, ReducedParams};
+use super::plan::{self, Local, Plan};
+use super::{Gpu, GpuElement, GpuWorkspace, dev_err};
+use crate::attention::Dims;
+use crate::config::{CoarseQuery, Config};
+use crate::error::{Error, Result};
+
+pub(super) fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid.0, grid.1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: smem,
+    }
+}
+
+pub(super) fn to_i32(x: usize, name: &'static str) -> Result<i32> {
+    i32::try_from(x).map_err(|_| {
+        Error::Unsupported(format!(
+            "{name} = {x} exceeds the GPU path's 32-bit index range"
+        ))
+    })
+}
+
+/// The tensor-core local kernel takes f16/bf16 blocks of at most 128 rows; unset or any
+/// value but `general` lets it; `BLOCKRES_GPU_LOCAL=general` forces the general kernel
+/// (cuda/local.cu), for comparisons.
+fn local_tc_allowed() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_LOCAL").map_or(true, |v| v != "general"))
+}
+
+/// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
+/// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
+/// (row-major, shapes in `dims`). Structures: [`Structure::Block`](crate::Structure::Block) and
+/// [`Structure::Dense`](crate::Structure::Dense) (evaluated as one block of `n`, which SPEC §2 makes exactly the
+/// dense operator), causal or bidirectional (see the module's limits). Returns once the work is enqueued; call
+/// [`GpuWorkspace::check_finite`] (which waits) to learn whether the inputs were all
+/// finite. `block_size = 0` picks `b` by the GPU's rule ([`auto_block_size`](super::auto_block_size)).
+///
+/// ```no_run
+/// use blockres::{Config, Dims, gpu::{self, Gpu, GpuWorkspace}};
+/// let g = Gpu::new(0).unwrap();
+/// let dims = Dims::from_shapes([1, 2, 500, 32], [1, 1, 500, 32], [1, 1, 500, 32]).unwrap();
+/// let q = g.upload(&vec![0.1f32; 2 * 500 * 32]).unwrap();
+/// let kv = g.upload(&vec![0.2f32; 500 * 32]).unwrap();
+/// let mut y = g.zeros::<f32>(2 * 500 * 32).unwrap();
+/// let mut ws = GpuWorkspace::new();
+/// gpu::resolvent_attention_device(&g, &q, &kv, &kv, &mut y, &dims, &Config::default(), &mut ws).unwrap();
+/// ws.check_finite(&g).unwrap();
+/// let out = g.download(&y).unwrap();
+/// assert!((out[0] - 0.2).abs() < 1e-5);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn resolvent_attention_device<T: GpuElement>(
+    gpu: &Gpu,
+    q: &CudaSlice<T>,
+    k: &CudaSlice<T>,
+    v: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
+    dims: &Dims,
+    cfg: &Config,
+    ws: &mut GpuWorkspace,
+) -> Result<()> {
+    cfg.validate()?;
+    // `Dims` has public fields: a hand-built one (n = 0, H % Hkv ≠ 0) would index
+    // out of range in the kernels.
+    dims.validate()?;
+    let Dims {
+        batch,
+        heads,
+        kv_heads,
+        n,
+        dk,
+        dv,
+    } = *dims;
+    let bh = batch * heads;
+    let bhkv = batch * kv_heads;
+    for (name, got, want) in [
+        ("Q", q.len(), bh * n * dk),
+        ("K", k.len(), bhkv * n * dk),
+        ("V", v.len(), bhkv * n * dv),
+        ("Y", y.len(), bh * n * dv),
+    ] {
+        if got != want {
+            return Err(Error::Shape {
+                tensor: name,
+                message: format!("device buffer holds {got} elements, the shapes need {want}"),
+            });
+        }
+    }
+    let plan = Plan::new(dims, cfg, T::INDEX, gpu.smem, local_tc_allowed())?;
+    let (b, m) = (plan.b, plan.m);
+    ws.ensure(gpu, &plan.scratch)?;
+    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
+        unreachable!("ensure made 12 buffers")
+    };
+    let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
+    let st = &gpu.stream;
+    st.memset_zeros(bad)
+        .map_err(|e| dev_err("clearing the non-finite record", e))?;
+    let (ni, dki, dvi, bi, mi) = (
+        to_i32(n, "n")?,
+        to_i32(dk, "dk")?,
+        to_i32(dv, "dv")?,
+        to_i32(b, "block_size")?,
+        to_i32(m, "blocks")?,
+    );
+    let (hi, hkvi) = (to_i32(heads, "H")?, to_i32(kv_heads, "Hkv")?);
+    let scale = cfg.effective_scale(dk);
+    let gamma = cfg.gamma;
+    let causal = i32::from(cfg.causal);
+    let kx = &gpu.k;
+    let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
+        r.map(|_| ()).map_err(|e| dev_err(what, e))
+    };
+
+    // 1. Block means (and the non-finite scan) of Q, K, V, in one launch.
+    {
+        let mut a = Args::new(st);
+        let p = MeansParams {
+            x: [a.r(q), a.r(k), a.r(v)],
+            out: [a.w(&mut *qbar), a.w(&mut *kbar), a.w(&mut *vbar)],
+            bad: a.w(bad),
+            heads: [
+                to_i32(bh, "B·H")?,
+                to_i32(bhkv, "B·Hkv")?,
+                to_i32(bhkv, "B·Hkv")?,
+            ],
+            d: [dki, dki, dvi],
+            n: ni,
+            b: bi,
+            m: mi,
+            first: i32::from(cfg.coarse_query == CoarseQuery::First),
+        };
+        let mut lb = st.launch_builder(&kx.means[T::INDEX]);
+        lb.arg(&p);
+        launch(
+            // SAFETY: `block_means_*` (cuda/means.cu) takes one MeansParams; Q, K, V
+            // were checked against the shapes, the outputs sized by the plan for their
+            // heads' m blocks of d, `bad` holds three u64; grid (m, B·H ≥ B·Hkv, 3 tensors)
+            // within the limits the plan checked; 256 threads as its launch bounds, no
+            // dynamic shared memory.
+            unsafe {
+                lb.launch(LaunchConfig {
+                    grid_dim: (m as u32, bh as u32, 3),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                })
+            },
+            "launching block_means",
+        )?;
+    }
+    // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
+    // in shared memory.
+    {
+        // ig rows of G̃ per CTA in shared memory next to the k̄/v̄ staging (plan.rs).
+        let (ig, smem) = (plan.coarse_rows, plan.coarse_smem);
+        kx.allow_smem(&kx.coarse, smem)?;
+        let mut a = Args::new(st);
+        let p = CoarseParams {
+            qbar: a.r(&*qbar),
+            kbar: a.r(&*kbar),
+            vbar: a.r(&*vbar),
+            g: a.w(&mut *g),
+            sigma: a.w(&mut *sigma),
+            gsum: a.w(&mut *gsum),
+            h: a.w(&mut *h),
+            heads: hi,
+            kv_heads: hkvi,
+            n: ni,
+            dk: dki,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            scale,
+            causal,
+            ig: ig as i32,
+        };
+        let mut lb = st.launch_builder(&kx.coarse);
+        lb.arg(&p);
+        launch(
+            // SAFETY: `coarse` (cuda/coarse.cu) takes one CoarseParams; the scratch
+            // buffers hold at least the plan's sizes for these dims; `smem` is the plan's
+            // coarse_smem for `ig` rows, within the device limit the plan checked and
+            // allowed above; 256 threads as its launch bounds.
+            unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
+            "launching coarse",
+        )?;
+    }
+    // 2.–5. Per block: local attention, local solves, block means of P and w.
+    {
+        let f = match plan.local {
+            Local::Bidir => &kx.local_bidir[T::INDEX],
+            Local::Tc { variant, .. } => &kx.local_tc[T::INDEX - 1][variant],
+            Local::General => &kx.local[T::INDEX],
+        };
+        let (threads, smem) = (plan.local_threads, plan.local_smem);
+        kx.allow_smem(f, smem)?;
+        let mut a = Args::new(st);
+        let p = LocalParams {
+            q: a.r(q),
+            k: a.r(k),
+            v: a.r(v),
+            y: a.w(&mut *y),
+            w: a.w(&mut *w),
+            pbar: a.w(&mut *pbar),
+            cvec: a.w(&mut *cvec),
+            sigma: a.r(&*sigma),
+            gsum: a.r(&*gsum),
+            h: a.r(&*h),
+            heads: hi,
+            kv_heads: hkvi,
+            n: ni,
+            dk: dki,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            scale,
+            gamma,
+        };
+        let mut lb = st.launch_builder(f);
+        lb.arg(&p);
+        launch(
+            // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu)
+            // and `local_bidir_*` (cuda/bidir.cu) take one LocalParams; Q, K, V, Y were
+            // checked against the shapes and the scratch holds the plan's sizes; the
+            // plan picked `threads` within the chosen kernel's launch bounds and `smem`
+            // for its layout, within the device limit it checked and allowed above.
+            unsafe { lb.launch(cfg1((m as u32, bh as u32), threads, smem as u32)) },
+            "launching the local kernel",
+        )?;
+    }
+    // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
+    // solve. Bidirectional: Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄], then s = G̃·u. All
+    // five kernels take one ReducedParams.
+    let mut a = Args::new(st);
+    let rp = ReducedParams {
+        g: a.r(&*g),
+        pbar: a.r(&*pbar),
+        cvec: a.r(&*cvec),
+        minv: a.w(&mut *minv),
+        s: a.w(&mut *s),
+        m: mi,
+        dv: dvi,
+        gamma,
+    };
+    let reduced = |f: &CudaFunction, grid: (usize, usize), threads: usize, smem: usize, what| {
+        let mut lb = st.launch_builder(f);
+        lb.arg(&rp);
+        let c = cfg1((grid.0 as u32, grid.1 as u32), threads as u32, smem as u32);
+        launch(
+            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
+            // (causal) or its m × (m + dv) system (bidirectional), `s` bh·m·dv. The
+            // callers pass each kernel's launch bounds (reduced_bidir_apply: dv ≤
+            // MAX_HEAD_DIM = 128, checked by the plan) and, for reduced_causal, the
+            // plan's m·REDUCED_CW floats, within the device limit it checked and allowed;
+            // the others use static shared memory only.
+            unsafe { lb.launch(c) },
+            what,
+        )
+    };
+    if !cfg.causal {
+        let [build, solve, apply] = &kx.reduced_bidir;
+        reduced(build, (m, bh), 256, 0, "launching reduced_bidir_build")?;
+        reduced(solve, (bh, 1), 1024, 0, "launching reduced_bidir_solve")?;
+        reduced(apply, (m, bh), dv, 0, "launching reduced_bidir_apply")?;
+    } else {
+        let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
+        kx.allow_smem(&kx.reduced, smem)?;
+        reduced(
+            &kx.reduced_inverses,
+            (panels, bh),
+            32,
+            0,
+            "launching reduced_inverses",
+        )?;
+        let cols = dv.div_ceil(plan::REDUCED_CW);
+        reduced(
+            &kx.reduced,
+            (cols, bh),
+            256,
+            smem,
+            "launching reduced_causal",
+        )?;
+    }
+    drop(a);
+    // 7. Combine in place.
+    {
+        let mut a = Args::new(st);
+        let p = CombineParams {
+            y: a.w(&mut *y),
+            w: a.r(&*w),
+            s: a.r(&*s),
+            n: ni,
+            dv: dvi,
+            b: bi,
+            m: mi,
+            gamma,
+        };
+        let mut lb = st.launch_builder(&kx.combine[T::INDEX]);
+        lb.arg(&p);
+        let blocks = (n * dv).div_ceil(256).min(1024) as u32;
+        launch(
+            // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was
+            // checked against the shapes, `w` and `s` hold the plan's sizes; the kernel
+            // strides over the n·dv values of a head, no shared memory.
+            unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
+            "launching combine",
+        )?;
+    }
+    Ok(())
+}
