@@ -242,7 +242,7 @@ fn cases() -> Vec<Case> {
     let first = |c: Case| Case { first: true, ..c };
     vec![
         // Bidirectional (causal = 0): GQA, dk ≠ dv, short last block; odd dk, B = 2; dense
-        // (b ≥ n and Structure::Dense); b = 1; d = 128 with b = 64; automatic b, γ near 1.
+        // (b ≥ n and Structure::Dense); b = 1; d = 128 with b = 64; automatic b, γ near 1;
         bidir(c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0)),
         bidir(c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5)),
         bidir(c(1, 1, 1, 90, 16, 16, 1000, 0.5, 2.0)),
@@ -250,6 +250,9 @@ fn cases() -> Vec<Case> {
         bidir(c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0)),
         bidir(c(1, 2, 2, 150, 128, 128, 64, 0.3, 1.0)),
         bidir(c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0)),
+        // The widest bidirectional system: b + dv + 1 = 257 columns, the elimination's
+        // 9 column slots per thread all in use.
+        bidir(c(1, 2, 1, 300, 32, 128, 128, 0.6, 1.0)),
         c(1, 2, 2, 1, 16, 16, 0, 0.5, 1.0),            // n = 1
         c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0),         // GQA, dk ≠ dv, n not a multiple of b
         c(2, 3, 1, 333, 24, 40, 50, 0.9, 1.5),         // odd dk (not a multiple of 16), B = 2
