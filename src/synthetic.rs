@@ -39,6 +39,10 @@ impl Rng {
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
     /// A vector of `len` standard normals, as f32.
     pub fn normals(&mut self, len: usize) -> Vec<f32> {
         (0..len).map(|_| self.normal() as f32).collect()

@@ -5,28 +5,12 @@
 #![cfg(feature = "cuda")]
 
 use blockres::gpu::{Gpu, GpuDecoder, GpuElement};
+use blockres::synthetic::Rng;
 use blockres::{
     CoarseQuery, Config, Decoder, Error, Par, Structure, TensorMut, TensorRef,
     resolvent_attention_alloc,
 };
 use half::{bf16, f16};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Roughly standard normal (sum of uniforms).
-    fn normal(&mut self) -> f64 {
-        (0..4).map(|_| self.next()).sum::<f64>() * 1.7320508 - 3.4641016
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() * n as f64) as usize).min(n - 1)
-    }
-}
 
 const DENSE: usize = usize::MAX;
 
@@ -131,7 +115,7 @@ fn pieces(n: usize, split: Split) -> Vec<(usize, usize)> {
                 .collect()
         }
         Split::Random(seed, max) => {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut out = Vec::new();
             let mut lo = 0;
             while lo < n {
@@ -203,7 +187,7 @@ struct Inputs<T> {
 }
 
 fn inputs<T: GpuElement>(c: &Case, seed: u64) -> Inputs<T> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let mut draw = |len: usize, gain: f64| -> Vec<T> {
         (0..len)
             .map(|_| T::from_f32((rng.normal() * gain) as f32))
