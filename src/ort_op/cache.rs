@@ -17,6 +17,7 @@ use ort_sys::{
 
 use super::API_VERSION;
 use super::api::{Api, Attrs, Fail, type_code, type_name};
+use super::attrs;
 use super::kernel::{self, OnnxElement};
 use crate::decode::kernel::{Coarse, Geom, HeadState, KvState, Span};
 use crate::decode::{States, check_decodable, parallel_pays, run_heads, widen};
@@ -229,7 +230,7 @@ unsafe extern "system" fn create_kernel<T: OnnxElement>(
         if out.is_null() {
             return Err(invalid("CreateKernelV2 got no output slot"));
         }
-        let cfg = kernel::parse_config(&Attrs { api, info })?;
+        let cfg = attrs::parse_config(&Attrs { api, info })?;
         check_decodable(&cfg).map_err(from_error)?;
         let k = Box::new(CacheKernel::<T> {
             api,

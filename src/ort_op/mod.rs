@@ -18,6 +18,7 @@
 //! rule is in `device.rs`), so that a CPU-only ORT still gets the GPU path.
 
 mod api;
+mod attrs;
 mod cache;
 #[cfg(feature = "cuda")]
 mod cuda;
