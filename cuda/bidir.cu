@@ -17,7 +17,7 @@
 // One CTA (1024 threads as 32 rows × 32 columns of workers) per (block I, query head):
 // the shared memory allows one CTA per SM, so it brings its own warps to hide latency
 // (256 threads took 3× as long at n = 32768).
-// Shared memory (mirrored by bidir_smem() in src/gpu/mod.rs): the augmented matrix
+// Shared memory (mirrored by bidir_smem() in src/gpu/plan.rs): the augmented matrix
 // (nb × (nb + dv + 2) floats), then scratch for Q and K (2 · nb × (dk + 1)) or V
 // (nb × (dv + 1)).
 template <class T>

@@ -50,7 +50,7 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
     __shared__ __align__(16) float qrows[IGMAX][128];
     __shared__ float hpart[4][IGMAX][64];
     // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
-    // CH × 64 (v̄) floats. Mirrored in src/gpu/mod.rs.
+    // CH × 64 (v̄) floats. Mirrored by coarse_stage() in src/gpu/plan.rs.
     extern __shared__ __align__(16) float grow[];
     const int I0 = blockIdx.x * ig;
     const int bh = blockIdx.y;

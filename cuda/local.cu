@@ -238,7 +238,7 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
     const int uw = dv + 1;  // augmented width: dv value columns and the w column
     const int ntu = (uw + 7) >> 3;  // 8-column tiles of the augmented width
     // After ss: f32 path: us (64×uw f32); half path: ps (64×PS) and ut (8·ntu×PS),
-    // 16-bit. Then xs (64×uw f32) and zs (64 f32). Mirrored by local_smem() in Rust.
+    // 16-bit. Then xs (64×uw f32) and zs (64 f32). Mirrored by local_smem() in src/gpu/plan.rs.
     unsigned char* after = smem + 2 * qbytes + TILE * SS * 4;
     float* us = reinterpret_cast<float*>(after);
     u16* ps = reinterpret_cast<u16*>(after);

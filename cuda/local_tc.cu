@@ -26,7 +26,7 @@
 //
 // NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
-// local_tc_smem() in src/gpu/mod.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
+// local_tc_smem() in src/gpu/plan.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
 // the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks
 // and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32),
 // h_I (DM + 8 f32) and 2·NWM mbarriers.
