@@ -35,13 +35,10 @@ pub(crate) fn fma_available() -> bool {
 }
 
 /// Define a function run with AVX2 + FMA enabled where [`fma_available`] says so, on
-/// the baseline target otherwise. Two forms:
-///
-/// - `fn name<G: Bound>(args) -> R => body`: `body::<FMA, G>(args)` is a function
-///   generic over `const FMA: bool` first (then the type parameters, in order) that
-///   uses the primitives of this module with its `FMA`;
-/// - `fn name<G: Bound>(args) -> R { ... }`: an inline body that needs no fused
-///   multiply-add and gains from the wider vectors alone.
+/// the baseline target otherwise: `fn name<G: Bound>(args) -> R { ... }`. The body is
+/// compiled twice, with a `const FMA: bool` in scope (true in the AVX2 + FMA copy) that
+/// it passes to this module's primitives; a body that needs no fused multiply-add
+/// ignores it and gains from the wider vectors alone.
 macro_rules! multiversion {
     (@dispatch $body:ident [$($g:ident: $b:path),*] ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
@@ -56,15 +53,6 @@ macro_rules! multiversion {
         }
         $body::<false, $($g),*>($($arg),*)
     }};
-    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($g:ident: $b:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name $(<$($g: $b),*>)? ($($arg: $ty),*) $(-> $ret)? {
-            $crate::cpu::simd::multiversion!(
-                @dispatch $body [$($($g: $b),*)?] ($($arg: $ty),*) $(-> $ret)?
-            )
-        }
-    };
     ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($g:ident: $b:path),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
@@ -227,7 +215,9 @@ pub(crate) mod tests {
     }
 
     multiversion! {
-        fn dot_dispatched(a: &[f32], b: &[f32]) -> f32 => dot
+        fn dot_dispatched(a: &[f32], b: &[f32]) -> f32 {
+            dot::<FMA>(a, b)
+        }
     }
 
     #[test]

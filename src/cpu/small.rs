@@ -184,63 +184,6 @@ mod tests {
 const MR: usize = 4;
 const NR: usize = 16;
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gemm_rm_imp<const FMA: bool, NC: Fn(usize) -> usize, KD: Fn(usize) -> usize>(
-    c: &mut [f32],
-    ldc: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    m: usize,
-    n: usize,
-    alpha: f32,
-    ncols: NC,
-    kdepth: KD,
-) {
-    let mut i = 0;
-    while i < m {
-        let mr = (m - i).min(MR);
-        let iend = i + mr;
-        let nn = ncols(iend).min(n);
-        let kk = kdepth(iend);
-        let mut j = 0;
-        while j < nn && j + NR <= n {
-            let mut acc = [[0.0f32; NR]; MR];
-            for p in 0..kk {
-                let brow: &[f32; NR] = b[p * ldb + j..p * ldb + j + NR].try_into().unwrap();
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    // Rows past the matrix repeat its last row; they are not stored.
-                    let av = a[(i + r.min(mr - 1)) * lda + p];
-                    for (x, &bv) in accr.iter_mut().zip(brow) {
-                        *x = simd::fmadd::<FMA>(av, bv, *x);
-                    }
-                }
-            }
-            for (r, accr) in acc.iter().enumerate().take(mr) {
-                let crow = &mut c[(i + r) * ldc + j..(i + r) * ldc + j + NR];
-                for (x, &v) in crow.iter_mut().zip(accr) {
-                    *x = alpha * v;
-                }
-            }
-            j += NR;
-        }
-        // Columns at the right edge of the matrix, narrower than a tile.
-        for jj in j..nn {
-            for r in 0..mr {
-                let arow = &a[(i + r) * lda..(i + r) * lda + kk];
-                let mut s = 0.0f32;
-                for (p, &av) in arow.iter().enumerate() {
-                    s += av * b[p * ldb + jj];
-                }
-                c[(i + r) * ldc + jj] = alpha * s;
-            }
-        }
-        i += MR;
-    }
-}
-
 multiversion! {
     /// `C = alpha·A·B` for small row-major matrices (`A: m×k`, `B: k×n`, `C: m×n`
     /// with leading dimensions `lda`, `ldb`, `ldc`), by 4×16 register tiles.
@@ -262,5 +205,46 @@ multiversion! {
         alpha: f32,
         ncols: NC,
         kdepth: KD,
-    ) => gemm_rm_imp
+    ) {
+        let mut i = 0;
+        while i < m {
+            let mr = (m - i).min(MR);
+            let iend = i + mr;
+            let nn = ncols(iend).min(n);
+            let kk = kdepth(iend);
+            let mut j = 0;
+            while j < nn && j + NR <= n {
+                let mut acc = [[0.0f32; NR]; MR];
+                for p in 0..kk {
+                    let brow: &[f32; NR] = b[p * ldb + j..p * ldb + j + NR].try_into().unwrap();
+                    for (r, accr) in acc.iter_mut().enumerate() {
+                        // Rows past the matrix repeat its last row; they are not stored.
+                        let av = a[(i + r.min(mr - 1)) * lda + p];
+                        for (x, &bv) in accr.iter_mut().zip(brow) {
+                            *x = simd::fmadd::<FMA>(av, bv, *x);
+                        }
+                    }
+                }
+                for (r, accr) in acc.iter().enumerate().take(mr) {
+                    let crow = &mut c[(i + r) * ldc + j..(i + r) * ldc + j + NR];
+                    for (x, &v) in crow.iter_mut().zip(accr) {
+                        *x = alpha * v;
+                    }
+                }
+                j += NR;
+            }
+            // Columns at the right edge of the matrix, narrower than a tile.
+            for jj in j..nn {
+                for r in 0..mr {
+                    let arow = &a[(i + r) * lda..(i + r) * lda + kk];
+                    let mut s = 0.0f32;
+                    for (p, &av) in arow.iter().enumerate() {
+                        s += av * b[p * ldb + jj];
+                    }
+                    c[(i + r) * ldc + jj] = alpha * s;
+                }
+            }
+            i += MR;
+        }
+    }
 }

@@ -129,38 +129,25 @@ multiversion! {
         t_old: usize,
         mz: &mut [f32],
         sold: &mut [f32],
-    ) => far_row_body
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn far_row_body<const FMA: bool>(
-    q: &[f32],
-    keys: &[f32],
-    uold: &[f32],
-    scale: f32,
-    out: &mut [f32],
-    t_old: usize,
-    mz: &mut [f32],
-    sold: &mut [f32],
-) {
-    let dk = q.len();
-    let dv = sold.len();
-    for (o, kt) in out.iter_mut().zip(keys.chunks_exact(dk)) {
-        *o = scale * dot::<FMA>(q, kt);
+    ) {
+        let dk = q.len();
+        let dv = sold.len();
+        for (o, kt) in out.iter_mut().zip(keys.chunks_exact(dk)) {
+            *o = scale * dot::<FMA>(q, kt);
+        }
+        sold.fill(0.0);
+        if t_old == 0 {
+            mz[0] = f32::NEG_INFINITY;
+            mz[1] = 0.0;
+            return;
+        }
+        let w = &mut out[..t_old];
+        let m = small::max_f32(w);
+        for a in w.iter_mut() {
+            *a = small::exp(*a - m);
+        }
+        mz[0] = m;
+        mz[1] = small::sum_f32(w);
+        gather_axpy::<FMA>(sold, w, |t| &uold[t * dv..t * dv + dv]);
     }
-    sold.fill(0.0);
-    if t_old == 0 {
-        mz[0] = f32::NEG_INFINITY;
-        mz[1] = 0.0;
-        return;
-    }
-    let w = &mut out[..t_old];
-    let m = small::max_f32(w);
-    for a in w.iter_mut() {
-        *a = small::exp(*a - m);
-    }
-    mz[0] = m;
-    mz[1] = small::sum_f32(w);
-    gather_axpy::<FMA>(sold, w, |t| &uold[t * dv..t * dv + dv]);
 }

@@ -180,39 +180,26 @@ multiversion! {
         gamma: f32,
         yp: &mut [f32],
         dv: usize,
-    ) => substitute_body
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn substitute_body<const FMA: bool>(
-    cols: &[u32],
-    vals: &[f32],
-    offs: &[usize],
-    p0: usize,
-    p1: usize,
-    gamma: f32,
-    yp: &mut [f32],
-    dv: usize,
-) {
-    for i in p0..p1 {
-        let r = i - p0;
-        let (done, cur) = yp.split_at_mut(r * dv);
-        let wi = &mut cur[..dv];
-        let (cs, vs) = (&cols[offs[r]..offs[r + 1]], &vals[offs[r]..offs[r + 1]]);
-        // Columns increase: the in-panel entries are a suffix, the diagonal (when in
-        // S_i) its last element.
-        let first = cs.partition_point(|&j| (j as usize) < p0);
-        let mut diag = 0.0;
-        for (&j, &a) in cs[first..].iter().zip(&vs[first..]) {
-            let j = j as usize;
-            if j == i {
-                diag = a;
-            } else {
-                axpy::<FMA>(wi, gamma * a, &done[(j - p0) * dv..(j - p0) * dv + dv]);
+    ) {
+        for i in p0..p1 {
+            let r = i - p0;
+            let (done, cur) = yp.split_at_mut(r * dv);
+            let wi = &mut cur[..dv];
+            let (cs, vs) = (&cols[offs[r]..offs[r + 1]], &vals[offs[r]..offs[r + 1]]);
+            // Columns increase: the in-panel entries are a suffix, the diagonal (when in
+            // S_i) its last element.
+            let first = cs.partition_point(|&j| (j as usize) < p0);
+            let mut diag = 0.0;
+            for (&j, &a) in cs[first..].iter().zip(&vs[first..]) {
+                let j = j as usize;
+                if j == i {
+                    diag = a;
+                } else {
+                    axpy::<FMA>(wi, gamma * a, &done[(j - p0) * dv..(j - p0) * dv + dv]);
+                }
             }
+            let inv = 1.0 / (1.0 - gamma * diag);
+            wi.iter_mut().for_each(|x| *x *= inv);
         }
-        let inv = 1.0 / (1.0 - gamma * diag);
-        wi.iter_mut().for_each(|x| *x *= inv);
     }
 }
