@@ -3,6 +3,7 @@
 //! compiler (see `nvrtc.rs`: loaded by absolute path, version-checked).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cudarc::driver::sys::{self, CUfunction_attribute_enum};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
@@ -241,6 +242,12 @@ fn load<const K: usize>(
 /// what the driver actually loaded, the run-time NVRTC build included. Drivers before
 /// CUDA 12.4 (no `cuFuncGetParamInfo`) are not asked.
 fn check_abi(k: &CudaFunction, name: &str, size: usize) -> Result<()> {
+    // Cleared on the first panic: the default hook prints every caught panic, and one
+    // message is enough for a driver without the symbol.
+    static ASK: AtomicBool = AtomicBool::new(true);
+    if !ASK.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let f = k.cu_function();
     // cudarc panics when the driver library lacks the symbol.
     let asked = std::panic::catch_unwind(|| {
@@ -250,6 +257,9 @@ fn check_abi(k: &CudaFunction, name: &str, size: usize) -> Result<()> {
         let r = unsafe { sys::cuFuncGetParamInfo(f, 0, &mut off, &mut len) };
         (r == sys::CUresult::CUDA_SUCCESS).then_some(len)
     });
+    if asked.is_err() {
+        ASK.store(false, Ordering::Relaxed);
+    }
     match asked {
         Ok(Some(len)) if len != size => Err(Error::Device(format!(
             "kernel {name} takes a {len}-byte parameter, not the {size}-byte struct this \
