@@ -8,6 +8,7 @@
 - a device-to-device copy, the bandwidth ceiling.
 
     python cuda/bench_torch.py [--dump DIR] [--block B] N ...
+    python cuda/bench_torch.py --sdpa N ...   (SDPA only: causal and not, d = 64 and 128)
 
 With --dump DIR (written by examples/gpu_bench.rs) it also checks blockres' output for
 the smallest n against this blockwise implementation run in float64.
@@ -112,7 +113,23 @@ def blockwise(q, k, v, gamma, b, dtype=torch.float32):
     return Y.reshape(bh, m * b, dv)[:, :n]
 
 
+def sdpa_only(ns):
+    """One SDPA hop, causal and non-causal, d = 64 and 128: the speed bars' baselines."""
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, B=1 H={H} bf16")
+    print("|      n | SDPA causal d=64 ms | non-causal d=64 ms | causal d=128 ms | non-causal d=128 ms |")
+    print("|-------:|--------:|--------:|--------:|--------:|")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for n in ns:
+        t = []
+        for d in (64, 128):
+            q, k, v = (torch.randn(1, H, n, d, device=dev, dtype=torch.bfloat16) for _ in range(3))
+            t += [timeit(lambda: sdpa(q, k, v, is_causal=True)), timeit(lambda: sdpa(q, k, v))]
+        print(f"| {n:6} | {t[0]:8.3f} | {t[1]:8.3f} | {t[2]:8.3f} | {t[3]:8.3f} |")
+
+
 def main(argv):
+    if "--sdpa" in argv:
+        return sdpa_only([int(a) for a in argv[1:] if a != "--sdpa"])
     dump = None
     if "--dump" in argv:
         i = argv.index("--dump")

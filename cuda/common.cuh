@@ -56,13 +56,15 @@ struct LocalParams {
     float scale, gamma;
 };
 
-// reduced_inverses, reduced_causal, reduced_bidir_{build,solve,apply}: the m×m system.
-// minv holds the causal panels' inverses, or the bidirectional augmented matrix.
+// reduced_inverses, reduced_causal, reduced_bidir_{build,panel,update,apply}: the m×m
+// system. minv holds the causal panels' inverses, or the bidirectional augmented matrix;
+// p0 is the first pivot of the bidirectional elimination's current panel.
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;
     int m, dv;
     float gamma;
+    int p0;
 };
 
 // combine_*: y ← y + the cross-block term, in place.

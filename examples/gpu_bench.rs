@@ -2,7 +2,7 @@
 //! B = 1, H = 16, d = 64, bf16, automatic block size, timed with CUDA events.
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [--bidirectional] [N ...]
+//! cargo run --release --features cuda --example gpu_bench -- [--dump DIR] [--block B | --blocks B1,B2] [--bidirectional] [--d D] [N ...]
 //! ```
 //! Prints one row per n: median and best time over 50 runs after 1 s and 5 runs of
 //! warm-up, the
@@ -57,6 +57,12 @@ fn main() {
         dump = Some(args[p + 1].clone());
         args.drain(p..p + 2);
     }
+    // `--d 128`: the head width (64 by default).
+    let mut d = 64usize;
+    if let Some(p) = args.iter().position(|a| a == "--d") {
+        d = args[p + 1].parse().expect("--d takes an integer");
+        args.drain(p..p + 2);
+    }
     let mut blocks = vec![0usize];
     if let Some(p) = args.iter().position(|a| a == "--block") {
         blocks.push(args[p + 1].parse().expect("--block takes an integer"));
@@ -99,7 +105,7 @@ fn main() {
         gpu::ptx_tool(),
         copy / 1e9
     );
-    let (h, d) = (16usize, 64usize);
+    let h = 16usize;
     let cfg = Config {
         gamma: 0.5,
         causal,
@@ -181,7 +187,7 @@ fn main() {
         }
     }
     let mask = if causal { "causal" } else { "bidirectional" };
-    println!("blockres block, {mask}, bf16, B=1 H=16 d=64, gamma=0.5");
+    println!("blockres block, {mask}, bf16, B=1 H=16 d={d}, gamma=0.5");
     println!("|      n | b          |     m | median ms | best ms | GB/s min-bytes | of copy |");
     println!("|-------:|:-----------|------:|----------:|--------:|--------:|--------:|");
     for r in rows {

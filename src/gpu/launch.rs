@@ -198,7 +198,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // 2.–5. Per block: local attention, local solves, block means of P and w.
     {
         let f = match plan.local {
-            Local::Bidir => &kx.local_bidir[T::INDEX],
+            Local::Bidir { variant } => &kx.local_bidir[T::INDEX][variant],
             Local::Tc { variant, .. } => &kx.local_tc[T::INDEX - 1][variant],
             Local::General => &kx.local[T::INDEX],
         };
@@ -239,10 +239,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )?;
     }
     // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
-    // solve. Bidirectional: Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄], then s = G̃·u. All
-    // five kernels take one ReducedParams.
+    // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (two launches
+    // per panel of BIDIR_PANEL pivots), then s = G̃·u. All take one ReducedParams.
     let mut a = Args::new(st);
-    let rp = ReducedParams {
+    let mut rp = ReducedParams {
         g: a.r(&*g),
         pbar: a.r(&*pbar),
         cvec: a.r(&*cvec),
@@ -251,34 +251,82 @@ pub fn resolvent_attention_device<T: GpuElement>(
         m: mi,
         dv: dvi,
         gamma,
+        p0: 0,
     };
-    let reduced = |f: &CudaFunction, grid: (usize, usize), threads: usize, smem: usize, what| {
+    let reduced = |f: &CudaFunction,
+                   rp: &ReducedParams,
+                   grid: (usize, usize, usize),
+                   threads: usize,
+                   smem: usize,
+                   what| {
         let mut lb = st.launch_builder(f);
-        lb.arg(&rp);
-        let c = cfg1((grid.0 as u32, grid.1 as u32), threads as u32, smem as u32);
+        lb.arg(rp);
+        let c = LaunchConfig {
+            grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
         launch(
-            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // SAFETY: the six reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
             // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
-            // (causal) or its m × (m + dv) system (bidirectional), `s` bh·m·dv. The
-            // callers pass each kernel's launch bounds (reduced_bidir_apply: dv ≤
-            // MAX_HEAD_DIM = 128, checked by the plan) and, for reduced_causal, the
-            // plan's m·REDUCED_CW floats, within the device limit it checked and allowed;
-            // the others use static shared memory only.
+            // (causal) or its m × (m + dv) system (bidirectional), `s` bh·m·dv; `p0` is
+            // a panel's first pivot, < m. The callers pass each kernel's launch bounds
+            // (reduced_bidir_apply: dv ≤ MAX_HEAD_DIM = 128, checked by the plan) and
+            // the grids their indexing assumes; for reduced_causal, the plan's
+            // m·REDUCED_CW floats, within the device limit it checked and allowed; the
+            // others use static shared memory only.
             unsafe { lb.launch(c) },
             what,
         )
     };
     if !cfg.causal {
-        let [build, solve, apply] = &kx.reduced_bidir;
-        reduced(build, (m, bh), 256, 0, "launching reduced_bidir_build")?;
-        reduced(solve, (bh, 1), 1024, 0, "launching reduced_bidir_solve")?;
-        reduced(apply, (m, bh), dv, 0, "launching reduced_bidir_apply")?;
+        let [build, panel, update, apply] = &kx.reduced_bidir;
+        let w = m + dv;
+        reduced(
+            build,
+            &rp,
+            (m, bh, 1),
+            256,
+            0,
+            "launching reduced_bidir_build",
+        )?;
+        for p0 in (0..m).step_by(plan::BIDIR_PANEL) {
+            rp.p0 = p0 as i32;
+            let right = w - (p0 + plan::BIDIR_PANEL).min(m);
+            let cols = right.div_ceil(plan::BIDIR_TILE);
+            let rows = m.div_ceil(plan::BIDIR_TILE);
+            reduced(
+                panel,
+                &rp,
+                (cols, bh, 1),
+                256,
+                0,
+                "launching reduced_bidir_panel",
+            )?;
+            reduced(
+                update,
+                &rp,
+                (cols, rows, bh),
+                256,
+                0,
+                "launching reduced_bidir_update",
+            )?;
+        }
+        reduced(
+            apply,
+            &rp,
+            (m, bh, 1),
+            dv,
+            0,
+            "launching reduced_bidir_apply",
+        )?;
     } else {
         let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
         kx.allow_smem(&kx.reduced, smem)?;
         reduced(
             &kx.reduced_inverses,
-            (panels, bh),
+            &rp,
+            (panels, bh, 1),
             32,
             0,
             "launching reduced_inverses",
@@ -286,7 +334,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let cols = dv.div_ceil(plan::REDUCED_CW);
         reduced(
             &kx.reduced,
-            (cols, bh),
+            &rp,
+            (cols, bh, 1),
             256,
             smem,
             "launching reduced_causal",

@@ -41,8 +41,11 @@ pub(crate) struct Kernels {
     pub reduced: CudaFunction,
     pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
-    pub local_bidir: [CudaFunction; 3],
-    pub reduced_bidir: [CudaFunction; 3],
+    /// `local_bidir_r{R}v{V}_{type}`: [type][variant], variants in the order of
+    /// [`super::plan::BIDIR_VARIANTS`].
+    pub local_bidir: [[CudaFunction; 4]; 3],
+    /// build, panel, update, apply.
+    pub reduced_bidir: [CudaFunction; 4],
     /// Incremental decoding (cuda/decode.cu, [`super::GpuDecoder`]), by element type.
     pub decode_keys: [CudaFunction; 3],
     pub decode_step: [CudaFunction; 3],
@@ -161,16 +164,32 @@ const COMBINE: Family = Family {
     entries: typed!("combine"),
     params: size_of::<CombineParams>(),
 };
+/// `local_bidir_r{R}v{V}_{type}`, by type, each in the order of
+/// [`super::plan::BIDIR_VARIANTS`].
 const LOCAL_BIDIR: Family = Family {
     unit: "bidir",
-    entries: typed!("local_bidir"),
+    entries: &[
+        "local_bidir_r4v4_f32",
+        "local_bidir_r4v8_f32",
+        "local_bidir_r8v4_f32",
+        "local_bidir_r8v8_f32",
+        "local_bidir_r4v4_f16",
+        "local_bidir_r4v8_f16",
+        "local_bidir_r8v4_f16",
+        "local_bidir_r8v8_f16",
+        "local_bidir_r4v4_bf16",
+        "local_bidir_r4v8_bf16",
+        "local_bidir_r8v4_bf16",
+        "local_bidir_r8v8_bf16",
+    ],
     params: size_of::<LocalParams>(),
 };
 const REDUCED_BIDIR: Family = Family {
     unit: "bidir",
     entries: &[
         "reduced_bidir_build",
-        "reduced_bidir_solve",
+        "reduced_bidir_panel",
+        "reduced_bidir_update",
         "reduced_bidir_apply",
     ],
     params: size_of::<ReducedParams>(),
@@ -275,6 +294,7 @@ impl Kernels {
         let [f16_a, f16_b, f16_c, f16_d, bf_a, bf_b, bf_c, bf_d] = load(ctx, u, &LOCAL_TC)?;
         let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
+        let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = load(ctx, u, &LOCAL_BIDIR)?;
         Ok(Self {
             means: load(ctx, u, &MEANS)?,
             coarse,
@@ -283,7 +303,7 @@ impl Kernels {
             reduced,
             reduced_inverses,
             combine: load(ctx, u, &COMBINE)?,
-            local_bidir: load(ctx, u, &LOCAL_BIDIR)?,
+            local_bidir: [[b0, b1, b2, b3], [b4, b5, b6, b7], [b8, b9, b10, b11]],
             reduced_bidir: load(ctx, u, &REDUCED_BIDIR)?,
             decode_keys: load(ctx, u, &DECODE_KEYS)?,
             decode_step: load(ctx, u, &DECODE_STEP)?,

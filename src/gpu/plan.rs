@@ -73,10 +73,37 @@ pub(crate) fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
-/// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu).
-pub(crate) fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
-    (b * (b + dv + 2) + (2 * b * (dk + 1)).max(b * (dv + 1))) * 4
+/// The `local_bidir_r{R}v{V}` entry point for blocks of `b` rows and `dv` value
+/// columns: (index into [`BIDIR_VARIANTS`], R, V), the smallest tiles that hold them
+/// (16R ≥ b, 16V ≥ dv).
+pub(crate) fn bidir_variant(b: usize, dv: usize) -> (usize, usize, usize) {
+    let i = 2 * usize::from(b > 64) + usize::from(dv > 64);
+    let (r, v) = BIDIR_VARIANTS[i];
+    (i, r, v)
 }
+
+/// (R, V) of the `local_bidir` entry points, in the order of their names in module.rs.
+pub(crate) const BIDIR_VARIANTS: [(usize, usize); 4] = [(4, 4), (4, 8), (8, 4), (8, 8)];
+
+/// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu): one
+/// region for Q and K (16R rows of `lq` floats), then D and V, then P and w; after it
+/// the double-buffered pivot column and row.
+pub(crate) fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
+    let (_, r, v) = bidir_variant(b, dv);
+    let (nr, nc, nv) = (16 * r, 16 * (r + v), 16 * v);
+    let lq = dk.div_ceil(8) * 8 + 4;
+    let region = (2 * nr * lq).max(nr * (nr + 4) + nr * nv).max(b * (dv + 1));
+    (region + 2 * nr + 2 * (nc + 1)) * 4
+}
+
+/// Pivots per panel and columns (and rows) per CTA of the bidirectional reduced solve
+/// (`KP` and `TW` in cuda/bidir.cu).
+pub(crate) const BIDIR_PANEL: usize = 32;
+pub(crate) const BIDIR_TILE: usize = 64;
+
+/// Largest m = ⌈n/b⌉ of the bidirectional path: its reduced system is a dense
+/// m × (m + dv) matrix per head, solved in O(m³).
+pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
@@ -96,8 +123,9 @@ pub(crate) fn coarse_stage(dk: usize) -> usize {
 /// The local kernel of a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Local {
-    /// `local_bidir`: the block's whole system in one CTA (1024 threads).
-    Bidir,
+    /// `local_bidir_*[variant]`: the block's whole system in the registers of one CTA
+    /// (256 threads), variants as in [`BIDIR_VARIANTS`].
+    Bidir { variant: usize },
     /// `local_tc_*[variant]` (f16/bf16, causal, b ≤ 128), `warps` warps.
     Tc { variant: usize, warps: usize },
     /// `local` (256 threads): any type and block size.
@@ -171,24 +199,19 @@ impl Plan {
             ));
         }
         if !cfg.causal {
-            // The block's full system lives in one CTA's shared memory and the m×m
-            // reduced system in global memory (cuda/bidir.cu).
-            if b > 128 || bidir_smem(b, dk, dv) > smem {
+            // The block's full system lives in one CTA's registers (16 × 16 threads,
+            // at most 8 rows each) and the m×m reduced system in global memory
+            // (cuda/bidir.cu).
+            if b > 128 {
                 return unsupported(format!(
-                    "bidirectional attention on the GPU takes blocks of at most 128 rows whose \
-                     system fits in shared memory (b = {b}, dk = {dk}, dv = {dv}{}); pass a smaller \
-                     block_size or use the CPU path",
-                    if b > 128 {
-                        ""
-                    } else {
-                        ": use b ≤ 64 for d > 64"
-                    }
+                    "bidirectional attention on the GPU takes blocks of at most 128 rows \
+                     (b = {b}); pass a smaller block_size or use the CPU path"
                 ));
             }
-            if m > 2048 {
+            if m > MAX_BIDIRECTIONAL_BLOCKS {
                 return unsupported(format!(
-                    "bidirectional attention on the GPU takes at most 2048 blocks (n/b = {m}); use a \
-                     larger block_size or the CPU path"
+                    "bidirectional attention on the GPU takes at most {MAX_BIDIRECTIONAL_BLOCKS} \
+                     blocks (n/b = {m}); use a larger block_size or the CPU path"
                 ));
             }
         }
@@ -215,7 +238,8 @@ impl Plan {
         let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
         let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
         let (local, local_threads, local_smem) = if !cfg.causal {
-            (Local::Bidir, 1024, bidir_smem(b, dk, dv))
+            let variant = bidir_variant(b, dv).0;
+            (Local::Bidir { variant }, 256, bidir_smem(b, dk, dv))
         } else if elem != 0 && b <= 128 && tc {
             let warps = b.div_ceil(16);
             let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
@@ -365,8 +389,17 @@ mod tests {
             }
         );
         assert_eq!(p(2, 128, true, false).local, Local::General);
-        assert_eq!(p(1, 64, false, true).local, Local::Bidir);
+        assert_eq!(p(1, 64, false, true).local, Local::Bidir { variant: 0 });
+        assert_eq!(p(1, 65, false, true).local, Local::Bidir { variant: 2 });
         assert_eq!(p(1, 256, true, true).local, Local::General);
+    }
+
+    #[test]
+    fn bidirectional_tiles_hold_their_blocks() {
+        for (b, dv) in (1..=128).flat_map(|b| (1..=128).map(move |dv| (b, dv))) {
+            let (_, r, v) = bidir_variant(b, dv);
+            assert!(b <= 16 * r && dv <= 16 * v && (b > 64) == (r == 8) && (dv > 64) == (v == 8));
+        }
     }
 
     #[test]
@@ -375,7 +408,7 @@ mod tests {
         let err = |d: Dims, c: Config| Plan::new(&d, &c, 0, smem, true).unwrap_err().to_string();
         assert!(err(dims(100, 129, 64), cfg(16, true)).contains("dk, dv ≤ 128"));
         assert!(err(dims(1000, 64, 64), cfg(256, false)).contains("at most 128 rows"));
-        assert!(err(dims(1 << 20, 64, 64), cfg(128, false)).contains("2048 blocks"));
+        assert!(err(dims(1 << 20, 64, 64), cfg(128, false)).contains("4096 blocks"));
         let g = Config {
             gamma: 0.995,
             ..cfg(64, false)
