@@ -56,9 +56,10 @@ struct LocalParams {
     float scale, gamma;
 };
 
-// reduced_inverses, reduced_causal, reduced_bidir_{build,panel,update,apply}: the m×m
-// system. minv holds the causal panels' inverses, or the bidirectional augmented matrix;
-// p0 is the first pivot of the bidirectional elimination's current panel.
+// reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
+// minv holds the causal panels' inverses, or the bidirectional augmented matrices and
+// their side buffers; p0 is the first pivot of the bidirectional elimination's current
+// (step) or last (apply) panel.
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;

@@ -239,7 +239,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )?;
     }
     // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
-    // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (two launches
+    // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (one launch
     // per panel of BIDIR_PANEL pivots), then s = G̃·u. All take one ReducedParams.
     let mut a = Args::new(st);
     let mut rp = ReducedParams {
@@ -267,10 +267,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
             shared_mem_bytes: smem as u32,
         };
         launch(
-            // SAFETY: the six reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
             // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
-            // (causal) or its m × (m + dv) system (bidirectional), `s` bh·m·dv; `p0` is
-            // a panel's first pivot, < m. The callers pass each kernel's launch bounds
+            // (causal) or its m × (m + dv) systems and two 32 × (m + dv) side buffers per
+            // head (bidirectional, whose kernels take the head count from the grid as
+            // passed here), `s` bh·m·dv; `p0` is a panel's first pivot, < m. The callers pass each kernel's launch bounds
             // (reduced_bidir_apply: dv ≤ MAX_HEAD_DIM = 128, checked by the plan) and
             // the grids their indexing assumes; for reduced_causal, the plan's
             // m·REDUCED_CW floats, within the device limit it checked and allowed; the
@@ -280,38 +281,22 @@ pub fn resolvent_attention_device<T: GpuElement>(
         )
     };
     if !cfg.causal {
-        let [build, panel, update, apply] = &kx.reduced_bidir;
+        let [build, step, apply] = &kx.reduced_bidir;
         let w = m + dv;
-        reduced(
-            build,
-            &rp,
-            (m, bh, 1),
-            256,
-            0,
-            "launching reduced_bidir_build",
-        )?;
+        let what = "launching reduced_bidir_build";
+        reduced(build, &rp, (m, bh, 1), 256, 0, what)?;
         for p0 in (0..m).step_by(plan::BIDIR_PANEL) {
             rp.p0 = p0 as i32;
             let right = w - (p0 + plan::BIDIR_PANEL).min(m);
-            let cols = right.div_ceil(plan::BIDIR_TILE);
-            let rows = m.div_ceil(plan::BIDIR_TILE);
-            reduced(
-                panel,
-                &rp,
-                (cols, bh, 1),
-                256,
-                0,
-                "launching reduced_bidir_panel",
-            )?;
-            reduced(
-                update,
-                &rp,
-                (cols, rows, bh),
-                256,
-                0,
-                "launching reduced_bidir_update",
-            )?;
+            let grid = (
+                right.div_ceil(plan::BIDIR_TILE),
+                m.div_ceil(plan::BIDIR_TILE),
+                bh,
+            );
+            reduced(step, &rp, grid, 256, 0, "launching reduced_bidir_step")?;
         }
+        // The last panel's rows are in its side buffer; apply reads them there.
+        rp.p0 = ((m - 1) / plan::BIDIR_PANEL * plan::BIDIR_PANEL) as i32;
         reduced(
             apply,
             &rp,

@@ -41,11 +41,11 @@ pub(crate) struct Kernels {
     pub reduced: CudaFunction,
     pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
-    /// `local_bidir_r{R}v{V}_{type}`: [type][variant], variants in the order of
+    /// `local_bidir_b{B}v{D}_{type}`: [type][variant], variants in the order of
     /// [`super::plan::BIDIR_VARIANTS`].
     pub local_bidir: [[CudaFunction; 4]; 3],
-    /// build, panel, update, apply.
-    pub reduced_bidir: [CudaFunction; 4],
+    /// build, step (one per panel), apply.
+    pub reduced_bidir: [CudaFunction; 3],
     /// Incremental decoding (cuda/decode.cu, [`super::GpuDecoder`]), by element type.
     pub decode_keys: [CudaFunction; 3],
     pub decode_step: [CudaFunction; 3],
@@ -164,23 +164,23 @@ const COMBINE: Family = Family {
     entries: typed!("combine"),
     params: size_of::<CombineParams>(),
 };
-/// `local_bidir_r{R}v{V}_{type}`, by type, each in the order of
+/// `local_bidir_b{B}v{D}_{type}`, by type, each in the order of
 /// [`super::plan::BIDIR_VARIANTS`].
 const LOCAL_BIDIR: Family = Family {
     unit: "bidir",
     entries: &[
-        "local_bidir_r4v4_f32",
-        "local_bidir_r4v8_f32",
-        "local_bidir_r8v4_f32",
-        "local_bidir_r8v8_f32",
-        "local_bidir_r4v4_f16",
-        "local_bidir_r4v8_f16",
-        "local_bidir_r8v4_f16",
-        "local_bidir_r8v8_f16",
-        "local_bidir_r4v4_bf16",
-        "local_bidir_r4v8_bf16",
-        "local_bidir_r8v4_bf16",
-        "local_bidir_r8v8_bf16",
+        "local_bidir_b64v64_f32",
+        "local_bidir_b64v128_f32",
+        "local_bidir_b128v64_f32",
+        "local_bidir_b128v128_f32",
+        "local_bidir_b64v64_f16",
+        "local_bidir_b64v128_f16",
+        "local_bidir_b128v64_f16",
+        "local_bidir_b128v128_f16",
+        "local_bidir_b64v64_bf16",
+        "local_bidir_b64v128_bf16",
+        "local_bidir_b128v64_bf16",
+        "local_bidir_b128v128_bf16",
     ],
     params: size_of::<LocalParams>(),
 };
@@ -188,8 +188,7 @@ const REDUCED_BIDIR: Family = Family {
     unit: "bidir",
     entries: &[
         "reduced_bidir_build",
-        "reduced_bidir_panel",
-        "reduced_bidir_update",
+        "reduced_bidir_step",
         "reduced_bidir_apply",
     ],
     params: size_of::<ReducedParams>(),

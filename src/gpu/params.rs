@@ -82,7 +82,7 @@ pub(crate) struct LocalParams {
 }
 
 /// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
-/// `reduced_bidir_{build,panel,update,apply}` (cuda/bidir.cu).
+/// `reduced_bidir_{build,step,apply}` (cuda/bidir.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReducedParams {
@@ -94,8 +94,8 @@ pub(crate) struct ReducedParams {
     pub m: i32,
     pub dv: i32,
     pub gamma: f32,
-    /// First pivot of the bidirectional elimination's panel (`reduced_bidir_panel`,
-    /// `reduced_bidir_update`); 0 elsewhere.
+    /// First pivot of the bidirectional elimination's panel (`reduced_bidir_step`), or
+    /// of its last panel (`reduced_bidir_apply`); 0 elsewhere.
     pub p0: i32,
 }
 

@@ -73,31 +73,31 @@ pub(crate) fn local_smem(elem_half: bool, dk: usize, dv: usize) -> usize {
     2 * qbytes + 64 * 65 * 4 + ((mid + 15) & !15) + 64 * uw * 4 + 4 * 64 * 4
 }
 
-/// The `local_bidir_r{R}v{V}` entry point for blocks of `b` rows and `dv` value
-/// columns: (index into [`BIDIR_VARIANTS`], R, V), the smallest tiles that hold them
-/// (16R ≥ b, 16V ≥ dv).
+/// The `local_bidir_b{B}v{D}` entry point for blocks of `b` rows and `dv` value
+/// columns: (index into [`BIDIR_VARIANTS`], B, D), the smallest that holds them
+/// (B ≥ b, D ≥ dv). It runs 2B threads (8 rows of the block system per thread).
 pub(crate) fn bidir_variant(b: usize, dv: usize) -> (usize, usize, usize) {
     let i = 2 * usize::from(b > 64) + usize::from(dv > 64);
-    let (r, v) = BIDIR_VARIANTS[i];
-    (i, r, v)
+    let (bm, dm) = BIDIR_VARIANTS[i];
+    (i, bm, dm)
 }
 
-/// (R, V) of the `local_bidir` entry points, in the order of their names in module.rs.
-pub(crate) const BIDIR_VARIANTS: [(usize, usize); 4] = [(4, 4), (4, 8), (8, 4), (8, 8)];
+/// (B, D) of the `local_bidir` entry points, in the order of their names in module.rs.
+pub(crate) const BIDIR_VARIANTS: [(usize, usize); 4] = [(64, 64), (64, 128), (128, 64), (128, 128)];
 
 /// Shared memory of `local_bidir` for blocks of `b` rows (mirrors cuda/bidir.cu): one
-/// region for Q and K (16R rows of `lq` floats), then D and V, then P and w; after it
+/// region for Q and K (B rows of `lq` floats), then D and V, then P and w; after it
 /// the double-buffered pivot column and row.
 pub(crate) fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
-    let (_, r, v) = bidir_variant(b, dv);
-    let (nr, nc, nv) = (16 * r, 16 * (r + v), 16 * v);
+    let (_, nr, nv) = bidir_variant(b, dv);
+    let nc = nr + nv;
     let lq = dk.div_ceil(8) * 8 + 4;
     let region = (2 * nr * lq).max(nr * (nr + 4) + nr * nv).max(b * (dv + 1));
     (region + 2 * nr + 2 * (nc + 1)) * 4
 }
 
 /// Pivots per panel and columns (and rows) per CTA of the bidirectional reduced solve
-/// (`KP` and `TW` in cuda/bidir.cu).
+/// (`KP` and `TW` in cuda/bidir.cu; its side buffers hold two panels per head).
 pub(crate) const BIDIR_PANEL: usize = 32;
 pub(crate) const BIDIR_TILE: usize = 64;
 
@@ -124,7 +124,7 @@ pub(crate) fn coarse_stage(dk: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Local {
     /// `local_bidir_*[variant]`: the block's whole system in the registers of one CTA
-    /// (256 threads), variants as in [`BIDIR_VARIANTS`].
+    /// (2B threads), variants as in [`BIDIR_VARIANTS`].
     Bidir { variant: usize },
     /// `local_tc_*[variant]` (f16/bf16, causal, b ≤ 128), `warps` warps.
     Tc { variant: usize, warps: usize },
@@ -140,7 +140,8 @@ pub(crate) struct Plan {
     /// Blocks per head.
     pub m: usize,
     /// Lengths of the 12 scratch buffers: q̄, k̄, v̄, G̃, σ, gsum, h, w, p̄, c, s, and
-    /// the reduced system's panel inverses (causal) or augmented matrix (bidirectional).
+    /// the reduced system's panel inverses (causal) or augmented matrices and side buffers
+    /// (bidirectional).
     pub scratch: [usize; 12],
     /// Block rows per CTA of the coarse kernel, and its shared memory.
     pub coarse_rows: usize,
@@ -199,8 +200,8 @@ impl Plan {
             ));
         }
         if !cfg.causal {
-            // The block's full system lives in one CTA's registers (16 × 16 threads,
-            // at most 8 rows each) and the m×m reduced system in global memory
+            // The block's full system lives in one CTA's registers (8 rows per
+            // thread, at most 256 threads) and the m×m reduced system in global memory
             // (cuda/bidir.cu).
             if b > 128 {
                 return unsupported(format!(
@@ -238,8 +239,8 @@ impl Plan {
         let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
         let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
         let (local, local_threads, local_smem) = if !cfg.causal {
-            let variant = bidir_variant(b, dv).0;
-            (Local::Bidir { variant }, 256, bidir_smem(b, dk, dv))
+            let (variant, bm, _) = bidir_variant(b, dv);
+            (Local::Bidir { variant }, 2 * bm as u32, bidir_smem(b, dk, dv))
         } else if elem != 0 && b <= 128 && tc {
             let warps = b.div_ceil(16);
             let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
@@ -273,7 +274,7 @@ impl Plan {
             if cfg.causal {
                 bh * m.div_ceil(32) * 32 * 32
             } else {
-                bh * m * (m + dv)
+                bh * (m + 2 * BIDIR_PANEL) * (m + dv)
             },
         ];
         Ok(Plan {
@@ -397,8 +398,8 @@ mod tests {
     #[test]
     fn bidirectional_tiles_hold_their_blocks() {
         for (b, dv) in (1..=128).flat_map(|b| (1..=128).map(move |dv| (b, dv))) {
-            let (_, r, v) = bidir_variant(b, dv);
-            assert!(b <= 16 * r && dv <= 16 * v && (b > 64) == (r == 8) && (dv > 64) == (v == 8));
+            let (_, bm, dm) = bidir_variant(b, dv);
+            assert!(b <= bm && dv <= dm && (b > 64) == (bm == 128) && (dv > 64) == (dm == 128));
         }
     }
 

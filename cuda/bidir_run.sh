@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The bidirectional path on the GPU machine, one call: the GPU tests, a block-size sweep
+# of gpu_bench --bidirectional (B=1, H=16, d=64, bf16), one SDPA hop (causal and not) in
+# the same call for the bars, and Nsight Compute times per kernel for one call at
+# n = 16384 (b = 64: 14 launches). Usage there (BINDIR holds gpu_test and gpu_bench):
+#   bash cuda/bidir_run.sh BINDIR
+set -o pipefail
+bin=$(readlink -f "${1:?usage: bash cuda/bidir_run.sh BINDIR}")
+OUT=${OUT:-/tmp/blockres_bidir}
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"
+timeout 200 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests.txt" 2>&1
+timeout 150 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS:-0,32,64,128} 4096 16384 > "$OUT/bidir_sweep.txt" 2>&1
+timeout 100 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS65:-0,64,128} 65536 > "$OUT/bidir_65536.txt" 2>&1
+timeout 100 python3 cuda/bench_torch.py --sdpa 4096 16384 65536 > "$OUT/sdpa.txt" 2>&1
+timeout 150 ncu --launch-skip 28 --launch-count 14 --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size \
+  --csv "$bin/gpu_bench" --bidirectional --blocks 64 16384 > "$OUT/ncu_bidir_16384.csv" 2> "$OUT/ncu.err"
+echo "== summary"
+cat "$OUT/machine.txt"
+echo "gpu_tests: $(grep -E '^test result' "$OUT/gpu_tests.txt" | tail -1)"
+grep -E "FAILED|panicked" "$OUT/gpu_tests.txt" | head -10
+tail -12 "$OUT/bidir_sweep.txt"; tail -4 "$OUT/bidir_65536.txt"; tail -5 "$OUT/sdpa.txt"
+python3 - "$OUT/ncu_bidir_16384.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: sys.exit(print("ncu: no rows"))
+h = rows[0]; k, mn, v = h.index("Kernel Name"), h.index("Metric Name"), h.index("Metric Value")
+t = collections.OrderedDict()
+for r in rows[1:]:
+    if r[mn] == "gpu__time_duration.sum":
+        name = r[k].split("(")[0]; t.setdefault(name, []).append(float(r[v].replace(",", "")))
+unit = [r for r in rows[1:] if r[mn] == "gpu__time_duration.sum"][0][h.index("Metric Unit")]
+for name, xs in t.items(): print(f"ncu {name}: {len(xs)} launches, {sum(xs):.1f} {unit}")
+PY
