@@ -61,6 +61,50 @@ __device__ __forceinline__ void stage_rows(float* dst, int ld, const T* __restri
     }
 }
 
+// Two adjacent 16-bit values (a fragment register of mma.m16n8k16) from shared memory.
+template <class T> __device__ __forceinline__ u32 ld_u32(const T* p) {
+    return *reinterpret_cast<const u32*>(p);
+}
+
+// As stage_rows, for a 16-bit type kept as is (tensor-core operands); ld a multiple of
+// 8 elements, so that 16-byte rows stay aligned.
+template <class T>
+__device__ __forceinline__ void stage_rows16(T* dst, int ld, const T* __restrict__ src, int rows,
+                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
+    const T zero = from_f<T>(0.0f);
+    if (cols % 8 == 0 && ((unsigned long long)src & 15) == 0) {
+        const int vr = cols / 8;
+        for (int idx = tid; idx < rows * vr; idx += nt) {
+            const int r = idx / vr, c = (idx - r * vr) * 8;
+            *reinterpret_cast<uint4*>(dst + r * ld + c) =
+                r < rows_valid ? *reinterpret_cast<const uint4*>(src + (long long)r * cols + c)
+                               : make_uint4(0, 0, 0, 0);
+        }
+    } else {
+        for (int idx = tid; idx < rows * cols; idx += nt) {
+            const int r = idx / cols, c = idx - r * cols;
+            dst[r * ld + c] = r < rows_valid ? src[(long long)r * cols + c] : zero;
+        }
+    }
+    const int zw = zero_to - cols;
+    for (int idx = tid; idx < rows * zw; idx += nt) {
+        const int r = idx / zw;
+        dst[r * ld + cols + idx - r * zw] = zero;
+    }
+}
+
+// The transpose of rows [0, rows) of a row-major rows_valid × cols source, 16-bit kept as
+// is: dst[c·ld + r] for c < zero_to (zero from cols on, and past rows_valid).
+template <class T>
+__device__ __forceinline__ void stage_cols16(T* dst, int ld, const T* __restrict__ src, int rows,
+                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
+    const T zero = from_f<T>(0.0f);
+    for (int idx = tid; idx < rows * zero_to; idx += nt) {
+        const int r = idx / zero_to, c = idx - r * zero_to;
+        dst[c * ld + r] = r < rows_valid && c < cols ? src[(long long)r * cols + c] : zero;
+    }
+}
+
 template <class T, int TR, int V>
 __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
                             const T* __restrict__ v, T* __restrict__ y, float* __restrict__ wout,
@@ -82,6 +126,47 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     require_smem(4ll * (region + 2 * NR + 2 * (NC + 1)));
     const int tid = threadIdx.x, ty = tid >> 4, tx = tid & 15;
 
+    float a[R][MC + V];  // the right side's columns are first written below, with z⊗h
+    float z[R];
+    constexpr bool TC = sizeof(T) == 2;
+    const int warp = tid >> 5, g = (tid >> 2) & 7, t4 = tid & 3;
+    if constexpr (TC) {
+        // Logits on the tensor cores: warp w owns rows 16w..16w+15 of S = Q·Kᵀ (NR/16 =
+        // TR/2 warps), Q and K staged as the element type, zero-padded to 16 columns.
+        constexpr int NT8 = NR / 8;
+        T* q16 = reinterpret_cast<T*>(sm);
+        const int dk16 = (dk + 15) & ~15, lqh = dk16 + 8;  // odd count of 16-byte units
+        T* k16 = q16 + NR * lqh;
+        stage_rows16(q16, lqh, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk16, tid, NT);
+        stage_rows16(k16, lqh, k + (kvh * n + base) * dk, NR, nb, dk, dk16, tid, NT);
+        __syncthreads();
+        float sacc[NT8][4];
+#pragma unroll
+        for (int j = 0; j < NT8; ++j) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.0f;
+        for (int kc = 0; kc < dk16; kc += 16) {
+            const T* qa = q16 + (16 * warp + g) * lqh + kc + 2 * t4;
+            const u32 af[4] = {ld_u32(qa), ld_u32(qa + 8 * lqh), ld_u32(qa + 8), ld_u32(qa + 8 * lqh + 8)};
+#pragma unroll
+            for (int j = 0; j < NT8; ++j) {
+                const T* kb = k16 + (8 * j + g) * lqh + kc + 2 * t4;
+                const u32 bf[2] = {ld_u32(kb), ld_u32(kb + 8)};
+                Mma<T>::run(sacc[j], af, bf);
+            }
+        }
+        __syncthreads();  // Q and K are consumed; S goes over them
+        float* ss = sm;
+#pragma unroll
+        for (int j = 0; j < NT8; ++j) {
+            float* r0 = ss + (16 * warp + g) * LD + 8 * j + 2 * t4;
+            *reinterpret_cast<float2*>(r0) = make_float2(sacc[j][0], sacc[j][1]);
+            *reinterpret_cast<float2*>(r0 + 8 * LD) = make_float2(sacc[j][2], sacc[j][3]);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < R; ++kk)
+#pragma unroll
+            for (int l = 0; l < MC; ++l) a[kk][l] = ss[(ty + TR * kk) * LD + tx + 16 * l];
+    } else {
     // Q and K rows, zero-padded to NR rows and to a multiple of 4 columns.
     float* qs = sm;
     float* ks = sm + NR * lq;
@@ -89,8 +174,6 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     stage_rows(qs, lq, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
     stage_rows(ks, lq, k + (kvh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
     __syncthreads();
-    float a[R][MC + V];  // the right side's columns are first written below, with z⊗h
-    float z[R];
 #pragma unroll
     for (int kk = 0; kk < R; ++kk)
 #pragma unroll
@@ -112,6 +195,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
                 s = fmaf(qv[kk].w, kv[l].w, s);
                 a[kk][l] = s;
             }
+    }
     }
     // Softmax with the coarse normalizer; a row's NR values lie in the 16 lanes of one
     // half-warp. D in a[·][< MC], z per row; padded rows and columns are 0.
@@ -142,7 +226,54 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         for (int l = 0; l < MC; ++l) a[kk][l] *= invz;
         z[kk] = ec * invz;
     }
-    __syncthreads();  // Q and K are consumed
+    __syncthreads();  // S (or Q and K) are consumed
+    const float* hI = hvec + bi * dv;
+    if constexpr (TC) {
+        // X = D·V on the tensor cores, D rounded to the element type (as the causal path's
+        // D·V): D row-major and Vᵀ (so that a B fragment's two k values are adjacent),
+        // both with row stride NR + 8; warp w forms rows 16w..16w+15, then X goes
+        // through shared memory (f32, stride NV + 4) into the row layout.
+        constexpr int LDD = NR + 8, XS = NV + 4;
+        T* d16 = reinterpret_cast<T*>(sm);
+        T* vt = d16 + NR * LDD;
+#pragma unroll
+        for (int kk = 0; kk < R; ++kk)
+#pragma unroll
+            for (int l = 0; l < MC; ++l) d16[(ty + TR * kk) * LDD + tx + 16 * l] = from_f<T>(a[kk][l]);
+        stage_cols16(vt, LDD, v + (kvh * n + base) * dv, NR, nb, dv, NV, tid, NT);
+        __syncthreads();
+        float xacc[2 * V][4];
+#pragma unroll
+        for (int j = 0; j < 2 * V; ++j) xacc[j][0] = xacc[j][1] = xacc[j][2] = xacc[j][3] = 0.0f;
+#pragma unroll
+        for (int kc = 0; kc < NR; kc += 16) {
+            const T* da = d16 + (16 * warp + g) * LDD + kc + 2 * t4;
+            const u32 af[4] = {ld_u32(da), ld_u32(da + 8 * LDD), ld_u32(da + 8), ld_u32(da + 8 * LDD + 8)};
+#pragma unroll
+            for (int j = 0; j < 2 * V; ++j) {
+                const T* vb = vt + (8 * j + g) * LDD + kc + 2 * t4;
+                const u32 bf[2] = {ld_u32(vb), ld_u32(vb + 8)};
+                Mma<T>::run(xacc[j], af, bf);
+            }
+        }
+        __syncthreads();
+        float* xs = sm;
+#pragma unroll
+        for (int j = 0; j < 2 * V; ++j) {
+            float* r0 = xs + (16 * warp + g) * XS + 8 * j + 2 * t4;
+            *reinterpret_cast<float2*>(r0) = make_float2(xacc[j][0], xacc[j][1]);
+            *reinterpret_cast<float2*>(r0 + 8 * XS) = make_float2(xacc[j][2], xacc[j][3]);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int lv = 0; lv < V; ++lv) {
+            const int c = tx + 16 * lv;
+            const float hc = c < dv ? hI[c] : 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk)
+                a[kk][MC + lv] = fmaf(z[kk], hc, xs[(ty + TR * kk) * XS + c]);
+        }
+    } else {
     // X = D·V + z⊗h through shared memory: D (rows padded to float4), V (zero-padded).
     float* ds = sm;
     float* vs = sm + NR * LD;
@@ -152,7 +283,6 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         for (int l = 0; l < MC; ++l) ds[(ty + TR * kk) * LD + tx + 16 * l] = a[kk][l];
     stage_rows(vs, NV, v + (kvh * n + base) * dv, NR, nb, dv, NV, tid, NT);
     __syncthreads();
-    const float* hI = hvec + bi * dv;
 #pragma unroll
     for (int lv = 0; lv < V; ++lv) {
         const int c = tx + 16 * lv;
@@ -181,6 +311,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
                 s = fmaf(d4[kk].w, vv[3][lv], s);
                 a[kk][MC + lv] = s;
             }
+    }
     }
     // M = I − γD.
 #pragma unroll
@@ -330,13 +461,15 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(const Redu
         ai[j] = j < m ? (i == j ? 1.0f : 0.0f) - gc * gi[j] : pbar[row * dv + j - m];
 }
 
-// Grid (⌈(w − p0 − kp)/TW⌉, ⌈m/TW⌉, heads), 256 threads. Each CTA inverts D_P
-// (Gauss–Jordan on [D_P | I] in shared memory, redundantly: 32 pivots of a 32 × 64
-// system), forms D_P⁻¹·B over its TW columns, and updates its TW rows there.
+// Grid (⌈(w − p0 − kp)/TW⌉, ⌈m/TW⌉, heads), 256 threads. Each CTA issues all its global
+// reads first (one memory latency, not one per phase), eliminates [D_P | B] over its TW
+// columns by Gauss–Jordan in registers (redundantly across CTAs: 32 pivots of a
+// 32 × 96 system, one barrier each), and updates its TW rows there.
 extern "C" __global__ void __launch_bounds__(256) reduced_bidir_step(const ReducedParams p) {
-    __shared__ float e[KP][2 * KP + 1];
-    __shared__ __align__(16) float bs[KP][TW + 4];  // B, then D_P⁻¹·B
+    constexpr int EC = (KP + TW) / 8;  // GJ columns per thread: j = tx + 8t
+    __shared__ __align__(16) float bs[KP][TW + 4];  // D_P⁻¹·B
     __shared__ __align__(16) float fs[KP][TW + 4];  // A[rows, panel], transposed: fs[t][r]
+    __shared__ float cb[2][KP], rb[2][KP + TW];     // pivot column and row, double-buffered
     const int m = p.m, w = m + p.dv, p0 = p.p0, kp = min(KP, m - p0), panel = p0 / KP;
     const long long heads = gridDim.z, head = blockIdx.z;
     float* a = p.minv + head * m * w;
@@ -348,99 +481,143 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_step(const Reduc
     };
     const int j0 = p0 + kp + blockIdx.x * TW, i0 = blockIdx.y * TW;
     const int tid = threadIdx.x;
-    for (int idx = tid; idx < KP * 2 * KP; idx += 256) {
-        const int r = idx / (2 * KP), c = idx - r * 2 * KP;
-        float x;
-        if (c < KP)
-            x = r < kp && c < kp ? a[(long long)(p0 + r) * w + p0 + c] : (r == c ? 1.0f : 0.0f);
+    // Reads: [D_P | B] (row r = tid/8), A[rows, panel] (8 per thread), the tile (4 × 4).
+    const int r = tid >> 3, tx = tid & 7;
+    float e[EC];
+#pragma unroll
+    for (int t = 0; t < EC; ++t) {
+        const int c = tx + 8 * t;
+        if (t < KP / 8)
+            e[t] = r < kp && c < kp ? a[(long long)(p0 + r) * w + p0 + c] : (r == c ? 1.0f : 0.0f);
         else
-            x = r == c - KP ? 1.0f : 0.0f;
-        e[r][c] = x;
+            e[t] = r < kp && j0 + c - KP < w ? a[(long long)(p0 + r) * w + j0 + c - KP] : 0.0f;
     }
-    for (int idx = tid; idx < KP * TW; idx += 256) {
-        const int s = idx / TW, c = idx - s * TW;
-        bs[s][c] = s < kp && j0 + c < w ? a[(long long)(p0 + s) * w + j0 + c] : 0.0f;
-        const int r = idx / KP, t = idx - r * KP;  // coalesced along the panel's columns
-        const int i = i0 + r;
-        fs[t][r] = t < kp && i < m ? row(i)[p0 + t] : 0.0f;
+    float fv[KP * TW / 256];
+#pragma unroll
+    for (int u = 0; u < KP * TW / 256; ++u) {
+        const int idx = tid + 256 * u, fr = idx / KP, ft = idx - fr * KP;  // coalesced in ft
+        const int i = i0 + fr;
+        fv[u] = ft < kp && i < m ? row(i)[p0 + ft] : 0.0f;
     }
+    const int ty = tid >> 4, tc = tid & 15;  // update: rows ty·4 + rr, columns tc + 16u
+    float acc[4][4];
+#pragma unroll
+    for (int rr = 0; rr < 4; ++rr) {
+        const int i = i0 + ty * 4 + rr;
+        const float* src = i < m ? row(i) : a;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int j = j0 + tc + 16 * u;
+            acc[rr][u] = i < m && j < w ? src[j] : 0.0f;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < KP * TW / 256; ++u) {
+        const int idx = tid + 256 * u, fr = idx / KP, ft = idx - fr * KP;
+        fs[ft][fr] = fv[u];
+    }
+    // Gauss–Jordan on [D_P | B] as in local_bidir: the pivot column is published as
+    // a_qq − 1, so one update also scales the pivot row. Pivots past kp are skipped
+    // (uniformly: kp is the CTA's).
+#pragma unroll
+    for (int q = 0; q < KP; ++q) {
+        if (q >= kp) break;
+        const int tq = q / 8, buf = q & 1;
+        if (tx == (q & 7)) cb[buf][r] = e[tq] - (r == q ? 1.0f : 0.0f);
+        if (r == q) {
+#pragma unroll
+            for (int t = tq; t < EC; ++t) rb[buf][tx + 8 * t] = e[t];
+        }
+        __syncthreads();
+        const float f = cb[buf][r] * __fdividef(1.0f, rb[buf][q]);
+#pragma unroll
+        for (int t = tq; t < EC; ++t) e[t] = fmaf(-f, rb[buf][tx + 8 * t], e[t]);
+    }
+#pragma unroll
+    for (int t = KP / 8; t < EC; ++t) bs[r][tx + 8 * (t - KP / 8)] = e[t];
     __syncthreads();
-    // D_P⁻¹: 8 threads per row, 8 columns each (row ty = tid / 8, columns tx + 8t).
-    {
-        const int ty = tid >> 3, tx = tid & 7;
-        for (int q = 0; q < KP; ++q) {
-            const float inv = 1.0f / e[q][q];
-            const float f = e[ty][q];
-            float rq[8];
-#pragma unroll
-            for (int t = 0; t < 8; ++t) rq[t] = e[q][tx + 8 * t] * inv;
-            __syncthreads();
-#pragma unroll
-            for (int t = 0; t < 8; ++t) {
-                const int c = tx + 8 * t;
-                e[ty][c] = ty == q ? rq[t] : fmaf(-f, rq[t], e[ty][c]);
-            }
-            __syncthreads();
-        }
-        float acc[8];
-#pragma unroll
-        for (int t = 0; t < 8; ++t) acc[t] = 0.0f;
-        for (int s = 0; s < KP; ++s) {
-            const float d = e[ty][KP + s];
-#pragma unroll
-            for (int t = 0; t < 8; ++t) acc[t] = fmaf(d, bs[s][tx + 8 * t], acc[t]);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int t = 0; t < 8; ++t) bs[ty][tx + 8 * t] = acc[t];
-        __syncthreads();
-    }
-    // Rows ty·4 .. ty·4 + 3, columns tx + 16u of the tile.
-    const int ty = tid >> 4, tx = tid & 15;
-    float acc[4][4] = {};
 #pragma unroll 8
     for (int t = 0; t < KP; ++t) {
         const float4 f4 = *reinterpret_cast<const float4*>(&fs[t][ty * 4]);
         const float fr[4] = {f4.x, f4.y, f4.z, f4.w};
         float bv[4];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) bv[u] = bs[t][tx + 16 * u];
+        for (int u = 0; u < 4; ++u) bv[u] = bs[t][tc + 16 * u];
 #pragma unroll
-        for (int r = 0; r < 4; ++r)
+        for (int rr = 0; rr < 4; ++rr)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) acc[r][u] = fmaf(fr[r], bv[u], acc[r][u]);
+            for (int u = 0; u < 4; ++u) acc[rr][u] = fmaf(-fr[rr], bv[u], acc[rr][u]);
     }
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        const int i = i0 + ty * 4 + r;
+    for (int rr = 0; rr < 4; ++rr) {
+        const int i = i0 + ty * 4 + rr;
         if (i >= m) continue;
         const bool pivot = i >= p0 && i < p0 + kp;
-        const float* src = row(i);
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-            const int c = tx + 16 * u, j = j0 + c;
+            const int c = tc + 16 * u, j = j0 + c;
             if (j >= w) continue;
             if (pivot)
                 snew[(long long)(i - p0) * w + j] = bs[i - p0][c];
             else
-                a[(long long)i * w + j] = src[j] - acc[r][u];
+                a[(long long)i * w + j] = acc[rr][u];
         }
     }
 }
 
 // s = G̃·u (u in the augmented matrix's last dv columns; the last panel's rows, from p.p0
-// on, in its side buffer). Grid (row, head), dv threads at most 128 (the host's limit).
-extern "C" __global__ void __launch_bounds__(128) reduced_bidir_apply(const ReducedParams p) {
-    const float* __restrict__ g = p.g;
+// on, in its side buffer), a TW × TW tile of s per CTA. Grid (⌈m/TW⌉, ⌈dv/TW⌉, heads),
+// 256 threads, each 4 rows × 4 columns; G̃ and u through shared memory in chunks of KP.
+extern "C" __global__ void __launch_bounds__(256) reduced_bidir_apply(const ReducedParams p) {
+    __shared__ __align__(16) float gs[KP][TW + 4];  // G̃ tile, transposed: gs[j][i]
+    __shared__ __align__(16) float us[KP][TW + 4];
     const int m = p.m, dv = p.dv, w = m + dv, pl = p.p0;
-    const int i = blockIdx.x, bh = blockIdx.y, c = threadIdx.x;
-    if (c >= dv) return;
-    const long long row = (long long)bh * m + i;
-    const float* gi = g + row * m;
-    const float* u = p.minv + (long long)bh * m * w + m + c;
-    const float* ul = side(p.minv, gridDim.y, bh, m, w, pl / KP) + m + c;
-    float acc = 0.0f;
-    for (int j = 0; j < pl; ++j) acc = fmaf(gi[j], u[(long long)j * w], acc);
-    for (int j = pl; j < m; ++j) acc = fmaf(gi[j], ul[(long long)(j - pl) * w], acc);
-    p.s[row * dv + c] = acc;
+    const long long heads = gridDim.z, bh = blockIdx.z;
+    const int i0 = blockIdx.x * TW, c0 = blockIdx.y * TW, tid = threadIdx.x;
+    const float* g = p.g + bh * m * m;
+    const float* u = p.minv + bh * m * w + m;
+    const float* ul = side(p.minv, heads, bh, m, w, pl / KP) + m;
+    const int ty = tid >> 4, tc = tid & 15;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < m; k0 += KP) {
+        float gv[KP * TW / 256], uv[KP * TW / 256];
+#pragma unroll
+        for (int t = 0; t < KP * TW / 256; ++t) {
+            const int idx = tid + 256 * t;
+            const int gi = idx / KP, gj = idx - gi * KP;  // coalesced along G̃'s rows
+            gv[t] = i0 + gi < m && k0 + gj < m ? g[(long long)(i0 + gi) * m + k0 + gj] : 0.0f;
+            const int uj = idx / TW, uc = idx - uj * TW;
+            const int j = k0 + uj, c = c0 + uc;
+            uv[t] = j < m && c < dv ? (j < pl ? u[(long long)j * w + c] : ul[(long long)(j - pl) * w + c]) : 0.0f;
+        }
+        __syncthreads();  // the previous chunk is consumed
+#pragma unroll
+        for (int t = 0; t < KP * TW / 256; ++t) {
+            const int idx = tid + 256 * t;
+            const int gi = idx / KP, gj = idx - gi * KP;
+            gs[gj][gi] = gv[t];
+            const int uj = idx / TW, uc = idx - uj * TW;
+            us[uj][uc] = uv[t];
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int t = 0; t < KP; ++t) {
+            const float4 g4 = *reinterpret_cast<const float4*>(&gs[t][ty * 4]);
+            const float gr[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+            for (int rr = 0; rr < 4; ++rr)
+#pragma unroll
+                for (int v = 0; v < 4; ++v) acc[rr][v] = fmaf(gr[rr], us[t][tc + 16 * v], acc[rr][v]);
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < 4; ++rr) {
+        const int i = i0 + ty * 4 + rr;
+        if (i >= m) continue;
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+            const int c = c0 + tc + 16 * v;
+            if (c < dv) p.s[(bh * m + i) * dv + c] = acc[rr][v];
+        }
+    }
 }

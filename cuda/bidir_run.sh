@@ -13,7 +13,7 @@ timeout 200 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests.txt" 2>&1
 timeout 150 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS:-0,32,64,128} 4096 16384 > "$OUT/bidir_sweep.txt" 2>&1
 timeout 100 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS65:-0,64,128} 65536 > "$OUT/bidir_65536.txt" 2>&1
 timeout 100 python3 cuda/bench_torch.py --sdpa 4096 16384 65536 > "$OUT/sdpa.txt" 2>&1
-timeout 150 ncu --launch-skip 28 --launch-count 14 --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size \
+timeout 150 ncu --clock-control none --cache-control none --launch-skip 28 --launch-count 14 --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size \
   --csv "$bin/gpu_bench" --bidirectional --blocks 64 16384 > "$OUT/ncu_bidir_16384.csv" 2> "$OUT/ncu.err"
 echo "== summary"
 cat "$OUT/machine.txt"

@@ -272,8 +272,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             // (causal) or its m × (m + dv) systems and two 32 × (m + dv) side buffers per
             // head (bidirectional, whose kernels take the head count from the grid as
             // passed here), `s` bh·m·dv; `p0` is a panel's first pivot, < m. The callers pass each kernel's launch bounds
-            // (reduced_bidir_apply: dv ≤ MAX_HEAD_DIM = 128, checked by the plan) and
-            // the grids their indexing assumes; for reduced_causal, the plan's
+            // and the grids their indexing assumes; for reduced_causal, the plan's
             // m·REDUCED_CW floats, within the device limit it checked and allowed; the
             // others use static shared memory only.
             unsafe { lb.launch(c) },
@@ -297,14 +296,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
         }
         // The last panel's rows are in its side buffer; apply reads them there.
         rp.p0 = ((m - 1) / plan::BIDIR_PANEL * plan::BIDIR_PANEL) as i32;
-        reduced(
-            apply,
-            &rp,
-            (m, bh, 1),
-            dv,
-            0,
-            "launching reduced_bidir_apply",
-        )?;
+        let grid = (
+            m.div_ceil(plan::BIDIR_TILE),
+            dv.div_ceil(plan::BIDIR_TILE),
+            bh,
+        );
+        reduced(apply, &rp, grid, 256, 0, "launching reduced_bidir_apply")?;
     } else {
         let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
         kx.allow_smem(&kx.reduced, smem)?;

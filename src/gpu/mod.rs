@@ -17,8 +17,9 @@
 //!
 //! Limits of this path: `dk ≤ 128`, `dv ≤ 128`, `B·H ≤ 65535`, compute capability ≥ 9.0
 //! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
-//! at most 128 rows (64 when d > 64), at most 2048 blocks and γ ≤
-//! [`MAX_BIDIRECTIONAL_GAMMA`], and is correct but not tuned (the local and reduced systems by Gauss–Jordan elimination, f32); anything else
+//! at most 128 rows, at most [`MAX_BIDIRECTIONAL_BLOCKS`] blocks and γ ≤
+//! [`MAX_BIDIRECTIONAL_GAMMA`] (its local and reduced systems are solved by Gauss–Jordan
+//! elimination in f32: the block's in registers, the m×m one blocked by panels); anything else
 //! is [`Error::Unsupported`]. Both coarse queries (`mean`, `first`) are computed.
 //! Arithmetic is f32; f16/bf16 logits use the tensor cores
 //! with f32 accumulation.
@@ -56,7 +57,9 @@ use launch::{cfg1, to_i32};
 use module::Kernels;
 pub use module::ptx_tool;
 use plan::STATIC_SMEM;
-pub use plan::{MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size};
+pub use plan::{
+    MAX_BIDIRECTIONAL_BLOCKS, MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size,
+};
 
 /// An element type the GPU kernels take: `f32`, [`half::f16`], [`half::bf16`].
 ///
