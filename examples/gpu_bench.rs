@@ -11,8 +11,8 @@
 //! writes the inputs and output of the smallest n (raw bf16) for the cross-check in
 //! cuda/bench_torch.py.
 
-use blockres::gpu::auto_block_size;
 use blockres::gpu::{self, Gpu, GpuWorkspace};
+use blockres::gpu::{auto_block_size, auto_block_size_bidirectional};
 use blockres::synthetic::Rng;
 use blockres::{Config, Dims};
 use cudarc::driver::sys::CUevent_flags;
@@ -68,7 +68,7 @@ fn main() {
         blocks.push(args[p + 1].parse().expect("--block takes an integer"));
         args.drain(p..p + 2);
     }
-    // `--bidirectional`: causal = 0 (cuda/bidir.cu; correct, not tuned).
+    // `--bidirectional`: causal = 0 (cuda/bidir.cu).
     let causal = match args.iter().position(|a| a == "--bidirectional") {
         Some(p) => {
             args.remove(p);
@@ -162,7 +162,9 @@ fn main() {
             let med = median(t);
             let bytes = 4.0 * (len * 2) as f64;
             let bw = bytes / (med as f64 * 1e-3);
-            let bsz = if block == 0 {
+            let bsz = if block == 0 && !causal {
+                auto_block_size_bidirectional(n, d)
+            } else if block == 0 {
                 auto_block_size(n, d)
             } else {
                 block.min(n)

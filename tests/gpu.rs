@@ -179,6 +179,8 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     );
     let b = if block == usize::MAX {
         n
+    } else if block == 0 && !causal {
+        gpu::auto_block_size_bidirectional(n, dk.max(dv))
     } else if block == 0 {
         gpu::auto_block_size(n, dk.max(dv))
     } else {

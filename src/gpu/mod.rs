@@ -59,6 +59,7 @@ pub use module::ptx_tool;
 use plan::STATIC_SMEM;
 pub use plan::{
     MAX_BIDIRECTIONAL_BLOCKS, MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size,
+    auto_block_size_bidirectional,
 };
 
 /// An element type the GPU kernels take: `f32`, [`half::f16`], [`half::bf16`].

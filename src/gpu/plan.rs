@@ -53,6 +53,28 @@ pub fn auto_block_size(n: usize, _d: usize) -> usize {
     b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
 }
 
+/// The GPU's automatic block size for bidirectional attention (`causal = false`,
+/// `block_size = 0`): 64 up to n = 24,576 and 128 above, never more than n. Its reduced
+/// system is a dense m × m solve per head, O(m³), so it takes over sooner than the
+/// causal one: on the H200 (B = 1, H = 16, d = 64, bf16, results/v25_bidir_*.txt)
+/// b = 64 ran n = 16,384 in 0.84 ms against 1.23 ms with b = 128, and b = 128 ran
+/// n = 65,536 in 5.65 ms against 10.35 ms with b = 64; the switch is set between the
+/// two measured lengths. Blocks stay ≤ 128 rows, the bidirectional kernels' limit, so
+/// n ≤ 128·[`MAX_BIDIRECTIONAL_BLOCKS`].
+///
+/// ```
+/// # #[cfg(feature = "cuda")] {
+/// use blockres::gpu::auto_block_size_bidirectional;
+/// assert_eq!(auto_block_size_bidirectional(16384, 64), 64);
+/// assert_eq!(auto_block_size_bidirectional(65536, 64), 128);
+/// assert_eq!(auto_block_size_bidirectional(40, 64), 40);
+/// # }
+/// ```
+pub fn auto_block_size_bidirectional(n: usize, _d: usize) -> usize {
+    let b = if n <= 24_576 { 64 } else { 128 };
+    b.min(n.max(1))
+}
+
 /// Shared memory of the general local kernel: Q and K tiles, the 64×65 probability
 /// tile, the operands of D·U (f32 U tile, or 16-bit D and Uᵀ tiles for the tensor
 /// cores), the 64×(dv+1) right side and four per-row vectors (z, inverse diagonal,
@@ -171,6 +193,9 @@ impl Plan {
         let bhkv = batch * kv_heads;
         let unsupported = |m: String| Err(Error::Unsupported(m));
         let b = match cfg.structure {
+            Structure::Block if cfg.block_size == 0 && !cfg.causal => {
+                auto_block_size_bidirectional(n, dk.max(dv))
+            }
             Structure::Block if cfg.block_size == 0 => auto_block_size(n, dk.max(dv)),
             Structure::Block => cfg.block_size,
             Structure::Dense => n,
@@ -240,7 +265,11 @@ impl Plan {
         let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
         let (local, local_threads, local_smem) = if !cfg.causal {
             let (variant, bm, _) = bidir_variant(b, dv);
-            (Local::Bidir { variant }, 2 * bm as u32, bidir_smem(b, dk, dv))
+            (
+                Local::Bidir { variant },
+                2 * bm as u32,
+                bidir_smem(b, dk, dv),
+            )
         } else if elem != 0 && b <= 128 && tc {
             let warps = b.div_ceil(16);
             let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
@@ -393,6 +422,20 @@ mod tests {
         assert_eq!(p(1, 64, false, true).local, Local::Bidir { variant: 0 });
         assert_eq!(p(1, 65, false, true).local, Local::Bidir { variant: 2 });
         assert_eq!(p(1, 256, true, true).local, Local::General);
+    }
+
+    #[test]
+    fn automatic_bidirectional_blocks_stay_within_the_kernels() {
+        // With block_size = 0 a bidirectional plan takes the bidirectional rule (≤ 128
+        // rows) up to the longest sequence it can serve, and names the limit past it.
+        let smem = DEVICES[0].1;
+        let longest = 128 * MAX_BIDIRECTIONAL_BLOCKS;
+        for (n, b) in [(1, 1), (100, 64), (16384, 64), (24577, 128), (longest, 128)] {
+            let p = Plan::new(&dims(n, 64, 64), &cfg(0, false), 2, smem, true).unwrap();
+            assert_eq!((p.b, p.m), (b, n.div_ceil(b)), "n = {n}");
+        }
+        let e = Plan::new(&dims(longest + 1, 64, 64), &cfg(0, false), 2, smem, true);
+        assert!(e.unwrap_err().to_string().contains("at most 4096 blocks"));
     }
 
     #[test]
