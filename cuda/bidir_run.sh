@@ -4,13 +4,21 @@
 # the same call for the bars, and Nsight Compute times per kernel for one call at
 # n = 16384 (b = 64: 14 launches). Usage there (BINDIR holds gpu_test and gpu_bench):
 #   bash cuda/bidir_run.sh BINDIR
+# With BASE=NAME (a gpu_bench built from an earlier commit, in BINDIR), the same sweep
+# runs with it in the same call, before and after the current one, for same-run ratios.
 set -o pipefail
 bin=$(readlink -f "${1:?usage: bash cuda/bidir_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_bidir}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"
 timeout 200 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests.txt" 2>&1
+if [ -n "${BASE:-}" ]; then
+  timeout 100 "$bin/$BASE" --bidirectional --blocks ${BLOCKS:-0,32,64,128} 4096 16384 > "$OUT/bidir_sweep_base1.txt" 2>&1
+fi
 timeout 150 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS:-0,32,64,128} 4096 16384 > "$OUT/bidir_sweep.txt" 2>&1
+if [ -n "${BASE:-}" ]; then
+  timeout 100 "$bin/$BASE" --bidirectional --blocks ${BLOCKS:-0,32,64,128} 4096 16384 > "$OUT/bidir_sweep_base2.txt" 2>&1
+fi
 timeout 100 "$bin/gpu_bench" --bidirectional --blocks ${BLOCKS65:-0,64,128} 65536 > "$OUT/bidir_65536.txt" 2>&1
 timeout 100 python3 cuda/bench_torch.py --sdpa 4096 16384 65536 > "$OUT/sdpa.txt" 2>&1
 timeout 150 ncu --clock-control none --cache-control none --launch-skip 28 --launch-count 14 --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size \
@@ -19,6 +27,7 @@ echo "== summary"
 cat "$OUT/machine.txt"
 echo "gpu_tests: $(grep -E '^test result' "$OUT/gpu_tests.txt" | tail -1)"
 grep -E "FAILED|panicked" "$OUT/gpu_tests.txt" | head -10
+if [ -n "${BASE:-}" ]; then echo "-- $BASE (before)"; tail -8 "$OUT/bidir_sweep_base1.txt"; echo "-- $BASE (after)"; tail -8 "$OUT/bidir_sweep_base2.txt"; echo "-- current"; fi
 tail -12 "$OUT/bidir_sweep.txt"; tail -4 "$OUT/bidir_65536.txt"; tail -5 "$OUT/sdpa.txt"
 python3 - "$OUT/ncu_bidir_16384.csv" <<'PY'
 import csv, sys, collections
