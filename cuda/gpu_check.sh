@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU-machine check after a kernel or launcher change, in one call: the GPU tests
-# (full path and decoder), compute-sanitizer on small cases, and the causal benchmark
-# against the numbers in BENCHMARKS.md. Build here and carry the binaries in one folder
+# (full path and decoder), compute-sanitizer on small cases, and the benchmarks (causal and
+# bidirectional, d = 64 and 128) with one PyTorch SDPA hop in the same call. Build here and carry the binaries in one folder
 # (ignored by git):
 #
 #   cargo build --release --features cuda --test gpu --test gpu_decode \
@@ -27,7 +27,11 @@ echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
 timeout 150 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
   --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
 timeout 150 "$bin/gpu_bench" 4096 16384 32768 65536 > "$OUT/gpu_bench.txt" 2>&1
-timeout 100 "$bin/gpu_bench" --bidirectional 4096 16384 > "$OUT/gpu_bench_bidirectional.txt" 2>&1
+timeout 150 "$bin/gpu_bench" --d 128 4096 16384 32768 65536 > "$OUT/gpu_bench_d128.txt" 2>&1
+timeout 100 "$bin/gpu_bench" --bidirectional 4096 16384 65536 > "$OUT/gpu_bench_bidirectional.txt" 2>&1
+timeout 100 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/gpu_bench_bidirectional_d128.txt" 2>&1
+# Issue 14's bars are ratios against one SDPA hop measured in the same call.
+timeout 150 python3 cuda/bench_torch.py --sdpa 4096 16384 32768 65536 > "$OUT/sdpa.txt" 2>&1
 timeout 100 "$bin/gpu_decode_bench" > "$OUT/gpu_decode_bench.txt" 2>&1
 echo "== summary"
 cat "$OUT/machine.txt"
@@ -36,5 +40,8 @@ for f in gpu_tests gpu_decode_tests; do
 done
 grep -E "^---|ERROR SUMMARY" "$OUT/sanitizers.txt" | paste - - | sed 's/=========//'
 tail -7 "$OUT/gpu_bench.txt"
-tail -5 "$OUT/gpu_bench_bidirectional.txt"
+tail -5 "$OUT/gpu_bench_d128.txt"
+tail -4 "$OUT/gpu_bench_bidirectional.txt"
+tail -3 "$OUT/gpu_bench_bidirectional_d128.txt"
+tail -6 "$OUT/sdpa.txt"
 tail -6 "$OUT/gpu_decode_bench.txt"
