@@ -2,13 +2,8 @@
 # The GPU-machine check after a kernel or launcher change, in one call: the GPU tests
 # (full path and decoder), compute-sanitizer on small cases, and the benchmarks (causal and
 # bidirectional, d = 64 and 128) with one PyTorch SDPA hop in the same call. Build here and carry the binaries in one folder
-# (ignored by git):
-#
-#   cargo build --release --features cuda --test gpu --test gpu_decode \
-#     --example gpu_bench --example gpu_decode_bench
-#   strip -o .dev/chk/gpu_test target/release/deps/gpu-<hash>          (and so on for
-#   gpu_decode, gpu_bench, gpu_decode_bench)
-#   there (repo root): bash cuda/gpu_check.sh .dev/chk
+# (ignored by git): `bash cuda/stage_bins.sh .dev/chk`, then there (repo root):
+#   bash cuda/gpu_check.sh .dev/chk
 #
 # Logs go to $OUT; a summary is printed last.
 set -o pipefail
