@@ -167,35 +167,35 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
             for (int l = 0; l < MC; ++l) a[kk][l] = ss[(ty + TR * kk) * LD + tx + 16 * l];
     } else {
-    // Q and K rows, zero-padded to NR rows and to a multiple of 4 columns.
-    float* qs = sm;
-    float* ks = sm + NR * lq;
-    const int dk4 = (dk + 3) & ~3;
-    stage_rows(qs, lq, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
-    stage_rows(ks, lq, k + (kvh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < R; ++kk)
-#pragma unroll
-        for (int l = 0; l < MC; ++l) a[kk][l] = 0.0f;
-    for (int c = 0; c < dk4; c += 4) {
-        float4 qv[R], kv[MC];
-#pragma unroll
-        for (int kk = 0; kk < R; ++kk) qv[kk] = *reinterpret_cast<const float4*>(qs + (ty + TR * kk) * lq + c);
-#pragma unroll
-        for (int l = 0; l < MC; ++l) kv[l] = *reinterpret_cast<const float4*>(ks + (tx + 16 * l) * lq + c);
+        // Q and K rows, zero-padded to NR rows and to a multiple of 4 columns.
+        float* qs = sm;
+        float* ks = sm + NR * lq;
+        const int dk4 = (dk + 3) & ~3;
+        stage_rows(qs, lq, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
+        stage_rows(ks, lq, k + (kvh * n + base) * dk, NR, nb, dk, dk4, tid, NT);
+        __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < R; ++kk)
 #pragma unroll
-            for (int l = 0; l < MC; ++l) {
-                float s = a[kk][l];
-                s = fmaf(qv[kk].x, kv[l].x, s);
-                s = fmaf(qv[kk].y, kv[l].y, s);
-                s = fmaf(qv[kk].z, kv[l].z, s);
-                s = fmaf(qv[kk].w, kv[l].w, s);
-                a[kk][l] = s;
-            }
-    }
+            for (int l = 0; l < MC; ++l) a[kk][l] = 0.0f;
+        for (int c = 0; c < dk4; c += 4) {
+            float4 qv[R], kv[MC];
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk) qv[kk] = *reinterpret_cast<const float4*>(qs + (ty + TR * kk) * lq + c);
+#pragma unroll
+            for (int l = 0; l < MC; ++l) kv[l] = *reinterpret_cast<const float4*>(ks + (tx + 16 * l) * lq + c);
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk)
+#pragma unroll
+                for (int l = 0; l < MC; ++l) {
+                    float s = a[kk][l];
+                    s = fmaf(qv[kk].x, kv[l].x, s);
+                    s = fmaf(qv[kk].y, kv[l].y, s);
+                    s = fmaf(qv[kk].z, kv[l].z, s);
+                    s = fmaf(qv[kk].w, kv[l].w, s);
+                    a[kk][l] = s;
+                }
+        }
     }
     // Softmax with the coarse normalizer; a row's NR values lie in the 16 lanes of one
     // half-warp. D in a[·][< MC], z per row; padded rows and columns are 0.
@@ -274,44 +274,44 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
                 a[kk][MC + lv] = fmaf(z[kk], hc, xs[(ty + TR * kk) * XS + c]);
         }
     } else {
-    // X = D·V + z⊗h through shared memory: D (rows padded to float4), V (zero-padded).
-    float* ds = sm;
-    float* vs = sm + NR * LD;
-#pragma unroll
-    for (int kk = 0; kk < R; ++kk)
-#pragma unroll
-        for (int l = 0; l < MC; ++l) ds[(ty + TR * kk) * LD + tx + 16 * l] = a[kk][l];
-    stage_rows(vs, NV, v + (kvh * n + base) * dv, NR, nb, dv, NV, tid, NT);
-    __syncthreads();
-#pragma unroll
-    for (int lv = 0; lv < V; ++lv) {
-        const int c = tx + 16 * lv;
-        const float hc = c < dv ? hI[c] : 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < R; ++kk) a[kk][MC + lv] = z[kk] * hc;
-    }
-    const int nb4 = (nb + 3) & ~3;
-    for (int j = 0; j < nb4; j += 4) {
-        float4 d4[R];
-        float vv[4][V];
-#pragma unroll
-        for (int kk = 0; kk < R; ++kk) d4[kk] = *reinterpret_cast<const float4*>(ds + (ty + TR * kk) * LD + j);
-#pragma unroll
-        for (int t = 0; t < 4; ++t)
-#pragma unroll
-            for (int lv = 0; lv < V; ++lv) vv[t][lv] = vs[(j + t) * NV + tx + 16 * lv];
+        // X = D·V + z⊗h through shared memory: D (rows padded to float4), V (zero-padded).
+        float* ds = sm;
+        float* vs = sm + NR * LD;
 #pragma unroll
         for (int kk = 0; kk < R; ++kk)
 #pragma unroll
-            for (int lv = 0; lv < V; ++lv) {
-                float s = a[kk][MC + lv];
-                s = fmaf(d4[kk].x, vv[0][lv], s);
-                s = fmaf(d4[kk].y, vv[1][lv], s);
-                s = fmaf(d4[kk].z, vv[2][lv], s);
-                s = fmaf(d4[kk].w, vv[3][lv], s);
-                a[kk][MC + lv] = s;
-            }
-    }
+            for (int l = 0; l < MC; ++l) ds[(ty + TR * kk) * LD + tx + 16 * l] = a[kk][l];
+        stage_rows(vs, NV, v + (kvh * n + base) * dv, NR, nb, dv, NV, tid, NT);
+        __syncthreads();
+#pragma unroll
+        for (int lv = 0; lv < V; ++lv) {
+            const int c = tx + 16 * lv;
+            const float hc = c < dv ? hI[c] : 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk) a[kk][MC + lv] = z[kk] * hc;
+        }
+        const int nb4 = (nb + 3) & ~3;
+        for (int j = 0; j < nb4; j += 4) {
+            float4 d4[R];
+            float vv[4][V];
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk) d4[kk] = *reinterpret_cast<const float4*>(ds + (ty + TR * kk) * LD + j);
+#pragma unroll
+            for (int t = 0; t < 4; ++t)
+#pragma unroll
+                for (int lv = 0; lv < V; ++lv) vv[t][lv] = vs[(j + t) * NV + tx + 16 * lv];
+#pragma unroll
+            for (int kk = 0; kk < R; ++kk)
+#pragma unroll
+                for (int lv = 0; lv < V; ++lv) {
+                    float s = a[kk][MC + lv];
+                    s = fmaf(d4[kk].x, vv[0][lv], s);
+                    s = fmaf(d4[kk].y, vv[1][lv], s);
+                    s = fmaf(d4[kk].z, vv[2][lv], s);
+                    s = fmaf(d4[kk].w, vv[3][lv], s);
+                    a[kk][MC + lv] = s;
+                }
+        }
     }
     // M = I − γD.
 #pragma unroll
