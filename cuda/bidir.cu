@@ -61,50 +61,6 @@ __device__ __forceinline__ void stage_rows(float* dst, int ld, const T* __restri
     }
 }
 
-// Two adjacent 16-bit values (a fragment register of mma.m16n8k16) from shared memory.
-template <class T> __device__ __forceinline__ u32 ld_u32(const T* p) {
-    return *reinterpret_cast<const u32*>(p);
-}
-
-// As stage_rows, for a 16-bit type kept as is (tensor-core operands); ld a multiple of
-// 8 elements, so that 16-byte rows stay aligned.
-template <class T>
-__device__ __forceinline__ void stage_rows16(T* dst, int ld, const T* __restrict__ src, int rows,
-                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
-    const T zero = from_f<T>(0.0f);
-    if (cols % 8 == 0 && ((unsigned long long)src & 15) == 0) {
-        const int vr = cols / 8;
-        for (int idx = tid; idx < rows * vr; idx += nt) {
-            const int r = idx / vr, c = (idx - r * vr) * 8;
-            *reinterpret_cast<uint4*>(dst + r * ld + c) =
-                r < rows_valid ? *reinterpret_cast<const uint4*>(src + (long long)r * cols + c)
-                               : make_uint4(0, 0, 0, 0);
-        }
-    } else {
-        for (int idx = tid; idx < rows * cols; idx += nt) {
-            const int r = idx / cols, c = idx - r * cols;
-            dst[r * ld + c] = r < rows_valid ? src[(long long)r * cols + c] : zero;
-        }
-    }
-    const int zw = zero_to - cols;
-    for (int idx = tid; idx < rows * zw; idx += nt) {
-        const int r = idx / zw;
-        dst[r * ld + cols + idx - r * zw] = zero;
-    }
-}
-
-// The transpose of rows [0, rows) of a row-major rows_valid × cols source, 16-bit kept as
-// is: dst[c·ld + r] for c < zero_to (zero from cols on, and past rows_valid).
-template <class T>
-__device__ __forceinline__ void stage_cols16(T* dst, int ld, const T* __restrict__ src, int rows,
-                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
-    const T zero = from_f<T>(0.0f);
-    for (int idx = tid; idx < rows * zero_to; idx += nt) {
-        const int r = idx / zero_to, c = idx - r * zero_to;
-        dst[c * ld + r] = r < rows_valid && c < cols ? src[(long long)r * cols + c] : zero;
-    }
-}
-
 template <class T, int TR, int V>
 __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
                             const T* __restrict__ v, T* __restrict__ y, float* __restrict__ wout,

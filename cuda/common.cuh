@@ -204,6 +204,85 @@ __device__ __forceinline__ void require_smem(long long need) {
     if (need > (long long)have) asm volatile("trap;");
 }
 
+// Two floats packed as the 16-bit type, the first in the low half (lower k or column).
+template <class T> __device__ __forceinline__ u32 pack2(float lo, float hi);
+template <> __device__ __forceinline__ u32 pack2<bf16_t>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+template <> __device__ __forceinline__ u32 pack2<f16_t>(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// The two halves of a packed pair back in f32.
+template <class T> __device__ __forceinline__ void unpack2(u32 p, float& lo, float& hi);
+template <> __device__ __forceinline__ void unpack2<bf16_t>(u32 p, float& lo, float& hi) {
+    lo = __uint_as_float(p << 16);
+    hi = __uint_as_float(p & 0xffff0000u);
+}
+template <> __device__ __forceinline__ void unpack2<f16_t>(u32 p, float& lo, float& hi) {
+    f16_t a, b;
+    a.x = (u16)(p & 0xffffu);
+    b.x = (u16)(p >> 16);
+    lo = to_f(a);
+    hi = to_f(b);
+}
+// hi = the pair rounded to T, lo = what hi missed, rounded to T: hi + lo carries about
+// twice T's significand through the tensor cores.
+template <class T> __device__ __forceinline__ void split2(float a, float b, u32& hi, u32& lo) {
+    hi = pack2<T>(a, b);
+    float ha, hb;
+    unpack2<T>(hi, ha, hb);
+    lo = pack2<T>(a - ha, b - hb);
+}
+
+// Two adjacent 16-bit values (a fragment register of mma.m16n8k16) from shared memory.
+template <class T> __device__ __forceinline__ u32 ld_u32(const T* p) {
+    return *reinterpret_cast<const u32*>(p);
+}
+
+// Rows [0, rows) of a row-major rows_valid × cols source of a 16-bit type into dst, kept
+// as is (tensor-core operands), row stride ld, zero past rows_valid and in columns
+// [cols, zero_to). ld is a multiple of 8 elements, so 16-byte rows stay aligned.
+template <class T>
+__device__ __forceinline__ void stage_rows16(T* dst, int ld, const T* __restrict__ src, int rows,
+                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
+    const T zero = from_f<T>(0.0f);
+    if (cols % 8 == 0 && ((unsigned long long)src & 15) == 0) {
+        const int vr = cols / 8;
+        for (int idx = tid; idx < rows * vr; idx += nt) {
+            const int r = idx / vr, c = (idx - r * vr) * 8;
+            *reinterpret_cast<uint4*>(dst + r * ld + c) =
+                r < rows_valid ? *reinterpret_cast<const uint4*>(src + (long long)r * cols + c)
+                               : make_uint4(0, 0, 0, 0);
+        }
+    } else {
+        for (int idx = tid; idx < rows * cols; idx += nt) {
+            const int r = idx / cols, c = idx - r * cols;
+            dst[r * ld + c] = r < rows_valid ? src[(long long)r * cols + c] : zero;
+        }
+    }
+    const int zw = zero_to - cols;
+    for (int idx = tid; idx < rows * zw; idx += nt) {
+        const int r = idx / zw;
+        dst[r * ld + cols + idx - r * zw] = zero;
+    }
+}
+
+// The transpose of rows [0, rows) of a row-major rows_valid × cols source, 16-bit kept as
+// is: dst[c·ld + r] for c < zero_to (zero from cols on, and past rows_valid).
+template <class T>
+__device__ __forceinline__ void stage_cols16(T* dst, int ld, const T* __restrict__ src, int rows,
+                                             int rows_valid, int cols, int zero_to, int tid, int nt) {
+    const T zero = from_f<T>(0.0f);
+    for (int idx = tid; idx < rows * zero_to; idx += nt) {
+        const int r = idx / zero_to, c = idx - r * zero_to;
+        dst[c * ld + r] = r < rows_valid && c < cols ? src[(long long)r * cols + c] : zero;
+    }
+}
+
 // Instantiate `extern "C"` entry points of a kernel template for the three element
 // types, named NAME_f32, NAME_f16 and NAME_bf16 (the Rust side looks them up so).
 #define BLOCKRES_FOR_TYPES(M) M(float, f32) M(f16_t, f16) M(bf16_t, bf16)

@@ -12,6 +12,9 @@ OUT=${OUT:-/tmp/blockres_gpu_check}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"
 timeout 200 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests.txt" 2>&1
+# The 16-bit cases again with the CUDA-core local kernels (local.cu, local_bidir).
+BLOCKRES_GPU_LOCAL=general timeout 200 "$bin/gpu_test" f16_matches bf16_matches small_mixed \
+  --test-threads=1 > "$OUT/gpu_tests_general.txt" 2>&1
 timeout 200 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
 for tool in memcheck racecheck synccheck; do
   echo "--- $tool" >> "$OUT/sanitizers.txt"
@@ -30,7 +33,7 @@ timeout 150 python3 cuda/bench_torch.py --sdpa 4096 16384 32768 65536 > "$OUT/sd
 timeout 100 "$bin/gpu_decode_bench" > "$OUT/gpu_decode_bench.txt" 2>&1
 echo "== summary"
 cat "$OUT/machine.txt"
-for f in gpu_tests gpu_decode_tests; do
+for f in gpu_tests gpu_tests_general gpu_decode_tests; do
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done
 grep -E "^---|ERROR SUMMARY" "$OUT/sanitizers.txt" | paste - - | sed 's/=========//'

@@ -81,40 +81,6 @@ __device__ __forceinline__ void mbar_wait(u64* bar) {  // phase 0
     } while (!done);
 }
 
-// Two floats packed as the 16-bit type, the first in the low half (lower k or column).
-template <class T> __device__ __forceinline__ u32 pack2(float lo, float hi);
-template <> __device__ __forceinline__ u32 pack2<bf16_t>(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-template <> __device__ __forceinline__ u32 pack2<f16_t>(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-// The two halves of a packed pair back in f32.
-template <class T> __device__ __forceinline__ void unpack2(u32 p, float& lo, float& hi);
-template <> __device__ __forceinline__ void unpack2<bf16_t>(u32 p, float& lo, float& hi) {
-    lo = __uint_as_float(p << 16);
-    hi = __uint_as_float(p & 0xffff0000u);
-}
-template <> __device__ __forceinline__ void unpack2<f16_t>(u32 p, float& lo, float& hi) {
-    f16_t a, b;
-    a.x = (u16)(p & 0xffffu);
-    b.x = (u16)(p >> 16);
-    lo = to_f(a);
-    hi = to_f(b);
-}
-// hi = the pair rounded to T, lo = what hi missed, rounded to T: hi + lo carries about
-// twice T's significand through the tensor cores.
-template <class T> __device__ __forceinline__ void split2(float a, float b, u32& hi, u32& lo) {
-    hi = pack2<T>(a, b);
-    float ha, hb;
-    unpack2<T>(hi, ha, hb);
-    lo = pack2<T>(a - ha, b - hb);
-}
-
 // Rows [0, 16·nw) × columns [0, DM) of one head's tensor (width d, `rows` valid rows) into
 // a tile of stride DM + 8, zero elsewhere. 16-byte asynchronous copies when d allows.
 template <class T, int DM>

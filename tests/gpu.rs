@@ -474,7 +474,8 @@ fn small_mixed_case() {
         println!("small case b = {block}, dk = {dk}, dv = {dv}: bf16 {eb:.3e}, f16 {eh:.3e}");
         assert!(eb <= 1e-2 && eh <= 1e-2, "bf16 {eb:e}, f16 {eh:e}");
     }
-    // Bidirectional (cuda/bidir.cu): blocks of 48 with a short last one, f32 and bf16.
+    // Bidirectional (cuda/bidir.cu, and cuda/bidir_tc.cu for 16-bit types): blocks of 48
+    // with a short last one, f32 and bf16; 8 warps' panels with dv > 64 (b = 100), f16.
     let c = Case {
         causal: false,
         block: 48,
@@ -483,6 +484,14 @@ fn small_mixed_case() {
     let (e32, eb) = (run_case::<f32>(&g, c, 16), run_case::<bf16>(&g, c, 17));
     println!("small case bidirectional b = 48: f32 {e32:.3e}, bf16 {eb:.3e}");
     assert!(e32 <= 1e-4 && eb <= 1e-2, "f32 {e32:e}, bf16 {eb:e}");
+    let wide = Case {
+        block: 100,
+        dv: 72,
+        ..c
+    };
+    let eh = run_case::<f16>(&g, wide, 19);
+    println!("small case bidirectional b = 100, dv = 72: f16 {eh:.3e}");
+    assert!(eh <= 1e-2, "f16 {eh:e}");
     // coarse_query = first (the means kernel's other output), causal.
     let c = Case {
         causal: true,

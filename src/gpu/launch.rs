@@ -29,9 +29,10 @@ pub(super) fn to_i32(x: usize, name: &'static str) -> Result<i32> {
     })
 }
 
-/// The tensor-core local kernel takes f16/bf16 blocks of at most 128 rows; unset or any
-/// value but `general` lets it; `BLOCKRES_GPU_LOCAL=general` forces the general kernel
-/// (cuda/local.cu), for comparisons.
+/// The tensor-core local kernels take f16/bf16 blocks of at most 128 rows; unset or any
+/// value but `general` lets them; `BLOCKRES_GPU_LOCAL=general` forces the general causal
+/// kernel (cuda/local.cu) and the pivot-by-pivot bidirectional one (`local_bidir`,
+/// cuda/bidir.cu) instead of `local_tc` and `local_bidir_tc`, for comparisons.
 fn local_tc_allowed() -> bool {
     static A: OnceLock<bool> = OnceLock::new();
     *A.get_or_init(|| std::env::var("BLOCKRES_GPU_LOCAL").map_or(true, |v| v != "general"))
@@ -199,6 +200,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     {
         let f = match plan.local {
             Local::Bidir { variant } => &kx.local_bidir[T::INDEX][variant],
+            Local::BidirTc { variant } => &kx.local_bidir_tc[T::INDEX - 1][variant],
             Local::Tc { variant, .. } => &kx.local_tc[T::INDEX - 1][variant],
             Local::General => &kx.local[T::INDEX],
         };
@@ -229,8 +231,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let mut lb = st.launch_builder(f);
         lb.arg(&p);
         launch(
-            // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu)
-            // and `local_bidir_*` (cuda/bidir.cu) take one LocalParams; Q, K, V, Y were
+            // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),
+            // `local_bidir_*` (cuda/bidir.cu) and `local_bidir_tc_*` (cuda/bidir_tc.cu,
+            // 16-bit types only, as the plan picks it) take one LocalParams; Q, K, V, Y were
             // checked against the shapes and the scratch holds the plan's sizes; the
             // plan picked `threads` within the chosen kernel's launch bounds and `smem`
             // for its layout, within the device limit it checked and allowed above.

@@ -44,6 +44,8 @@ pub(crate) struct Kernels {
     /// `local_bidir_b{B}v{D}_{type}`: [type][variant], variants in the order of
     /// [`super::plan::BIDIR_VARIANTS`].
     pub local_bidir: [[CudaFunction; 4]; 3],
+    /// `local_bidir_tc_b{B}v{D}_{f16,bf16}`: [type − 1][variant], variants as above.
+    pub local_bidir_tc: [[CudaFunction; 4]; 2],
     /// build, step (one per panel), apply.
     pub reduced_bidir: [CudaFunction; 3],
     /// Incremental decoding (cuda/decode.cu, [`super::GpuDecoder`]), by element type.
@@ -184,6 +186,22 @@ const LOCAL_BIDIR: Family = Family {
     ],
     params: size_of::<LocalParams>(),
 };
+/// `local_bidir_tc_b{B}v{D}_{f16,bf16}`, f16 first, each in the order of
+/// [`super::plan::BIDIR_VARIANTS`].
+const LOCAL_BIDIR_TC: Family = Family {
+    unit: "bidir_tc",
+    entries: &[
+        "local_bidir_tc_b64v64_f16",
+        "local_bidir_tc_b64v128_f16",
+        "local_bidir_tc_b128v64_f16",
+        "local_bidir_tc_b128v128_f16",
+        "local_bidir_tc_b64v64_bf16",
+        "local_bidir_tc_b64v128_bf16",
+        "local_bidir_tc_b128v64_bf16",
+        "local_bidir_tc_b128v128_bf16",
+    ],
+    params: size_of::<LocalParams>(),
+};
 const REDUCED_BIDIR: Family = Family {
     unit: "bidir",
     entries: &[
@@ -211,7 +229,7 @@ const DECODE_PREFILL: Family = Family {
 
 /// Every kernel family the crate launches (the ABI test walks it; loading names each).
 #[cfg(test)]
-const FAMILIES: [&Family; 11] = [
+const FAMILIES: [&Family; 12] = [
     &MEANS,
     &COARSE,
     &LOCAL,
@@ -219,6 +237,7 @@ const FAMILIES: [&Family; 11] = [
     &REDUCED,
     &COMBINE,
     &LOCAL_BIDIR,
+    &LOCAL_BIDIR_TC,
     &REDUCED_BIDIR,
     &DECODE_KEYS,
     &DECODE_STEP,
@@ -294,6 +313,7 @@ impl Kernels {
         let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
         let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = load(ctx, u, &LOCAL_BIDIR)?;
+        let [t0, t1, t2, t3, t4, t5, t6, t7] = load(ctx, u, &LOCAL_BIDIR_TC)?;
         Ok(Self {
             means: load(ctx, u, &MEANS)?,
             coarse,
@@ -303,6 +323,7 @@ impl Kernels {
             reduced_inverses,
             combine: load(ctx, u, &COMBINE)?,
             local_bidir: [[b0, b1, b2, b3], [b4, b5, b6, b7], [b8, b9, b10, b11]],
+            local_bidir_tc: [[t0, t1, t2, t3], [t4, t5, t6, t7]],
             reduced_bidir: load(ctx, u, &REDUCED_BIDIR)?,
             decode_keys: load(ctx, u, &DECODE_KEYS)?,
             decode_step: load(ctx, u, &DECODE_STEP)?,

@@ -118,6 +118,21 @@ pub(crate) fn bidir_smem(b: usize, dk: usize, dv: usize) -> usize {
     (region + 2 * nr + 2 * (nc + 1)) * 4
 }
 
+/// Shared memory of `local_bidir_tc` (mirrors the region in cuda/bidir_tc.cu, sized
+/// for b rows): Q and K, then Vᵀ, then the elimination's E, W and two panels of Uᵀ
+/// (hi, lo), then [P | w], one region reused.
+pub(crate) fn bidir_tc_smem(b: usize, dk: usize, dv: usize) -> usize {
+    let (_, nr, dm) = bidir_variant(b, dv);
+    let nt = nr / 8 + dm / 8 + 1;
+    let lqh = dk.div_ceil(16) * 16 + 8;
+    let elim = 16 * 17 + 16 * (8 * nt + 4) + 2 * (8 * nt * 24);
+    let region = (nr * lqh)
+        .max(dm * (nr + 8) / 2)
+        .max(elim)
+        .max(b * (dv + 1));
+    region * 4
+}
+
 /// Pivots per panel and columns (and rows) per CTA of the bidirectional reduced solve
 /// (`KP` and `TW` in cuda/bidir.cu; its side buffers hold two panels per head).
 pub(crate) const BIDIR_PANEL: usize = 32;
@@ -148,6 +163,9 @@ pub(crate) enum Local {
     /// `local_bidir_*[variant]`: the block's whole system in the registers of one CTA
     /// (2B threads), variants as in [`BIDIR_VARIANTS`].
     Bidir { variant: usize },
+    /// `local_bidir_tc_*[variant]` (f16/bf16): the same systems as mma tiles of B/16
+    /// warps, eliminated by 16-row panels on the tensor cores.
+    BidirTc { variant: usize },
     /// `local_tc_*[variant]` (f16/bf16, causal, b ≤ 128), `warps` warps.
     Tc { variant: usize, warps: usize },
     /// `local` (256 threads): any type and block size.
@@ -263,7 +281,14 @@ impl Plan {
         }
         let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
         let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
-        let (local, local_threads, local_smem) = if !cfg.causal {
+        let (local, local_threads, local_smem) = if !cfg.causal && elem != 0 && tc {
+            let (variant, bm, _) = bidir_variant(b, dv);
+            (
+                Local::BidirTc { variant },
+                2 * bm as u32,
+                bidir_tc_smem(b, dk, dv),
+            )
+        } else if !cfg.causal {
             let (variant, bm, _) = bidir_variant(b, dv);
             (
                 Local::Bidir { variant },
@@ -419,8 +444,10 @@ mod tests {
             }
         );
         assert_eq!(p(2, 128, true, false).local, Local::General);
-        assert_eq!(p(1, 64, false, true).local, Local::Bidir { variant: 0 });
-        assert_eq!(p(1, 65, false, true).local, Local::Bidir { variant: 2 });
+        assert_eq!(p(1, 64, false, true).local, Local::BidirTc { variant: 0 });
+        assert_eq!(p(2, 65, false, true).local, Local::BidirTc { variant: 2 });
+        assert_eq!(p(0, 64, false, true).local, Local::Bidir { variant: 0 });
+        assert_eq!(p(1, 64, false, false).local, Local::Bidir { variant: 0 });
         assert_eq!(p(1, 256, true, true).local, Local::General);
     }
 
