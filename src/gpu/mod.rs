@@ -19,10 +19,10 @@
 //! for the embedded PTX (8.0 with run-time NVRTC); bidirectional attention takes blocks of
 //! at most 128 rows, at most [`MAX_BIDIRECTIONAL_BLOCKS`] blocks and γ ≤
 //! [`MAX_BIDIRECTIONAL_GAMMA`] (its local and reduced systems are solved by Gauss–Jordan
-//! elimination in f32: the block's in registers, the m×m one blocked by panels); anything else
-//! is [`Error::Unsupported`]. Both coarse queries (`mean`, `first`) are computed.
-//! Arithmetic is f32; f16/bf16 logits use the tensor cores
-//! with f32 accumulation.
+//! elimination without pivoting: f32 blocks in registers, f16/bf16 blocks by 16-row panels
+//! on the tensor cores with hi + lo operands, the m×m system by panels in f32); anything
+//! else is [`Error::Unsupported`]. Both coarse queries (`mean`, `first`) are computed.
+//! Arithmetic is f32; f16/bf16 products use the tensor cores with f32 accumulation.
 //!
 //! ```no_run
 //! use blockres::{Config, TensorRef, gpu};
