@@ -24,7 +24,11 @@ done
 echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
 timeout 150 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
   --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+# BASE=NAME: an earlier commit's gpu_bench in BINDIR (cuda/stage_bins.sh), timed right
+# before and after the current one in this call, for same-run ratios.
+if [ -n "${BASE:-}" ]; then timeout 100 "$bin/$BASE" 4096 16384 32768 65536 > "$OUT/gpu_bench_base1.txt" 2>&1; fi
 timeout 150 "$bin/gpu_bench" 4096 16384 32768 65536 > "$OUT/gpu_bench.txt" 2>&1
+if [ -n "${BASE:-}" ]; then timeout 100 "$bin/$BASE" 4096 16384 32768 65536 > "$OUT/gpu_bench_base2.txt" 2>&1; fi
 timeout 150 "$bin/gpu_bench" --d 128 4096 16384 32768 65536 > "$OUT/gpu_bench_d128.txt" 2>&1
 timeout 100 "$bin/gpu_bench" --bidirectional 4096 16384 65536 > "$OUT/gpu_bench_bidirectional.txt" 2>&1
 timeout 100 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/gpu_bench_bidirectional_d128.txt" 2>&1
@@ -37,6 +41,7 @@ for f in gpu_tests gpu_tests_general gpu_decode_tests; do
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done
 grep -E "^---|ERROR SUMMARY" "$OUT/sanitizers.txt" | paste - - | sed 's/=========//'
+if [ -n "${BASE:-}" ]; then echo "-- $BASE (before, after)"; tail -5 "$OUT/gpu_bench_base1.txt"; tail -5 "$OUT/gpu_bench_base2.txt"; echo "-- current"; fi
 tail -7 "$OUT/gpu_bench.txt"
 tail -5 "$OUT/gpu_bench_d128.txt"
 tail -4 "$OUT/gpu_bench_bidirectional.txt"
