@@ -99,16 +99,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         float sacc[NT8][4];
 #pragma unroll
         for (int j = 0; j < NT8; ++j) sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.0f;
-        for (int kc = 0; kc < dk16; kc += 16) {
-            const T* qa = q16 + (16 * warp + g) * lqh + kc + 2 * t4;
-            const u32 af[4] = {ld_u32(qa), ld_u32(qa + 8 * lqh), ld_u32(qa + 8), ld_u32(qa + 8 * lqh + 8)};
-#pragma unroll
-            for (int j = 0; j < NT8; ++j) {
-                const T* kb = k16 + (8 * j + g) * lqh + kc + 2 * t4;
-                const u32 bf[2] = {ld_u32(kb), ld_u32(kb + 8)};
-                Mma<T>::run(sacc[j], af, bf);
-            }
-        }
+        strip_logits<T, NT8>(sacc, q16 + 16 * warp * lqh, k16, lqh, dk16, g, t4);
         __syncthreads();  // Q and K are consumed; S goes over them
         float* ss = sm;
 #pragma unroll
@@ -332,35 +323,8 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
         if (tx == 0) ps[i * lp1 + dv] = z[kk];
     }
     __syncthreads();
-    T* yh = y + ((long long)bh * n + base) * dv;
-    constexpr int E = 16 / sizeof(T);
-    if (dv % E == 0 && ((unsigned long long)yh & 15) == 0) {
-        const int vr = dv / E;
-        for (int idx = tid; idx < nb * vr; idx += NT) {
-            const int r = idx / vr, c = (idx - r * vr) * E;
-            uint4 raw;
-            T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-            for (int t = 0; t < E; ++t) e[t] = from_f<T>(ps[r * lp1 + c + t]);
-            *reinterpret_cast<uint4*>(yh + (long long)r * dv + c) = raw;
-        }
-    } else {
-        for (int idx = tid; idx < nb * dv; idx += NT) {
-            const int r = idx / dv, c = idx - r * dv;
-            yh[idx] = from_f<T>(ps[r * lp1 + c]);
-        }
-    }
-    float* wh = wout + (long long)bh * n + base;
-    for (int r = tid; r < nb; r += NT) wh[r] = ps[r * lp1 + dv];
-    const float invn = 1.0f / (float)nb;
-    for (int c = tid; c <= dv; c += NT) {
-        float s = 0.0f;
-        for (int r = 0; r < nb; ++r) s += ps[r * lp1 + c];
-        if (c < dv)
-            pbar[bi * dv + c] = s * invn;
-        else
-            cvec[bi] = s * invn;
-    }
+    store_block_outputs(ps, nb, dv, y + ((long long)bh * n + base) * dv,
+                        wout + (long long)bh * n + base, pbar + bi * dv, cvec + bi, tid, NT);
 }
 
 // Entry points local_bidir_b{B}v{D}_{f32,f16,bf16}: blocks of at most B rows (TR = B/8

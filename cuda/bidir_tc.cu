@@ -57,16 +57,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
         stage_rows16(q16, lqh, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk16, threadIdx.x, blockDim.x);
         stage_rows16(k16, lqh, k + (kvh * n + base) * dk, NR, nb, dk, dk16, threadIdx.x, blockDim.x);
         __syncthreads();
-        for (int kc = 0; kc < dk16; kc += 16) {
-            const T* qa = q16 + (16 * w + g) * lqh + kc + 2 * t;
-            const u32 af[4] = {ld_u32(qa), ld_u32(qa + 8 * lqh), ld_u32(qa + 8), ld_u32(qa + 8 * lqh + 8)};
-#pragma unroll
-            for (int j = 0; j < MT; ++j) {
-                const T* kb = k16 + (8 * j + g) * lqh + kc + 2 * t;
-                const u32 bf[2] = {ld_u32(kb), ld_u32(kb + 8)};
-                Mma<T>::run(acc[j], af, bf);
-            }
-        }
+        strip_logits<T, MT>(acc, q16 + 16 * w * lqh, k16, lqh, dk16, g, t);
     }
     // Softmax with the coarse normalizer, in registers: rows ra = 16w + g (e = 0, 1) and
     // rb = ra + 8 (e = 2, 3), each spread over the 4 lanes of a quad.
@@ -286,35 +277,9 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
         if (t == 0 && (e & 1) == 0) ps[r * lp1 + dv] = acc[ZT][e];
     }
     __syncthreads();
-    const int tid = threadIdx.x, nt = blockDim.x;
-    T* yh = y + ((long long)bh * n + base) * dv;
-    if (dv % 8 == 0 && ((unsigned long long)yh & 15) == 0) {
-        const int vr = dv / 8;
-        for (int idx = tid; idx < nb * vr; idx += nt) {
-            const int r = idx / vr, c = (idx - r * vr) * 8;
-            uint4 raw;
-            T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-            for (int u = 0; u < 8; ++u) e[u] = from_f<T>(ps[r * lp1 + c + u]);
-            *reinterpret_cast<uint4*>(yh + (long long)r * dv + c) = raw;
-        }
-    } else {
-        for (int idx = tid; idx < nb * dv; idx += nt) {
-            const int r = idx / dv, c = idx - r * dv;
-            yh[idx] = from_f<T>(ps[r * lp1 + c]);
-        }
-    }
-    float* wh = wout + (long long)bh * n + base;
-    for (int r = tid; r < nb; r += nt) wh[r] = ps[r * lp1 + dv];
-    const float invn = 1.0f / (float)nb;
-    for (int c = tid; c <= dv; c += nt) {
-        float s = 0.0f;
-        for (int r = 0; r < nb; ++r) s += ps[r * lp1 + c];
-        if (c < dv)
-            pbar[bi * dv + c] = s * invn;
-        else
-            cvec[bi] = s * invn;
-    }
+    store_block_outputs(ps, nb, dv, y + ((long long)bh * n + base) * dv,
+                        wout + (long long)bh * n + base, pbar + bi * dv, cvec + bi, threadIdx.x,
+                        blockDim.x);
 }
 
 // Entry points local_bidir_tc_b{B}v{D}_{f16,bf16}: blocks of at most B rows (B/16 warps),

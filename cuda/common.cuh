@@ -283,6 +283,61 @@ __device__ __forceinline__ void stage_cols16(T* dst, int ld, const T* __restrict
     }
 }
 
+// acc[j] += Q·Kᵀ for the 16 rows at q16 (row 16w of a warp's strip) against the keys
+// 8j .. 8j + 7 (j < NT8), both 16-bit in shared memory with row stride ld, over dk16
+// (a multiple of 16) columns; g = lane/4, t = lane%4 (the mma fragment roles).
+template <class T, int NT8>
+__device__ __forceinline__ void strip_logits(float (*acc)[4], const T* q16, const T* k16, int ld,
+                                             int dk16, int g, int t) {
+    for (int kc = 0; kc < dk16; kc += 16) {
+        const T* qa = q16 + g * ld + kc + 2 * t;
+        const u32 af[4] = {ld_u32(qa), ld_u32(qa + 8 * ld), ld_u32(qa + 8), ld_u32(qa + 8 * ld + 8)};
+#pragma unroll
+        for (int j = 0; j < NT8; ++j) {
+            const T* kb = k16 + (8 * j + g) * ld + kc + 2 * t;
+            const u32 bf[2] = {ld_u32(kb), ld_u32(kb + 8)};
+            Mma<T>::run(acc[j], af, bf);
+        }
+    }
+}
+
+// A block's [P | w], f32 in shared memory (nb rows, stride dv + 1), to its rows of Y
+// (the element type; 16-byte stores where the rows allow), of w, and to the block means
+// p̄_I (pbar_i, dv floats) and c_I: the last step of the bidirectional local kernels.
+template <class T>
+__device__ __forceinline__ void store_block_outputs(const float* ps, int nb, int dv, T* yh,
+                                                    float* wh, float* pbar_i, float* c_i,
+                                                    int tid, int nt) {
+    const int lp1 = dv + 1;
+    constexpr int E = 16 / sizeof(T);
+    if (dv % E == 0 && ((unsigned long long)yh & 15) == 0) {
+        const int vr = dv / E;
+        for (int idx = tid; idx < nb * vr; idx += nt) {
+            const int r = idx / vr, c = (idx - r * vr) * E;
+            uint4 raw;
+            T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+            for (int t = 0; t < E; ++t) e[t] = from_f<T>(ps[r * lp1 + c + t]);
+            *reinterpret_cast<uint4*>(yh + (long long)r * dv + c) = raw;
+        }
+    } else {
+        for (int idx = tid; idx < nb * dv; idx += nt) {
+            const int r = idx / dv, c = idx - r * dv;
+            yh[idx] = from_f<T>(ps[r * lp1 + c]);
+        }
+    }
+    for (int r = tid; r < nb; r += nt) wh[r] = ps[r * lp1 + dv];
+    const float invn = 1.0f / (float)nb;
+    for (int c = tid; c <= dv; c += nt) {
+        float s = 0.0f;
+        for (int r = 0; r < nb; ++r) s += ps[r * lp1 + c];
+        if (c < dv)
+            pbar_i[c] = s * invn;
+        else
+            *c_i = s * invn;
+    }
+}
+
 // Instantiate `extern "C"` entry points of a kernel template for the three element
 // types, named NAME_f32, NAME_f16 and NAME_bf16 (the Rust side looks them up so).
 #define BLOCKRES_FOR_TYPES(M) M(float, f32) M(f16_t, f16) M(bf16_t, bf16)
