@@ -26,6 +26,16 @@ def test_every_cu_compiles_to_ptx_9_0(tmp_path):
         assert ".visible .entry" in ptx, f"{cu.name}: no kernel entry point"
 
 
+def test_every_cu_compiles_for_sm_80(tmp_path):
+    # On a device below 9.0 (an A100) the crate compiles the embedded sources with the
+    # run-time NVRTC for its own architecture: every kernel must build for compute_80 too.
+    r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), "--arch", "compute_80",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for cu in sorted(CUDA.glob("*.cu")):
+        assert ".target sm_80" in (tmp_path / (cu.stem + ".ptx")).read_text(), cu.name
+
+
 def test_tensor_core_instructions_present(tmp_path):
     # The entry points and their parameter structs are checked against the one list of
     # kernel names (src/gpu/module.rs, FAMILIES) by the Rust test
@@ -41,6 +51,11 @@ def test_tensor_core_instructions_present(tmp_path):
     assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in tc
     assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in tc
     assert "mbarrier.try_wait.parity.shared.b64" in tc
+    # The bidirectional kernels: logits and D·V (bidir), and the block elimination (bidir_tc).
+    for unit in ("bidir", "bidir_tc"):
+        ptx = (tmp_path / f"{unit}.ptx").read_text()
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in ptx, unit
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, unit
 
 
 def test_broken_source_fails(tmp_path):
