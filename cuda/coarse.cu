@@ -8,15 +8,17 @@
 // adds no cross-block mass.
 //
 // One CTA (256 threads) per (group of `ig` ≤ 8 block rows, query head), so each k̄_J
-// and v̄_J read from L2 serves ig rows. k̄ and v̄ are staged in shared memory 256 rows at
+// and v̄_J read from L2 serves ig rows. k̄ and v̄ are staged in shared memory 128 rows at
 // a time with asynchronous 16-byte copies, all in flight at once (one dependent L2 load
-// per element made this kernel latency-bound). Logits: one thread per J, ig dot
-// products in float4 steps. Max and sum: warp r takes row r. h: 4 groups of 64 threads
-// over J, ig rows each. The ig rows of G̃ live in shared memory (ig·m floats).
+// per element made this kernel latency-bound). Logits: two threads per J (the halves of
+// dk, added by a shuffle), ig dot products in float4 steps. Max and sum: warp r takes
+// row r. h: 4 groups of 64 threads over J, ig rows each. The ig rows of G̃ live in
+// shared memory (ig·m floats). (256-row chunks, one thread per J, took 70 KB of staging:
+// two CTAs per SM, 23% of warps active at n = 16384 on the H200.)
 #include "common.cuh"
 
 #define IGMAX 8
-#define CH 256  // rows of k̄ / v̄ per staged chunk
+#define CH 128  // rows of k̄ / v̄ per staged chunk
 
 // Rows [0, nj) × columns [c0, c0 + w4·4) of a row-major f32 matrix of width d into `dst`
 // (row stride ld), zero past d. Asynchronous when d allows 16-byte copies; the caller
@@ -78,13 +80,15 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
         stage(stg, kb + (long long)J0 * dk, nj, dk, 0, dk4, ks);
         asm volatile("cp.async.wait_group 0;" ::: "memory");
         __syncthreads();
-        const int J = J0 + tid;
-        if (tid < nj) {
-            float acc[IGMAX];
+        // Thread (jl, half): row jl of the chunk, float4 columns [c4a, c4b) of dk.
+        const int jl = tid >> 1, half = tid & 1, J = J0 + jl;
+        const int c4a = half ? (dk4 + 1) / 2 : 0, c4b = half ? dk4 : (dk4 + 1) / 2;
+        float acc[IGMAX];
 #pragma unroll
-            for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
-            const float* kr = stg + tid * ks;
-            for (int c4 = 0; c4 < dk4; ++c4) {
+        for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
+        if (jl < nj) {
+            const float* kr = stg + jl * ks;
+            for (int c4 = c4a; c4 < c4b; ++c4) {
                 const float4 kv = *reinterpret_cast<const float4*>(kr + 4 * c4);
 #pragma unroll
                 for (int r = 0; r < IGMAX; ++r) {
@@ -92,6 +96,10 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
                     acc[r] = fmaf(qv.x, kv.x, fmaf(qv.y, kv.y, fmaf(qv.z, kv.z, fmaf(qv.w, kv.w, acc[r]))));
                 }
             }
+        }
+#pragma unroll
+        for (int r = 0; r < IGMAX; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 1);
+        if (jl < nj && half == 0) {
             const float lnj = J == m - 1 ? ln_last : ln_b;
 #pragma unroll
             for (int r = 0; r < IGMAX; ++r) {

@@ -148,13 +148,13 @@ pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     5 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + 2 * warps * 8
 }
 
-/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): 256 rows of k̄
-/// with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64 columns
-/// of v̄.
+/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): CH = 128 rows of
+/// k̄ with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64
+/// columns of v̄.
 pub(crate) fn coarse_stage(dk: usize) -> usize {
     let dk4 = dk.div_ceil(4);
     let ks = if dk4.is_multiple_of(2) { dk4 + 1 } else { dk4 } * 4;
-    256 * ks.max(64) * 4
+    128 * ks.max(64) * 4
 }
 
 /// The local kernel of a call.
