@@ -239,7 +239,7 @@ fn cases() -> Vec<Case> {
         bidir(c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0)),
         bidir(c(1, 2, 2, 150, 128, 128, 64, 0.3, 1.0)),
         bidir(c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0)),
-        // The largest register tiles (local_bidir_r8v8: b = dk = dv = 128); tiny widths
+        // The largest tiles (local_bidir_b128v128, local_bidir_tc_b128v128: b = dk = dv = 128); tiny widths
         // and an odd block size; m = 150 blocks: five panels of the reduced solve, the
         // last one short, and three row tiles of its update.
         bidir(c(1, 2, 1, 300, 128, 128, 128, 0.6, 1.0)),

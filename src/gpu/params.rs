@@ -56,7 +56,7 @@ pub(crate) struct CoarseParams {
 }
 
 /// `LocalParams`: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),
-/// `local_bidir_*` (cuda/bidir.cu).
+/// `local_bidir_*` (cuda/bidir.cu), `local_bidir_tc_*` (cuda/bidir_tc.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LocalParams {

@@ -281,20 +281,15 @@ impl Plan {
         }
         let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
         let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
-        let (local, local_threads, local_smem) = if !cfg.causal && elem != 0 && tc {
+        let (local, local_threads, local_smem) = if !cfg.causal {
+            // Both bidirectional kernels run 2·B threads for their variant's B rows.
             let (variant, bm, _) = bidir_variant(b, dv);
-            (
-                Local::BidirTc { variant },
-                2 * bm as u32,
-                bidir_tc_smem(b, dk, dv),
-            )
-        } else if !cfg.causal {
-            let (variant, bm, _) = bidir_variant(b, dv);
-            (
-                Local::Bidir { variant },
-                2 * bm as u32,
-                bidir_smem(b, dk, dv),
-            )
+            let (local, smem) = if elem != 0 && tc {
+                (Local::BidirTc { variant }, bidir_tc_smem(b, dk, dv))
+            } else {
+                (Local::Bidir { variant }, bidir_smem(b, dk, dv))
+            };
+            (local, 2 * bm as u32, smem)
         } else if elem != 0 && b <= 128 && tc {
             let warps = b.div_ceil(16);
             let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
