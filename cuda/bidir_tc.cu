@@ -73,11 +73,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
             mx[e >> 1] = fmaxf(mx[e >> 1], acc[j][e]);
         }
     float lsum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-    }
+    quad_max2(mx);
 #pragma unroll
     for (int j = 0; j < MT; ++j)
 #pragma unroll
@@ -87,15 +83,8 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
             lsum[e >> 1] += ex;
         }
     float invz[2], zr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 1);
-        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
-        const bool rowlive = ra + 8 * h < nb;
-        const float ecross = (gs > 0.0f && rowlive) ? __expf(sig - mx[h]) : 0.0f;
-        invz[h] = rowlive ? __frcp_rn(lsum[h] + ecross * gs) : 0.0f;
-        zr[h] = ecross * invz[h];
-    }
+    const bool rowlive[2] = {ra < nb, ra + 8 < nb};
+    quad_normalizer(lsum, mx, sig, gs, rowlive, invz, zr);
 #pragma unroll
     for (int j = 0; j < MT; ++j)
 #pragma unroll

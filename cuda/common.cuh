@@ -283,6 +283,30 @@ __device__ __forceinline__ void stage_cols16(T* dst, int ld, const T* __restrict
     }
 }
 
+// The row normalizer of a softmax held in mma accumulators: rows g (h = 0) and g + 8
+// (h = 1) of a warp's strip, each spread over the 4 lanes of a quad. quad_max2 takes the
+// rows' maxima over the quad; after the caller's exponentials, quad_normalizer sums them
+// over the quad and adds the coarse part: invz = 1/(Σ_local + e^(σ − max)·gsum) for a
+// live row (0 for padding), zr = e^(σ − max)·invz, its weight on the coarse value.
+__device__ __forceinline__ void quad_max2(float* mx) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    }
+}
+__device__ __forceinline__ void quad_normalizer(float* lsum, const float* mx, float sig, float gs,
+                                                const bool* live, float* invz, float* zr) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 1);
+        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
+        const float ecross = (gs > 0.0f && live[h]) ? __expf(sig - mx[h]) : 0.0f;
+        invz[h] = live[h] ? __frcp_rn(lsum[h] + ecross * gs) : 0.0f;
+        zr[h] = ecross * invz[h];
+    }
+}
+
 // acc[j] += Q·Kᵀ for the 16 rows at q16 (row 16w of a warp's strip) against the keys
 // 8j .. 8j + 7 (j < NT8), both 16-bit in shared memory with row stride ld, over dk16
 // (a multiple of 16) columns; g = lane/4, t = lane%4 (the mma fragment roles).

@@ -201,11 +201,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
     }
     float lsum[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-    }
+    quad_max2(mx);
 #pragma unroll
     for (int nt = 0; nt < 2 * NWM; ++nt) {
         if ((nt >> 1) <= w) {
@@ -221,15 +217,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
     }
     float invz[2], zr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 1);
-        lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
-        const bool live = h == 0 ? la : lb;
-        const float ecross = (gs > 0.0f && live) ? __expf(sig - mx[h]) : 0.0f;
-        invz[h] = live ? __frcp_rn(lsum[h] + ecross * gs) : 0.0f;
-        zr[h] = ecross * invz[h];
-    }
+    const bool live[2] = {la, lb};
+    quad_normalizer(lsum, mx, sig, gs, live, invz, zr);
     // D in place; the diagonal 16×16 block also to shared memory (f32) for its inverse.
     float* dw = dws + w * DWS;
 #pragma unroll
