@@ -146,6 +146,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     }
     // Softmax with the coarse normalizer; a row's NR values lie in the 16 lanes of one
     // half-warp. D in a[·][< MC], z per row; padded rows and columns are 0.
+    pdl_wait();  // the logits above read only Q and K
     const float sig = sigma[bi], gs = gsum[bi];
 #pragma unroll
     for (int kk = 0; kk < R; ++kk) {
@@ -333,6 +334,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
 #define LOCAL_BIDIR_ONE(T, S, B, D)                                                           \
     extern "C" __global__ void __launch_bounds__(2 * B) local_bidir_b##B##v##D##_##S(        \
         const LocalParams p) {                                                                \
+        pdl_trigger();                                                                        \
         local_bidir<T, B / 8, D / 16>(BLOCKRES_LOCAL_ARGS(T, p));                             \
     }
 #define LOCAL_BIDIR(T, S)                                                                     \
@@ -366,6 +368,8 @@ __device__ __forceinline__ float* side(float* minv, long long heads, long long h
 
 // Grid (row, head).
 extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
@@ -386,6 +390,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_build(const Redu
 // columns by Gauss–Jordan in registers (redundantly across CTAs: 32 pivots of a
 // 32 × 96 system, one barrier each), and updates its TW rows there.
 extern "C" __global__ void __launch_bounds__(256) reduced_bidir_step(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     constexpr int EC = (KP + TW) / 8;  // GJ columns per thread: j = tx + 8t
     __shared__ __align__(16) float bs[KP][TW + 4];  // D_P⁻¹·B
     __shared__ __align__(16) float fs[KP][TW + 4];  // A[rows, panel], transposed: fs[t][r]
@@ -489,6 +495,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_step(const Reduc
 // on, in its side buffer), a TW × TW tile of s per CTA. Grid (⌈m/TW⌉, ⌈dv/TW⌉, heads),
 // 256 threads, each 4 rows × 4 columns; G̃ and u through shared memory in chunks of KP.
 extern "C" __global__ void __launch_bounds__(256) reduced_bidir_apply(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     __shared__ __align__(16) float gs[KP][TW + 4];  // G̃ tile, transposed: gs[j][i]
     __shared__ __align__(16) float us[KP][TW + 4];
     const int m = p.m, dv = p.dv, w = m + dv, pl = p.p0;

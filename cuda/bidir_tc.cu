@@ -61,6 +61,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
     }
     // Softmax with the coarse normalizer, in registers: rows ra = 16w + g (e = 0, 1) and
     // rb = ra + 8 (e = 2, 3), each spread over the 4 lanes of a quad.
+    pdl_wait();  // the logits above read only Q and K
     const float sig = sigma[bi], gs = gsum[bi];
     const int ra = 16 * w + g;
     float mx[2] = {sig, sig};
@@ -279,6 +280,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
 #define LOCAL_BIDIR_TC_ONE(T, S, B, D, LB)                                                    \
     extern "C" __global__ void __launch_bounds__ LB local_bidir_tc_b##B##v##D##_##S(         \
         const LocalParams p) {                                                                \
+        pdl_trigger();                                                                        \
         local_bidir_tc<T, B / 16, D>(BLOCKRES_LOCAL_ARGS(T, p));                              \
     }
 #define LOCAL_BIDIR_TC(T, S)                                                                  \

@@ -39,6 +39,8 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
 }
 
 extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
+    pdl_trigger();
+    pdl_wait();
     const float* __restrict__ qbar = p.qbar;
     const float* __restrict__ kbar = p.kbar;
     const float* __restrict__ vbar = p.vbar;

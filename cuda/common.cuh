@@ -194,6 +194,25 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
 }
 
+// Programmatic dependent launch (sm_90+). The launcher enqueues every kernel of a call
+// after the first with the programmatic-serialization attribute (src/gpu/launch.rs), so
+// a kernel's CTAs may start while the kernel before it is still running: once every CTA
+// of that kernel has called pdl_trigger (or exited). A kernel may therefore run code
+// before pdl_wait concurrently with any earlier kernel of the call: that code reads
+// only the call's inputs (Q, K, V, which no kernel writes) and writes only shared
+// memory. pdl_wait returns when the kernels before have finished and their writes are
+// visible. Both are no-ops in a launch without the attribute and before sm_90.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose
 // formulas mirror the kernels' layouts. Each kernel checks that the layout it is about
 // to carve fits what it was given (%dynamic_smem_size), so a mismatch between the two

@@ -514,6 +514,8 @@ __device__ void local_causal(const T* __restrict__ q, const T* __restrict__ k,
 // some spilling (results/v8_*).
 #define LOCAL(T, S)                                                                           \
     extern "C" __global__ void __launch_bounds__(NT, 3) local_causal_##S(const LocalParams p) { \
+        pdl_trigger();                                                                         \
+        pdl_wait();                                                                            \
         local_causal<T>(BLOCKRES_LOCAL_ARGS(T, p));                                            \
     }
 BLOCKRES_FOR_TYPES(LOCAL)

@@ -28,8 +28,8 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
 // the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks
-// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32),
-// h_I (DM + 8 f32) and 2·NWM mbarriers.
+// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32)
+// and 2·NWM mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
@@ -123,9 +123,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* pl = ph + R * LD;  // and lo
     float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
-    float* hs = csum + NWM * LD;                          // LD: h_I
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
-    u64* mbar = reinterpret_cast<u64*>(hs + LD);
+    u64* mbar = reinterpret_cast<u64*>(csum + NWM * LD);
     require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM) - smem);
 
     const int I = blockIdx.x, bh = blockIdx.y;
@@ -141,8 +140,10 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
     if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
+    // The coarse stage's results from here on: loading Q, K, V may overlap the kernels
+    // before (programmatic dependent launch, common.cuh).
+    pdl_wait();
     const float sig = sigma[bi], gs = gsum[bi];
-    for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
 
@@ -263,7 +264,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int c = nt * 8 + 2 * t + (e & 1);
-            if (c < dv) x[nt][e] += zr[e >> 1] * hs[c];
+            if (c < dv) x[nt][e] += zr[e >> 1] * hvec[bi * dv + c];
         }
 #pragma unroll
     for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
@@ -459,6 +460,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
+        pdl_trigger();                                                                        \
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
     }
 #define LOCAL_TC_ALL(T, S) \

@@ -102,6 +102,10 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
 // idle between them and in their tails: 3 × 31 µs at n = 32768 on the H200).
 #define MEANS(T, S)                                                                          \
     extern "C" __global__ void __launch_bounds__(256) block_means_##S(const MeansParams p) { \
+        /* The call's first launch, enqueued without the programmatic attribute: the     \
+           wait is a no-op, kept so the kernel stays correct if that changes. */            \
+        pdl_trigger();                                                                       \
+        pdl_wait();                                                                          \
         /* Selected, not indexed: a parameter array indexed at run time is copied to local \
            memory. */                                                                        \
         const int t = blockIdx.z, head = blockIdx.y;                                         \

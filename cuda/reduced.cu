@@ -20,6 +20,8 @@
 // M_P⁻¹ of every 32-row panel: minv[((bh·np + P)·32 + i)·32 + j], np = ceil(m/32);
 // rows and columns past m are those of the identity.
 extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ cvec = p.cvec;
     float* __restrict__ minv = p.minv;
@@ -53,6 +55,8 @@ extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedP
 }
 
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;

@@ -86,6 +86,9 @@ impl Device {
             k: self.base.k.clone(),
             name: self.base.name.clone(),
             smem: self.base.smem,
+            // Not on the legacy default stream, whose implicit synchronization with
+            // other streams is the one ordering a host relying on it expects.
+            pdl: self.base.pdl && !stream.is_null(),
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),

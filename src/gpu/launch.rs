@@ -4,7 +4,11 @@
 
 use std::sync::OnceLock;
 
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig, PushKernelArg, sys,
+};
 
 use super::params::{Args, CoarseParams, CombineParams, LocalParams, MeansParams, ReducedParams};
 use super::plan::{self, Local, Plan};
@@ -19,6 +23,63 @@ pub(super) fn cfg1(grid: (u32, u32), threads: u32, smem: u32) -> LaunchConfig {
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem,
     }
+}
+
+/// Enqueue `f`, whose one parameter is the struct `p`, on `st`. With `pdl` (programmatic
+/// dependent launch, sm_90+) the kernel's CTAs may start once every CTA of the kernel
+/// before it on the stream has signalled (`pdl_trigger`, cuda/common.cuh) instead of
+/// when that kernel has finished, so one kernel's tail overlaps the next one's start and
+/// the local kernels' loads of Q, K, V overlap the coarse stage; each kernel waits
+/// (`pdl_wait`) before it reads what an earlier one wrote. Only the call's own kernels
+/// after its first are enqueued this way: work before the call stays fully ordered.
+///
+/// # Safety
+/// As for [`cudarc::driver::LaunchArgs::launch`]: `f` takes exactly one parameter of
+/// type `P`, and `c` fits the kernel's launch bounds and the buffers `p` points to.
+pub(super) unsafe fn enqueue<P: DeviceRepr>(
+    st: &Arc<CudaStream>,
+    f: &CudaFunction,
+    c: LaunchConfig,
+    p: &P,
+    pdl: bool,
+) -> std::result::Result<(), DriverError> {
+    if !pdl {
+        let mut lb = st.launch_builder(f);
+        lb.arg(p);
+        // SAFETY: the caller's contract.
+        return unsafe { lb.launch(c) }.map(|_| ());
+    }
+    st.context().bind_to_thread()?;
+    // SAFETY: a plain C struct of integers and a union of them; all zero is its
+    // documented "no attribute value" state, then the two fields are set.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let cfg = sys::CUlaunchConfig {
+        gridDimX: c.grid_dim.0,
+        gridDimY: c.grid_dim.1,
+        gridDimZ: c.grid_dim.2,
+        blockDimX: c.block_dim.0,
+        blockDimY: c.block_dim.1,
+        blockDimZ: c.block_dim.2,
+        sharedMemBytes: c.shared_mem_bytes,
+        hStream: st.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // The driver copies the parameter out of `p` before cuLaunchKernelEx returns.
+    let mut args = [p as *const P as *mut std::ffi::c_void];
+    // SAFETY: `cfg`, `attr` and `args` outlive the call; `f` belongs to the stream's
+    // context, bound above; the rest is the caller's contract.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &cfg,
+            f.cu_function(),
+            args.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()
 }
 
 pub(super) fn to_i32(x: usize, name: &'static str) -> Result<i32> {
@@ -119,6 +180,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     let gamma = cfg.gamma;
     let causal = i32::from(cfg.causal);
     let kx = &gpu.k;
+    let pdl = gpu.pdl;
     let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
         r.map(|_| ()).map_err(|e| dev_err(what, e))
     };
@@ -141,21 +203,19 @@ pub fn resolvent_attention_device<T: GpuElement>(
             m: mi,
             first: i32::from(cfg.coarse_query == CoarseQuery::First),
         };
-        let mut lb = st.launch_builder(&kx.means[T::INDEX]);
-        lb.arg(&p);
+        let c = LaunchConfig {
+            grid_dim: (m as u32, bh as u32, 3),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         launch(
             // SAFETY: `block_means_*` (cuda/means.cu) takes one MeansParams; Q, K, V
             // were checked against the shapes, the outputs sized by the plan for their
             // heads' m blocks of d, `bad` holds three u64; grid (m, B·H ≥ B·Hkv, 3 tensors)
             // within the limits the plan checked; 256 threads as its launch bounds, no
-            // dynamic shared memory.
-            unsafe {
-                lb.launch(LaunchConfig {
-                    grid_dim: (m as u32, bh as u32, 3),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                })
-            },
+            // dynamic shared memory. The call's first kernel: fully ordered after the
+            // work before it (and after the memset above).
+            unsafe { enqueue(st, &kx.means[T::INDEX], c, &p, false) },
             "launching block_means",
         )?;
     }
@@ -185,14 +245,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
             causal,
             ig: ig as i32,
         };
-        let mut lb = st.launch_builder(&kx.coarse);
-        lb.arg(&p);
         launch(
             // SAFETY: `coarse` (cuda/coarse.cu) takes one CoarseParams; the scratch
             // buffers hold at least the plan's sizes for these dims; `smem` is the plan's
             // coarse_smem for `ig` rows, within the device limit the plan checked and
             // allowed above; 256 threads as its launch bounds.
-            unsafe { lb.launch(cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32)) },
+            unsafe {
+                let c = cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32);
+                enqueue(st, &kx.coarse, c, &p, pdl)
+            },
             "launching coarse",
         )?;
     }
@@ -228,8 +289,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
             scale,
             gamma,
         };
-        let mut lb = st.launch_builder(f);
-        lb.arg(&p);
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),
             // `local_bidir_*` (cuda/bidir.cu) and `local_bidir_tc_*` (cuda/bidir_tc.cu,
@@ -237,7 +296,15 @@ pub fn resolvent_attention_device<T: GpuElement>(
             // checked against the shapes and the scratch holds the plan's sizes; the
             // plan picked `threads` within the chosen kernel's launch bounds and `smem`
             // for its layout, within the device limit it checked and allowed above.
-            unsafe { lb.launch(cfg1((m as u32, bh as u32), threads, smem as u32)) },
+            unsafe {
+                enqueue(
+                    st,
+                    f,
+                    cfg1((m as u32, bh as u32), threads, smem as u32),
+                    &p,
+                    pdl,
+                )
+            },
             "launching the local kernel",
         )?;
     }
@@ -262,8 +329,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
                    threads: usize,
                    smem: usize,
                    what| {
-        let mut lb = st.launch_builder(f);
-        lb.arg(rp);
         let c = LaunchConfig {
             grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
             block_dim: (threads as u32, 1, 1),
@@ -278,7 +343,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             // and the grids their indexing assumes; for reduced_causal, the plan's
             // m·REDUCED_CW floats, within the device limit it checked and allowed; the
             // others use static shared memory only.
-            unsafe { lb.launch(c) },
+            unsafe { enqueue(st, f, c, rp, pdl) },
             what,
         )
     };
@@ -340,14 +405,20 @@ pub fn resolvent_attention_device<T: GpuElement>(
             m: mi,
             gamma,
         };
-        let mut lb = st.launch_builder(&kx.combine[T::INDEX]);
-        lb.arg(&p);
         let blocks = (n * dv).div_ceil(256).min(1024) as u32;
         launch(
             // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was
             // checked against the shapes, `w` and `s` hold the plan's sizes; the kernel
             // strides over the n·dv values of a head, no shared memory.
-            unsafe { lb.launch(cfg1((blocks, bh as u32), 256, 0)) },
+            unsafe {
+                enqueue(
+                    st,
+                    &kx.combine[T::INDEX],
+                    cfg1((blocks, bh as u32), 256, 0),
+                    &p,
+                    pdl,
+                )
+            },
             "launching combine",
         )?;
     }

@@ -107,6 +107,9 @@ pub struct Gpu {
     /// Dynamic shared memory a kernel may ask for on this device: its opt-in limit per
     /// block (H100/H200 227 KiB, A100 163 KiB, sm_86/89 99 KiB) less [`STATIC_SMEM`].
     smem: usize,
+    /// Enqueue a call's kernels after the first with programmatic dependent launch
+    /// (compute capability 9.0+, unless `BLOCKRES_GPU_PDL=0`; see launch.rs).
+    pdl: bool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -150,12 +153,17 @@ impl Gpu {
         let smem = usize::try_from(optin)
             .unwrap_or(0)
             .saturating_sub(STATIC_SMEM);
+        let (cc_major, _) = ctx
+            .compute_capability()
+            .map_err(|e| dev_err("reading the compute capability", e))?;
+        let pdl = cc_major >= 9 && std::env::var("BLOCKRES_GPU_PDL").map_or(true, |v| v != "0");
         Ok(Self {
             ctx,
             stream,
             k,
             name,
             smem,
+            pdl,
         })
     }
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Issue 14's whole check in one device call (build here first: bash cuda/stage_bins.sh
+# .dev/chk [COMMIT]), then there, from the repo root, carrying .dev/chk:
+#   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
+# In order of importance, so a call cut short keeps the rest: the GPU tests (both local
+# kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
+# this build with and without programmatic dependent launch (BLOCKRES_GPU_PDL=0) and of
+# BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
+# Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
+# 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
+# SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
+set -o pipefail
+bin=$(readlink -f "${1:?usage: bash cuda/perf_run.sh BINDIR}")
+OUT=${OUT:-/tmp/blockres_perf}
+mkdir -p "$OUT"
+{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
+timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
+BLOCKRES_GPU_LOCAL=general timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed \
+  --test-threads=1 > "$OUT/gpu_tests_general.txt" 2>&1
+BLOCKRES_GPU_PDL=0 timeout 90 "$bin/gpu_test" small_mixed f16_matches --test-threads=1 > "$OUT/gpu_tests_nopdl.txt" 2>&1
+timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+
+N="4096 16384 32768 65536"
+bench() {  # NAME ARGS...: causal and bidirectional rows of one binary into $OUT/NAME.txt
+  local name=$1; shift
+  { timeout 60 "$@" $N; timeout 60 "$@" --bidirectional --blocks 0,64,128 4096 16384;
+    timeout 40 "$@" --bidirectional --blocks 0 65536; } > "$OUT/$name.txt" 2>&1
+}
+[ -n "${BASE:-}" ] && bench base1 "$bin/$BASE"
+bench current "$bin/gpu_bench"
+BLOCKRES_GPU_PDL=0 bench nopdl "$bin/gpu_bench"
+[ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
+timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
+timeout 60 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
+timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
+timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
+
+M=gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,smsp__inst_executed.sum,dram__bytes.sum
+prof() {  # NAME SKIP COUNT BINARY ARGS...: per-kernel metrics of one call, after warm-up
+  local name=$1 skip=$2 count=$3; shift 3
+  timeout 90 ncu --clock-control none --cache-control none --launch-skip "$skip" --launch-count "$count" \
+    --metrics $M --csv "$@" > "$OUT/ncu_$name.csv" 2>> "$OUT/ncu.err"
+}
+prof causal_4096 30 6 "$bin/gpu_bench" 4096
+prof causal_32768 30 6 "$bin/gpu_bench" 32768
+[ -n "${BASE:-}" ] && prof causal_32768_base 30 6 "$bin/$BASE" 32768
+prof bidir_16384 28 14 "$bin/gpu_bench" --bidirectional --blocks 64 16384
+[ -n "${BASE:-}" ] && prof bidir_16384_base 28 14 "$bin/$BASE" --bidirectional --blocks 64 16384
+# Where the causal local kernel's cycles go: stall reasons, and per SASS line.
+timeout 120 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
+  --import-source no -o "$OUT/local_tc_32768" "$bin/gpu_bench" 32768 > "$OUT/ncu_local_tc.log" 2>&1
+timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --section WarpStateStats --section SchedulerStats \
+  --section Occupancy --section InstructionStats --print-details all > "$OUT/ncu_local_tc_stalls.txt" 2>&1
+timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --page source --print-source sass --csv \
+  > "$OUT/ncu_local_tc_sass.csv" 2>&1
+gzip -f "$OUT/ncu_local_tc_sass.csv"
+
+for tool in memcheck racecheck synccheck; do
+  echo "--- $tool" >> "$OUT/sanitizers.txt"
+  timeout 120 compute-sanitizer --tool $tool "$bin/gpu_test" small_mixed_case non_finite \
+    --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+done
+echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
+timeout 60 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
+  --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+
+echo "== summary"
+cat "$OUT/machine.txt"
+for f in gpu_tests gpu_tests_general gpu_tests_nopdl gpu_decode_tests; do
+  echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
+done
+grep -hE "panicked|assert" "$OUT"/gpu_tests*.txt | head -6
+grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizers.txt" | paste -sd' ' | sed 's/=========//g'
+python3 cuda/perf_summary.py "$OUT"
