@@ -85,7 +85,7 @@ __device__ void local_bidir(const T* __restrict__ q, const T* __restrict__ k,
     float a[R][MC + V];  // the right side's columns are first written below, with z⊗h
     float z[R];
     constexpr bool TC = sizeof(T) == 2;
-    const int warp = tid >> 5, g = (tid >> 2) & 7, t4 = tid & 3;
+    const int warp = warp_index(), g = (tid >> 2) & 7, t4 = tid & 3;
     if constexpr (TC) {
         // Logits on the tensor cores: warp w owns rows 16w..16w+15 of S = Q·Kᵀ (NR/16 =
         // TR/2 warps), Q and K staged as the element type, zero-padded to 16 columns.

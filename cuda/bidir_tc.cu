@@ -41,7 +41,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
     const int region = max(max(NR * lqh, DM * LDV / 2),
                            max(16 * 17 + 16 * LW + 2 * UB, nb * (dv + 1)));
     require_smem(4ll * region);
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int w = warp_index(), lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int nvt = (dv + 7) / 8;  // live value tiles
     // A tile is live when it can hold a nonzero: all of M, the value tiles below dv, z.
     auto live = [&](int j) { return j < MT || j - MT < nvt || j == ZT; };

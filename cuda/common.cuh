@@ -194,6 +194,13 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
 }
 
+// The warp's index in the CTA, broadcast from lane 0: the compiler then knows it is
+// warp-uniform, so conditions on it (a warp's share of a causal block, its panel) become
+// uniform branches instead of predicated code with a convergence check (WARPSYNC,
+// BSSY/BSYNC) around every ldmatrix, mma and shuffle they guard. Call it where all 32
+// lanes are converged.
+__device__ __forceinline__ int warp_index() { return __shfl_sync(0xffffffffu, threadIdx.x >> 5, 0); }
+
 // Programmatic dependent launch (sm_90+). The launcher enqueues every kernel of a call
 // after the first with the programmatic-serialization attribute (src/gpu/launch.rs), so
 // a kernel's CTAs may start while the kernel before it is still running: once every CTA

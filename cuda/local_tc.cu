@@ -147,7 +147,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
 
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int w = warp_index();
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = 16 * w;  // the warp's first row in the block
     const int dkp = (dk + 15) & ~15, nvt = ((dv + 15) & ~15) / 8;
     // ldmatrix lane roles: row within a 16-row operand and 8-column half.
