@@ -63,23 +63,32 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
     // rb = ra + 8 (e = 2, 3), each spread over the 4 lanes of a quad.
     pdl_wait();  // the logits above read only Q and K
     const float sig = sigma[bi], gs = gsum[bi];
+    // Unscaled logits (scale > 0 commutes with the maximum): one FFMA and one ex2 per
+    // exponential (scaled_exp, common.cuh).
     const int ra = 16 * w + g;
-    float mx[2] = {sig, sig};
+    float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
     for (int j = 0; j < MT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const bool ok = 8 * j + 2 * t + (e & 1) < nb;
-            acc[j][e] = ok ? acc[j][e] * scale : neg_inf();
+            acc[j][e] = ok ? acc[j][e] : neg_inf();
             mx[e >> 1] = fmaxf(mx[e >> 1], acc[j][e]);
         }
     float lsum[2] = {0.0f, 0.0f};
     quad_max2(mx);
+    const float kl = scale * LOG2E;
+    float mb[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h] * scale, sig);
+        mb[h] = exp_offset(mx[h]);
+    }
 #pragma unroll
     for (int j = 0; j < MT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            const float ex = __expf(acc[j][e] - mx[e >> 1]);  // exp(−inf) = 0
+            const float ex = scaled_exp(acc[j][e], kl, mb[e >> 1]);  // 0 for −inf
             acc[j][e] = ex;
             lsum[e >> 1] += ex;
         }
@@ -164,7 +173,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
                 const int r = lane >> 1, c0 = (lane & 1) * 8;
 #pragma unroll
                 for (int qq = 0; qq < 16; ++qq) {
-                    const float inv = 1.0f / es[qq * 17 + qq];
+                    const float inv = rcp_approx(es[qq * 17 + qq]);  // diagonally dominant
                     const float f = es[r * 17 + qq];
                     float pr[8], own[8];
 #pragma unroll

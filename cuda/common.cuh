@@ -194,6 +194,27 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
 }
 
+// Fast exponentials and reciprocals for the softmax and the diagonal solves, one
+// instruction each (the IEEE-rounded reciprocal and __expf's denormal handling cost a
+// dozen; their arguments here are never denormal). rcp.approx and ex2.approx err by at
+// most about one ulp (PTX ISA).
+#define LOG2E 1.4426950408889634f
+__device__ __forceinline__ float rcp_approx(float x) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float ex2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// e^(scale·s − mx) = 2^(s·kl + mb) with kl = scale·log2(e) and mb = exp_offset(mx): one
+// FFMA and one ex2 (FlashAttention's softmax_scale_log2). s = −inf gives 0; a row whose
+// maximum is −inf (nothing allowed) gets offset 0, so it gives 0 rather than NaN.
+__device__ __forceinline__ float exp_offset(float mx) { return mx == neg_inf() ? 0.0f : -mx * LOG2E; }
+__device__ __forceinline__ float scaled_exp(float s, float kl, float mb) { return ex2_approx(fmaf(s, kl, mb)); }
+
 // The warp's index in the CTA, broadcast from lane 0: the compiler then knows it is
 // warp-uniform, so conditions on it (a warp's share of a causal block, its panel) become
 // uniform branches instead of predicated code with a convergence check (WARPSYNC,
@@ -328,7 +349,7 @@ __device__ __forceinline__ void quad_normalizer(float* lsum, const float* mx, fl
         lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 1);
         lsum[h] += __shfl_xor_sync(0xffffffffu, lsum[h], 2);
         const float ecross = (gs > 0.0f && live[h]) ? __expf(sig - mx[h]) : 0.0f;
-        invz[h] = live[h] ? __frcp_rn(lsum[h] + ecross * gs) : 0.0f;
+        invz[h] = live[h] ? rcp_approx(lsum[h] + ecross * gs) : 0.0f;  // argument ≥ 1
         zr[h] = ecross * invz[h];
     }
 }

@@ -187,9 +187,11 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // (e = 2, 3) of the warp's panel; a row is spread over the 4 lanes of a quad. Only
     // the warp's own 16-key step (j = w) needs the causal mask; rows past the block's
     // end (padding) get weight 0 through invz.
+    // The logits stay unscaled: scale > 0 commutes with the maximum, and each
+    // exponential is then one FFMA and one ex2 (scaled_exp, common.cuh).
     const int ra = r0 + g, rb = r0 + g + 8;
     const bool la = ra < nb, lb = rb < nb;
-    float mx[2] = {sig, sig};
+    float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
     for (int nt = 0; nt < 2 * NWM; ++nt) {
         if ((nt >> 1) <= w) {
@@ -197,19 +199,26 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             for (int e = 0; e < 4; ++e) {
                 const int r = (e < 2) ? ra : rb, c = nt * 8 + 2 * t + (e & 1);
                 const bool ok = (nt >> 1) < w || c <= r;
-                s[nt][e] = ok ? s[nt][e] * scale : neg_inf();
+                s[nt][e] = ok ? s[nt][e] : neg_inf();
                 mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
             }
         }
     }
     float lsum[2] = {0.0f, 0.0f};
     quad_max2(mx);
+    const float kl = scale * LOG2E;
+    float mb[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h] * scale, sig);
+        mb[h] = exp_offset(mx[h]);
+    }
 #pragma unroll
     for (int nt = 0; nt < 2 * NWM; ++nt) {
         if ((nt >> 1) <= w) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const float ex = __expf(s[nt][e] - mx[e >> 1]);  // exp(−inf) = 0
+                const float ex = scaled_exp(s[nt][e], kl, mb[e >> 1]);  // 0 for −inf
                 s[nt][e] = ex;
                 lsum[e >> 1] += ex;
             }
@@ -281,7 +290,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             float acc = 0.0f;
 #pragma unroll
             for (int j = 0; j < i; ++j) acc = fmaf(dw[i * DSTR + j], xv[j], acc);
-            const float di = __frcp_rn(1.0f - gamma * dw[i * DSTR + i]);
+            const float di = rcp_approx(1.0f - gamma * dw[i * DSTR + i]);  // in [1, 1/(1−γ)]
             xv[i] = ((i == c ? 1.0f : 0.0f) + gamma * acc) * di;
         }
         // L⁻¹ as 16-bit hi (lanes < 16) and lo (lanes ≥ 16) tiles over D_ww, row-major,
