@@ -409,7 +409,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
         // sizing the grid by elements left 7 of 8 threads of the 16-bit kernels idle,
         // and at small n the launch of those CTAs, not the memory, was the cost.
         let per = 16 / std::mem::size_of::<T>();
-        let items = if dv.is_multiple_of(per) { n * dv / per } else { n * dv };
+        let items = if dv.is_multiple_of(per) {
+            n * dv / per
+        } else {
+            n * dv
+        };
         let blocks = items.div_ceil(256).min(1024) as u32;
         launch(
             // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was

@@ -246,6 +246,12 @@ impl Plan {
             // The block's full system lives in one CTA's registers (8 rows per
             // thread, at most 256 threads) and the m×m reduced system in global memory
             // (cuda/bidir.cu).
+            if b > 128 && cfg.structure == Structure::Dense {
+                return unsupported(format!(
+                    "dense bidirectional attention on the GPU is one block of n rows and takes \
+                     n ≤ 128 (n = {n}); use structure 'block' or the CPU path"
+                ));
+            }
             if b > 128 {
                 return unsupported(format!(
                     "bidirectional attention on the GPU takes blocks of at most 128 rows \
@@ -262,7 +268,7 @@ impl Plan {
         if m > 65535 {
             return unsupported(format!("n/b = {m} blocks exceed the GPU grid limit 65535"));
         }
-        // The coarse kernel stages 256 rows of k̄ (or 64 columns of v̄) next to at least
+        // The coarse kernel stages 128 rows of k̄ (or 64 columns of v̄) next to at least
         // one row of G̃ (m floats); the reduced solve keeps REDUCED_CW columns of m rows.
         let stage = coarse_stage(dk);
         if m * REDUCED_CW * 4 > smem || stage + 4 * m.next_multiple_of(4) > smem {
@@ -474,6 +480,12 @@ mod tests {
         let err = |d: Dims, c: Config| Plan::new(&d, &c, 0, smem, true).unwrap_err().to_string();
         assert!(err(dims(100, 129, 64), cfg(16, true)).contains("dk, dv ≤ 128"));
         assert!(err(dims(1000, 64, 64), cfg(256, false)).contains("at most 128 rows"));
+        let dense = Config {
+            structure: Structure::Dense,
+            ..cfg(0, false)
+        };
+        assert!(err(dims(129, 64, 64), dense).contains("n ≤ 128 (n = 129)"));
+        assert!(Plan::new(&dims(128, 64, 64), &dense, 0, smem, true).is_ok());
         assert!(err(dims(1 << 20, 64, 64), cfg(128, false)).contains("4096 blocks"));
         let g = Config {
             gamma: 0.995,
