@@ -13,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=BLOCKRES_PYTHON");
     println!("cargo:rerun-if-env-changed=BLOCKRES_NVCC");
+    println!("cargo:rerun-if-env-changed=BLOCKRES_PTX_LINEINFO");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -73,6 +74,13 @@ fn main() {
     fs::write(out.join("cuda_kernels.rs"), code).unwrap();
 }
 
+/// Source lines in the PTX (for Nsight Compute's source view, compute-sanitizer's
+/// reports): `BLOCKRES_PTX_LINEINFO=1`. Off by default, as it nearly doubles the PTX
+/// every binary embeds and the driver compiles at load.
+fn lineinfo() -> bool {
+    env::var("BLOCKRES_PTX_LINEINFO").is_ok_and(|v| v == "1")
+}
+
 fn compile_with_python(root: &Path, ptx_dir: &Path) -> Option<String> {
     let python = env::var_os("BLOCKRES_PYTHON")
         .map(PathBuf::from)
@@ -82,6 +90,7 @@ fn compile_with_python(root: &Path, ptx_dir: &Path) -> Option<String> {
     }
     let st = Command::new(&python)
         .arg(root.join("cuda/compile_ptx.py"))
+        .args(lineinfo().then_some("--lineinfo"))
         .arg(ptx_dir)
         .status()
         .ok()?;
@@ -106,7 +115,9 @@ fn compile_with_nvcc(cus: &[&PathBuf], ptx_dir: &Path) -> Option<String> {
     for cu in cus {
         let stem = cu.file_stem().unwrap().to_str().unwrap();
         let st = Command::new(&nvcc)
-            .args(["-ptx", "-arch=compute_90", "-std=c++17", "-lineinfo", "-o"])
+            .args(["-ptx", "-arch=compute_90", "-std=c++17"])
+            .args(lineinfo().then_some("-lineinfo"))
+            .arg("-o")
             .arg(ptx_dir.join(format!("{stem}.ptx")))
             .arg(cu)
             .status()

@@ -9,10 +9,14 @@ newer `.version` that the 580 driver rejects (CUDA_ERROR_UNSUPPORTED_PTX_VERSION
 The libraries are loaded by absolute path from the wheel, builtins first, so no other
 libnvrtc on the system can be picked up instead.
 
-    python cuda/compile_ptx.py [--arch compute_XY] OUT_DIR [FILE.cu ...]   (default: every cuda/*.cu)
+    python cuda/compile_ptx.py [--arch compute_XY] [--lineinfo] OUT_DIR [FILE.cu ...]   (default: every cuda/*.cu)
 
 --arch: the virtual architecture (compute_90, what the crate embeds, by default); the
 CI test also builds compute_80, what the run-time NVRTC path compiles on an A100.
+--lineinfo: source line information in the PTX, for profilers and compute-sanitizer
+(build.rs passes it when BLOCKRES_PTX_LINEINFO=1). Off by default: it nearly doubles
+the PTX (bidir_tc: 7.4 → 13.8 MB), which every binary embeds and the driver compiles
+at load.
 
 Writes OUT_DIR/NAME.ptx for each NAME.cu; exits non-zero with NVRTC's log when one
 does not compile.
@@ -57,11 +61,11 @@ def expand(path: pathlib.Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def compile_one(nv: ctypes.CDLL, path: pathlib.Path, arch: str = ARCH) -> str:
+def compile_one(nv: ctypes.CDLL, path: pathlib.Path, arch: str = ARCH, lineinfo: bool = False) -> str:
     src = expand(path).encode()
     prog = ctypes.c_void_p()
     check(nv, nv.nvrtcCreateProgram(ctypes.byref(prog), src, path.name.encode(), 0, None, None), "create")
-    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", b"-lineinfo"]
+    opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"] + ([b"-lineinfo"] if lineinfo else [])
     arr = (ctypes.c_char_p * len(opts))(*opts)
     res = nv.nvrtcCompileProgram(prog, len(opts), arr)
     size = ctypes.c_size_t()
@@ -84,9 +88,11 @@ def check(nv, res, what):
 
 
 def main(argv):
-    arch = ARCH
+    arch, lineinfo = ARCH, False
     if len(argv) > 2 and argv[1] == "--arch":
         arch, argv = argv[2], argv[:1] + argv[3:]
+    if len(argv) > 1 and argv[1] == "--lineinfo":
+        lineinfo, argv = True, argv[:1] + argv[2:]
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -103,7 +109,7 @@ def main(argv):
     failed = False
     for f in files:
         try:
-            (out / (f.stem + ".ptx")).write_text(compile_one(nv, f, arch))
+            (out / (f.stem + ".ptx")).write_text(compile_one(nv, f, arch, lineinfo))
         except RuntimeError as e:
             print(e, file=sys.stderr)
             failed = True

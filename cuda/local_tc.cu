@@ -437,7 +437,14 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     __syncwarp();
     T* yh = y + ((long long)bh * n + base + r0) * dv;
     const int rows = min(16, nb - r0);
-    if (dv % 8 == 0) {
+    if (dv == DM) {  // the usual case: a constant row length, so no run-time division
+        constexpr int C8 = DM / 8;
+        for (int idx = lane; idx < rows * C8; idx += 32) {
+            const int r = idx / C8, c = (idx - r * C8) * 8;
+            *reinterpret_cast<uint4*>(&yh[(long long)r * DM + c]) =
+                *reinterpret_cast<const uint4*>(&st[r * LD + c]);
+        }
+    } else if (dv % 8 == 0) {
         const int c8 = dv / 8;
         for (int idx = lane; idx < rows * c8; idx += 32) {
             const int r = idx / c8, c = (idx - r * c8) * 8;

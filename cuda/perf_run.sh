@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 14's whole check in one device call (build here first: bash cuda/stage_bins.sh
-# .dev/chk [COMMIT]), then there, from the repo root, carrying .dev/chk:
+# .dev/chk [COMMIT], and rm .dev/chk/gpu_decode_bench, which this script does not use,
+# to stay under the 64 MiB carry), then there, from the repo root, carrying .dev/chk:
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of

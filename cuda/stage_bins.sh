@@ -33,3 +33,5 @@ for c in "$@"; do
   git worktree remove --force "$wt"
 done
 ls -la "$dir"
+# The device tool carries at most 64 MiB; cuda/perf_run.sh does not use gpu_decode_bench.
+echo "total: $(du -cm "$dir"/* | tail -1 | cut -f1) MiB (carry limit 64; rm $dir/gpu_decode_bench if over)"
