@@ -1,7 +1,8 @@
 //! Build script. Only with the `cuda` feature: compile `cuda/*.cu` to PTX with a
 //! CUDA 13.0 NVRTC (through `cuda/compile_ptx.py` and the PyPI wheel in `.venv`, or
 //! `$BLOCKRES_PYTHON`) or a CUDA 13.0 `nvcc`, and generate `cuda_kernels.rs` that embeds
-//! the sources and, when one was built, the PTX. Without a compiler the crate still
+//! the sources and, when one was built, the PTX (and, from NVRTC, the SASS for sm_90,
+//! which H100/H200 load without a JIT compile). Without a compiler the crate still
 //! builds; the GPU path then compiles the embedded sources with NVRTC at run time.
 //! Without the feature it does nothing.
 
@@ -56,7 +57,8 @@ fn main() {
             );
         }
     }
-    code += "pub(crate) const UNITS: &[(&str, &str, Option<&str>)] = &[\n";
+    // (name, source, PTX for compute_90, SASS for sm_90).
+    code += "pub(crate) const UNITS: &[(&str, &str, Option<&str>, Option<&[u8]>)] = &[\n";
     for u in &cus {
         let stem = u.file_stem().unwrap().to_str().unwrap();
         let ptx = ptx_dir.join(format!("{stem}.ptx"));
@@ -65,8 +67,14 @@ fn main() {
         } else {
             "None".into()
         };
+        let cubin = ptx_dir.join(format!("{stem}.cubin"));
+        let cubin = if how.is_some() && cubin.exists() {
+            format!("Some(include_bytes!({:?}))", cubin.display().to_string())
+        } else {
+            "None".into()
+        };
         code += &format!(
-            "    ({stem:?}, include_str!({:?}), {ptx}),\n",
+            "    ({stem:?}, include_str!({:?}), {ptx}, {cubin}),\n",
             u.display().to_string()
         );
     }
@@ -91,11 +99,12 @@ fn compile_with_python(root: &Path, ptx_dir: &Path) -> Option<String> {
     let st = Command::new(&python)
         .arg(root.join("cuda/compile_ptx.py"))
         .args(lineinfo().then_some("--lineinfo"))
+        .arg("--cubin")
         .arg(ptx_dir)
         .status()
         .ok()?;
     if st.success() {
-        Some("NVRTC 13.0 (cuda/compile_ptx.py)".into())
+        Some("NVRTC 13.0 (cuda/compile_ptx.py), SASS for sm_90".into())
     } else {
         println!("cargo:warning=cuda/compile_ptx.py failed with {python:?}; trying nvcc");
         None

@@ -8,7 +8,7 @@
 # With BASE=NAME (a gpu_bench built from an earlier commit, in BINDIR), the same sweep
 # runs with it in the same call, before and after the current one, for same-run ratios.
 set -o pipefail
-bin=$(readlink -f "${1:?usage: bash cuda/bidir_run.sh BINDIR}")
+bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/bidir_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_bidir}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"

@@ -9,7 +9,7 @@ newer `.version` that the 580 driver rejects (CUDA_ERROR_UNSUPPORTED_PTX_VERSION
 The libraries are loaded by absolute path from the wheel, builtins first, so no other
 libnvrtc on the system can be picked up instead.
 
-    python cuda/compile_ptx.py [--arch compute_XY] [--lineinfo] OUT_DIR [FILE.cu ...]   (default: every cuda/*.cu)
+    python cuda/compile_ptx.py [--arch compute_XY] [--lineinfo] [--cubin] OUT_DIR [FILE.cu ...]   (default: every cuda/*.cu)
 
 --arch: the virtual architecture (compute_90, what the crate embeds, by default); the
 CI test also builds compute_80, what the run-time NVRTC path compiles on an A100.
@@ -17,6 +17,10 @@ CI test also builds compute_80, what the run-time NVRTC path compiles on an A100
 (build.rs passes it when BLOCKRES_PTX_LINEINFO=1). Off by default: it nearly doubles
 the PTX (bidir_tc: 7.4 → 13.8 MB), which every binary embeds and the driver compiles
 at load.
+--cubin: compile for the real architecture (sm_XY) and write NAME.cubin (SASS) beside
+NAME.ptx; build.rs embeds both, so a device of exactly that architecture loads the
+SASS without the driver's JIT compile of the PTX (about 25 s of ptxas time for all
+units, 14 s of it bidir_tc), and every other one JIT-compiles the PTX.
 
 Writes OUT_DIR/NAME.ptx for each NAME.cu; exits non-zero with NVRTC's log when one
 does not compile.
@@ -61,8 +65,12 @@ def expand(path: pathlib.Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def compile_one(nv: ctypes.CDLL, path: pathlib.Path, arch: str = ARCH, lineinfo: bool = False) -> str:
+def compile_one(nv: ctypes.CDLL, path: pathlib.Path, arch: str = ARCH, lineinfo: bool = False,
+                cubin: bool = False):
+    """The PTX of one unit; with cubin, (PTX, SASS of the real architecture)."""
     src = expand(path).encode()
+    if cubin:
+        arch = arch.replace("compute_", "sm_")
     prog = ctypes.c_void_p()
     check(nv, nv.nvrtcCreateProgram(ctypes.byref(prog), src, path.name.encode(), 0, None, None), "create")
     opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"] + ([b"-lineinfo"] if lineinfo else [])
@@ -77,8 +85,14 @@ def compile_one(nv: ctypes.CDLL, path: pathlib.Path, arch: str = ARCH, lineinfo:
     nv.nvrtcGetPTXSize(prog, ctypes.byref(size))
     ptx = ctypes.create_string_buffer(size.value)
     check(nv, nv.nvrtcGetPTX(prog, ptx), "get PTX")
+    sass = None
+    if cubin:
+        check(nv, nv.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "CUBIN size")
+        buf = ctypes.create_string_buffer(size.value)
+        check(nv, nv.nvrtcGetCUBIN(prog, buf), "get CUBIN")
+        sass = buf.raw
     nv.nvrtcDestroyProgram(ctypes.byref(prog))
-    return ptx.value.decode()
+    return (ptx.value.decode(), sass) if cubin else ptx.value.decode()
 
 
 def check(nv, res, what):
@@ -88,11 +102,15 @@ def check(nv, res, what):
 
 
 def main(argv):
-    arch, lineinfo = ARCH, False
-    if len(argv) > 2 and argv[1] == "--arch":
-        arch, argv = argv[2], argv[:1] + argv[3:]
-    if len(argv) > 1 and argv[1] == "--lineinfo":
-        lineinfo, argv = True, argv[:1] + argv[2:]
+    arch, flags = ARCH, set()
+    while len(argv) > 1 and argv[1].startswith("--"):
+        if argv[1] == "--arch" and len(argv) > 2:
+            arch, argv = argv[2], argv[:1] + argv[3:]
+        elif argv[1] in ("--lineinfo", "--cubin"):
+            flags.add(argv[1]); argv = argv[:1] + argv[2:]
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
@@ -109,7 +127,12 @@ def main(argv):
     failed = False
     for f in files:
         try:
-            (out / (f.stem + ".ptx")).write_text(compile_one(nv, f, arch, lineinfo))
+            res = compile_one(nv, f, arch, "--lineinfo" in flags, "--cubin" in flags)
+            if "--cubin" in flags:
+                (out / (f.stem + ".ptx")).write_text(res[0])
+                (out / (f.stem + ".cubin")).write_bytes(res[1])
+            else:
+                (out / (f.stem + ".ptx")).write_text(res)
         except RuntimeError as e:
             print(e, file=sys.stderr)
             failed = True

@@ -12,7 +12,7 @@
 # Writes 8 logs to $OUT (machine, gpu_tests, sanitizers, ncu, bench_blockres,
 # bench_torch, ort_gpu_tests, ort_gpu_timing) and prints a summary.
 set -o pipefail
-bin=$(readlink -f "${1:?usage: bash cuda/device_run.sh BINDIR}")
+bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/device_run.sh BINDIR}")
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/blockres_device_run}

@@ -7,7 +7,7 @@
 #
 # Logs go to $OUT; a summary is printed last.
 set -o pipefail
-bin=$(readlink -f "${1:?usage: bash cuda/gpu_check.sh BINDIR}")
+bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/gpu_check.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_gpu_check}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } > "$OUT/machine.txt"

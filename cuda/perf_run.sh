@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14's whole check in one device call (build here first: bash cuda/stage_bins.sh
-# .dev/chk [COMMIT], and rm .dev/chk/gpu_decode_bench, which this script does not use,
-# to stay under the 64 MiB carry), then there, from the repo root, carrying .dev/chk:
+# .dev/chk [COMMIT]), then there, from the repo root, carrying .dev/chk:
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
@@ -11,7 +10,7 @@
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
 set -o pipefail
-bin=$(readlink -f "${1:?usage: bash cuda/perf_run.sh BINDIR}")
+bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_perf}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1

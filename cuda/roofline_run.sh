@@ -5,7 +5,7 @@
 # Usage there:
 #   bash cuda/roofline_run.sh BINDIR     (BINDIR holds gpu_bench)
 set -o pipefail
-bin=$(readlink -f "${1:?usage: bash cuda/roofline_run.sh BINDIR}")
+bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/roofline_run.sh BINDIR}")
 OUT=${OUT:-/tmp/roofline}
 mkdir -p "$OUT"
 m=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__grid_size,launch__block_size

@@ -1,6 +1,7 @@
-//! Loading the kernels: the PTX embedded at build time (NVRTC 13.0, see build.rs),
-//! or the embedded sources compiled with the system NVRTC when the build had no
-//! compiler (see `nvrtc.rs`: loaded by absolute path, version-checked).
+//! Loading the kernels: the SASS for sm_90 embedded at build time (H100/H200: no JIT),
+//! else the embedded PTX (NVRTC 13.0, see build.rs), or the embedded sources compiled
+//! with the system NVRTC when the build had no compiler (see `nvrtc.rs`: loaded by
+//! absolute path, version-checked).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +20,8 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/cuda_kernels.rs"));
 }
 
-/// How the embedded PTX was made at build time ("NVRTC 13.0 (cuda/compile_ptx.py)",
-/// "nvcc 13.0", or "none (run-time NVRTC)").
+/// How the embedded PTX was made at build time ("NVRTC 13.0 (cuda/compile_ptx.py), SASS
+/// for sm_90", "nvcc 13.0", or "none (run-time NVRTC)").
 ///
 /// ```
 /// # #[cfg(feature = "cuda")]
@@ -74,7 +75,7 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
     let (cc_major, cc_minor) = ctx
         .compute_capability()
         .map_err(|e| dev_err("reading the compute capability", e))?;
-    let &(_, src, ptx) = embedded::UNITS
+    let &(_, src, ptx, sass) = embedded::UNITS
         .iter()
         .find(|u| u.0 == name)
         .ok_or_else(|| Error::Device(format!("kernel unit {name}.cu missing from the build")))?;
@@ -82,6 +83,14 @@ fn module(ctx: &Arc<CudaContext>, name: &str) -> Result<Arc<CudaModule>> {
         return Err(Error::Unsupported(format!(
             "GPU compute capability {cc_major}.{cc_minor}: the kernels need 8.0 or newer (tensor-core mma)"
         )));
+    }
+    if let (Some(bin), (9, 0)) = (sass, (cc_major, cc_minor)) {
+        // The build's SASS for this architecture: nothing to compile at load (the PTX of
+        // all units costs the driver about 25 s of JIT compilation, uncached). Should the
+        // driver refuse it, the PTX below is the fallback.
+        if let Ok(m) = ctx.load_module(Ptx::from_binary(bin.to_vec())) {
+            return Ok(m);
+        }
     }
     let ptx = match ptx {
         Some(p) if cc_major >= 9 => Ptx::from_src(p),
@@ -345,6 +354,20 @@ impl Kernels {
 mod tests {
     use super::*;
 
+    /// A build by NVRTC embeds, beside each unit's PTX, its SASS for sm_90 as an ELF
+    /// object (what the driver loads on H100/H200 without compiling).
+    #[test]
+    fn sass_is_embedded_beside_the_ptx() {
+        if !ptx_tool().contains("SASS") {
+            return; // nvcc or no compiler at build time: PTX or sources only
+        }
+        for &(name, _, ptx, sass) in embedded::UNITS {
+            assert!(ptx.is_some(), "{name}: no PTX");
+            let sass = sass.unwrap_or_else(|| panic!("{name}: no SASS"));
+            assert_eq!(&sass[..4], b"\x7fELF", "{name}: SASS is not an ELF object");
+        }
+    }
+
     /// The ABI check: in the PTX this build embeds, every listed entry point exists and
     /// takes exactly one parameter of its family's struct size, and every entry point
     /// of the PTX is listed (a kernel nobody loads is dead code or a missing launch).
@@ -352,7 +375,7 @@ mod tests {
     fn every_entry_point_takes_its_family_struct() {
         let mut listed = 0;
         for f in FAMILIES {
-            let &(_, _, ptx) = embedded::UNITS
+            let &(_, _, ptx, _) = embedded::UNITS
                 .iter()
                 .find(|u| u.0 == f.unit)
                 .unwrap_or_else(|| panic!("unit {} not built", f.unit));
