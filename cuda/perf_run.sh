@@ -14,6 +14,12 @@ bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh B
 OUT=${OUT:-/tmp/blockres_perf}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
+# Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
+# (before SASS was embedded) compiles its PTX.
+for b in gpu_bench ${BASE:-}; do
+  TIMEFORMAT="$b: %R s wall for gpu_bench at n = 1 (load, copy test, 1 s warm-up, 50 calls), JIT cache off"
+  { time CUDA_CACHE_DISABLE=1 timeout 120 "$bin/$b" 1 > /dev/null 2>&1; } 2>> "$OUT/startup.txt"
+done
 timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
 BLOCKRES_GPU_LOCAL=general timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed \
   --test-threads=1 > "$OUT/gpu_tests_general.txt" 2>&1
@@ -71,4 +77,5 @@ for f in gpu_tests gpu_tests_general gpu_tests_nopdl gpu_decode_tests; do
 done
 grep -hE "panicked|assert" "$OUT"/gpu_tests*.txt | head -6
 grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizers.txt" | paste -sd' ' | sed 's/=========//g'
+grep -h "wall for" "$OUT/startup.txt"
 python3 cuda/perf_summary.py "$OUT"
