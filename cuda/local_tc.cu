@@ -26,8 +26,8 @@
 //
 // NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
-// local_tc_smem() in src/gpu/plan.rs: Q, K, V tiles (16·NWM × (DM + 8) 16-bit each),
-// the right sides R_p hi and lo (16·NWM × (DM + 8) 16-bit each), the diagonal blocks
+// local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K, V and R_p lo tiles (16·NWM ×
+// (DM + 8) 16-bit each), the diagonal blocks
 // and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32)
 // and 2·NWM mbarriers.
 #include "common.cuh"
@@ -117,10 +117,13 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     constexpr int R = 16 * NWM;
     extern __shared__ __align__(16) unsigned char smem[];
     u16* qs = reinterpret_cast<u16*>(smem);
+    // The published right sides R_p, hi, over the Q tile: warp p writes R_p into its own
+    // rows, which only it read (for its logits, long done). A tile less lets the 4-warp
+    // variant run 5 CTAs per SM.
+    u16* ph = qs;
     u16* ks = qs + R * LD;
     u16* vs = ks + R * LD;
-    u16* ph = vs + R * LD;  // published right sides R_p, hi
-    u16* pl = ph + R * LD;  // and lo
+    u16* pl = vs + R * LD;  // R_p, lo
     float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
@@ -404,9 +407,9 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
     product(pha + 2 * r0 * LD, pla + 2 * r0 * LD, lh, ll, true);
 
-    // Outputs. w and the column sums from the fragments; P through shared memory (the
-    // warp's own rows of the Q tile: no other warp reads them, while slower warps may
-    // still read V) for 16-byte stores.
+    // Outputs. w and the column sums from the fragments; P through shared memory for
+    // 16-byte stores, in the warp's own rows of ph once every warp is past the chain
+    // (later warps read R_w there until then).
     float* wh = wout + (long long)bh * n + base;
     if (t == 0) {
         if (la) wh[ra] = x[VT][0];
@@ -425,7 +428,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
     }
-    u16* st = qs + r0 * LD;
+    __syncthreads();
+    u16* st = ph + r0 * LD;
 #pragma unroll
     for (int nt = 0; nt < VT; ++nt) {
         if (nt < nvt) {
@@ -457,7 +461,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             reinterpret_cast<u16*>(yh)[(long long)r * dv + c] = st[r * LD + c];
         }
     }
-    __syncthreads();
     // Column sums over the warps in a fixed order (no atomics: the same inputs give the
     // same bits on every run).
     const float inv = 1.0f / (float)nb;
@@ -473,7 +476,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 }
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
-// dk and dv. Register caps: 2 CTAs of 8 warps or 4 of 4 warps per SM.
+// dk and dv. Register caps: 2 CTAs of 8 warps per SM; 5 of 4 warps at d ≤ 64 (96
+// registers, 24 bytes spilled, 44 KB of shared memory each), 4 at d ≤ 128.
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
@@ -481,6 +485,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
     }
 #define LOCAL_TC_ALL(T, S) \
-    LOCAL_TC(T, S, 4, 64, 4) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 4) LOCAL_TC(T, S, 8, 128, 1)
+    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 4) LOCAL_TC(T, S, 8, 128, 1)
 LOCAL_TC_ALL(f16_t, f16)
 LOCAL_TC_ALL(bf16_t, bf16)

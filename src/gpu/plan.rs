@@ -145,7 +145,7 @@ pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    5 * rows * ld * 2 + warps * 384 * 4 + warps * ld * 4 + 2 * warps * 8
+    4 * rows * ld * 2 + warps * 384 * 4 + warps * ld * 4 + 2 * warps * 8
 }
 
 /// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): CH = 128 rows of
@@ -504,6 +504,14 @@ mod tests {
             ..dims(10, 8, 8)
         };
         assert!(err(many, cfg(4, true)).contains("65535"));
+    }
+
+    #[test]
+    fn four_warp_local_tc_fits_five_ctas_per_sm() {
+        // sm_90: 228 KiB of shared memory per SM, 1 KiB of it reserved per CTA. The
+        // register cap of local_tc_*_4_64 (five CTAs per SM, cuda/local_tc.cu) pays only
+        // if its shared memory lets five in too.
+        assert!(5 * (local_tc_smem(4, 64) + 1024) <= 228 * 1024);
     }
 
     #[test]
