@@ -283,9 +283,10 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
 
 // Entry points local_bidir_tc_b{B}v{D}_{f16,bf16}: blocks of at most B rows (B/16 warps),
 // dv ≤ D (the host picks the smallest that fits, src/gpu/plan.rs). LB: the launch bounds;
-// b64v64 asks for four CTAs per SM (125 registers instead of 130, no spills, so four fit
-// instead of three); a cap spills in the others, and an explicit minimum of one let
-// ptxas take 210–253 registers where it takes 170–188 without.
+// the caps fill the SM as far as shared memory allows (by ptxas for sm_90): b64v64 five
+// CTAs (96 registers, no spills; 35 KB each), b64v128 four (128, no spills; 51 KB),
+// b128v64 two (128, 32 bytes spilled; 51 KB) where it ran one at 182. b128v128 keeps
+// one: at two it spills 732 bytes.
 #define LOCAL_BIDIR_TC_ONE(T, S, B, D, LB)                                                    \
     extern "C" __global__ void __launch_bounds__ LB local_bidir_tc_b##B##v##D##_##S(         \
         const LocalParams p) {                                                                \
@@ -293,8 +294,8 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_bidir_tc<T, B / 16, D>(BLOCKRES_LOCAL_ARGS(T, p));                              \
     }
 #define LOCAL_BIDIR_TC(T, S)                                                                  \
-    LOCAL_BIDIR_TC_ONE(T, S, 64, 64, (128, 4))                                                \
-    LOCAL_BIDIR_TC_ONE(T, S, 64, 128, (128))                                                  \
-    LOCAL_BIDIR_TC_ONE(T, S, 128, 64, (256)) LOCAL_BIDIR_TC_ONE(T, S, 128, 128, (256))
+    LOCAL_BIDIR_TC_ONE(T, S, 64, 64, (128, 5))                                                \
+    LOCAL_BIDIR_TC_ONE(T, S, 64, 128, (128, 4))                                               \
+    LOCAL_BIDIR_TC_ONE(T, S, 128, 64, (256, 2)) LOCAL_BIDIR_TC_ONE(T, S, 128, 128, (256))
 LOCAL_BIDIR_TC(f16_t, f16)
 LOCAL_BIDIR_TC(bf16_t, bf16)
