@@ -57,8 +57,9 @@ fn main() {
             );
         }
     }
-    // (name, source, PTX for compute_90, SASS for sm_90).
-    code += "pub(crate) const UNITS: &[(&str, &str, Option<&str>, Option<&[u8]>)] = &[\n";
+    code += "/// (name, source, PTX for compute_90, SASS for sm_90).\n";
+    code += "pub(crate) type Unit = (&'static str, &'static str, Option<&'static str>, Option<&'static [u8]>);\n";
+    code += "pub(crate) const UNITS: &[Unit] = &[\n";
     for u in &cus {
         let stem = u.file_stem().unwrap().to_str().unwrap();
         let ptx = ptx_dir.join(format!("{stem}.ptx"));
