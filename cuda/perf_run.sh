@@ -9,11 +9,15 @@
 # Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
+# PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles and
+# sanitizers (about 6): two device calls within the 10-minute limit; unset, both.
 set -o pipefail
 bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_perf}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
+PART=${PART:-12}
+if [[ $PART == *1* ]]; then
 # Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
 # (before SASS was embedded) compiles its PTX.
 for b in gpu_bench ${BASE:-}; do
@@ -37,9 +41,12 @@ bench current "$bin/gpu_bench"
 BLOCKRES_GPU_PDL=0 bench nopdl "$bin/gpu_bench"
 [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
 timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
-timeout 60 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
+timeout 90 "$bin/gpu_bench" --d 128 --blocks 0,64,128 $N > "$OUT/d128.txt" 2>&1
 timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
 timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
+fi
+
+if [[ $PART == *2* ]]; then
 
 M=gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,smsp__inst_executed.sum,dram__bytes.sum
 prof() {  # NAME SKIP COUNT BINARY ARGS...: per-kernel metrics of one call, after warm-up
@@ -69,13 +76,15 @@ done
 echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
 timeout 60 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
   --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+fi
 
 echo "== summary"
 cat "$OUT/machine.txt"
 for f in gpu_tests gpu_tests_general gpu_tests_nopdl gpu_decode_tests; do
+  [ -f "$OUT/$f.txt" ] || continue
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done
-grep -hE "panicked|assert" "$OUT"/gpu_tests*.txt | head -6
-grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizers.txt" | paste -sd' ' | sed 's/=========//g'
-grep -h "wall for" "$OUT/startup.txt"
+grep -hE "panicked|assert" "$OUT"/gpu_tests*.txt 2>/dev/null | head -6
+grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizers.txt" 2>/dev/null | paste -sd' ' | sed 's/=========//g'
+grep -h "wall for" "$OUT/startup.txt" 2>/dev/null
 python3 cuda/perf_summary.py "$OUT"
