@@ -86,9 +86,10 @@ impl Device {
             k: self.base.k.clone(),
             name: self.base.name.clone(),
             smem: self.base.smem,
-            // Not on the legacy default stream, whose implicit synchronization with
-            // other streams is the one ordering a host relying on it expects.
-            pdl: self.base.pdl && !stream.is_null(),
+            // Not on the default streams (null, CU_STREAM_LEGACY = 1,
+            // CU_STREAM_PER_THREAD = 2), whose implicit synchronization with other
+            // streams is the ordering a host relying on them expects.
+            pdl: self.base.pdl && stream as usize > 2,
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),
