@@ -28,8 +28,8 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K, V and R_p lo tiles (16·NWM ×
 // (DM + 8) 16-bit each), the diagonal blocks
-// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32)
-// and 2·NWM mbarriers.
+// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32),
+// h_I (DM + 8 f32) and 2·NWM mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
@@ -127,7 +127,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
-    u64* mbar = reinterpret_cast<u64*>(csum + NWM * LD);
+    float* hs = csum + NWM * LD;                    // LD: h_I
+    u64* mbar = reinterpret_cast<u64*>(hs + LD);
     require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM) - smem);
 
     const int I = blockIdx.x, bh = blockIdx.y;
@@ -147,6 +148,9 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // before (programmatic dependent launch, common.cuh).
     pdl_wait();
     const float sig = sigma[bi], gs = gsum[bi];
+    // h_I through shared memory: its load overlaps the Q, K, V copies still in flight
+    // instead of stalling every warp after D·V.
+    for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
 
@@ -277,7 +281,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int c = nt * 8 + 2 * t + (e & 1);
-            if (c < dv) x[nt][e] += zr[e >> 1] * hvec[bi * dv + c];
+            if (c < dv) x[nt][e] += zr[e >> 1] * hs[c];
         }
 #pragma unroll
     for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
@@ -477,7 +481,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
 // dk and dv. Register caps as far as shared memory lets CTAs in (sm_90): 2 CTAs of 8
-// warps per SM at d ≤ 64; 5 of 4 warps at d ≤ 64 (96 registers, 24 bytes spilled, 44 KB
+// warps per SM at d ≤ 64; 5 of 4 warps at d ≤ 64 (96 registers, 4 bytes spilled, 44 KB
 // of shared memory each), 2 at d ≤ 128 (76 KB each; a cap of 4 spilled for nothing).
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \

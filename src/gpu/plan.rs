@@ -145,7 +145,7 @@ pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    4 * rows * ld * 2 + warps * 384 * 4 + warps * ld * 4 + 2 * warps * 8
+    4 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + 2 * warps * 8
 }
 
 /// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): CH = 128 rows of
