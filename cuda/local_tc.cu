@@ -288,17 +288,20 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 
     // Inverse of the diagonal block L = I − γ·D_ww: lane c (and c + 16, unused) solves
     // L·x = e_c by forward substitution, then the columns replace D_ww in shared memory.
+    // By columns: once x_j is known, every later row's sum takes D_ij·x_j, independent
+    // FMAs, so the dependent chain is 16 steps long instead of 120 (one sum per row).
     __syncwarp();
     {
         const int c = lane & 15;
-        float xv[16];
+        float xv[16], acc[16];
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-            float acc = 0.0f;
+        for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
 #pragma unroll
-            for (int j = 0; j < i; ++j) acc = fmaf(dw[i * DSTR + j], xv[j], acc);
-            const float di = rcp_approx(1.0f - gamma * dw[i * DSTR + i]);  // in [1, 1/(1−γ)]
-            xv[i] = ((i == c ? 1.0f : 0.0f) + gamma * acc) * di;
+        for (int j = 0; j < 16; ++j) {
+            const float dj = rcp_approx(1.0f - gamma * dw[j * DSTR + j]);  // in [1, 1/(1−γ)]
+            xv[j] = ((j == c ? 1.0f : 0.0f) + gamma * acc[j]) * dj;
+#pragma unroll
+            for (int i = j + 1; i < 16; ++i) acc[i] = fmaf(dw[i * DSTR + j], xv[j], acc[i]);
         }
         // L⁻¹ as 16-bit hi (lanes < 16) and lo (lanes ≥ 16) tiles over D_ww, row-major,
         // for ldmatrix: the A operand here, the B operand of C_wp in later warps.
