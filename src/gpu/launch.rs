@@ -405,16 +405,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             m: mi,
             gamma,
         };
-        // One thread per 16-byte access (per element when dv is not a multiple of one):
-        // sizing the grid by elements left 7 of 8 threads of the 16-bit kernels idle,
-        // and at small n the launch of those CTAs, not the memory, was the cost.
-        let per = 16 / std::mem::size_of::<T>();
-        let items = if dv.is_multiple_of(per) {
-            n * dv / per
-        } else {
-            n * dv
-        };
-        let blocks = items.div_ceil(256).min(1024) as u32;
+        let blocks = plan::combine_blocks(n, dv, std::mem::size_of::<T>());
         launch(
             // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was
             // checked against the shapes, `w` and `s` hold the plan's sizes; the kernel

@@ -142,6 +142,21 @@ pub(crate) const BIDIR_TILE: usize = 64;
 /// m × (m + dv) matrix per head, solved in O(m³).
 pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 
+/// CTAs per head of the combine kernel (256 threads, grid-striding): one thread per
+/// 16-byte access of Y, or per element when `dv` is not a multiple of one (as
+/// cuda/combine.cu chooses), at most 1024. Sizing it by elements left 7 of 8 threads
+/// of the 16-bit kernels idle, and at small n launching those CTAs, not moving the
+/// memory, was the cost.
+pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
+    let per = 16 / elem_bytes;
+    let items = if dv.is_multiple_of(per) {
+        n * dv / per
+    } else {
+        n * dv
+    };
+    items.div_ceil(256).clamp(1, 1024) as u32
+}
+
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
@@ -504,6 +519,16 @@ mod tests {
             ..dims(10, 8, 8)
         };
         assert!(err(many, cfg(4, true)).contains("65535"));
+    }
+
+    #[test]
+    fn combine_has_a_thread_per_access_up_to_its_cap() {
+        // bf16, dv = 64: 8 elements per access; n = 4096 → 32768 accesses → 128 CTAs.
+        assert_eq!(combine_blocks(4096, 64, 2), 128);
+        assert_eq!(combine_blocks(4096, 64, 4), 256); // f32: 4 per access
+        assert_eq!(combine_blocks(4096, 5, 2), 80); // dv not a multiple: per element
+        assert_eq!(combine_blocks(1, 1, 2), 1);
+        assert_eq!(combine_blocks(1 << 20, 128, 2), 1024);
     }
 
     #[test]
