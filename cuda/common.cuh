@@ -342,6 +342,17 @@ __device__ __forceinline__ void quad_max2(float* mx) {
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     }
 }
+// From the raw (unscaled) row maxima of a thread's two rows: the rows' maxima over the
+// quad, scaled and folded with the coarse shift σ (mx, in the logits' units, for
+// quad_normalizer), and the offsets mb for scaled_exp.
+__device__ __forceinline__ void quad_shift(float* mx, float scale, float sig, float* mb) {
+    quad_max2(mx);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h] * scale, sig);
+        mb[h] = exp_offset(mx[h]);
+    }
+}
 __device__ __forceinline__ void quad_normalizer(float* lsum, const float* mx, float sig, float gs,
                                                 const bool* live, float* invz, float* zr) {
 #pragma unroll

@@ -212,14 +212,9 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         }
     }
     float lsum[2] = {0.0f, 0.0f};
-    quad_max2(mx);
-    const float kl = scale * LOG2E;
     float mb[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h] * scale, sig);
-        mb[h] = exp_offset(mx[h]);
-    }
+    quad_shift(mx, scale, sig, mb);
+    const float kl = scale * LOG2E;
 #pragma unroll
     for (int nt = 0; nt < 2 * NWM; ++nt) {
         if ((nt >> 1) <= w) {
