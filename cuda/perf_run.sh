@@ -4,19 +4,20 @@
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
-# this build with and without programmatic dependent launch (BLOCKRES_GPU_PDL=0) and of
+# this build without and with programmatic dependent launch (BLOCKRES_GPU_PDL=1) and of
 # BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
 # Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
-# PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles and
-# sanitizers (about 6): two device calls within the 10-minute limit; unset, both.
+# PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
+# the sanitizers; unset, all. Everything written to $OUT is also packed into
+# $OUT/all.tgz at the end (the device tool brings back at most 8 files).
 set -o pipefail
 bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_perf}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
-PART=${PART:-12}
+PART=${PART:-123}
 if [[ $PART == *1* ]]; then
 # Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
 # (before SASS was embedded) compiles its PTX.
@@ -27,7 +28,7 @@ done
 timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
 BLOCKRES_GPU_LOCAL=general timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed \
   --test-threads=1 > "$OUT/gpu_tests_general.txt" 2>&1
-BLOCKRES_GPU_PDL=0 timeout 90 "$bin/gpu_test" small_mixed f16_matches --test-threads=1 > "$OUT/gpu_tests_nopdl.txt" 2>&1
+BLOCKRES_GPU_PDL=1 timeout 90 "$bin/gpu_test" small_mixed f16_matches --test-threads=1 > "$OUT/gpu_tests_pdl.txt" 2>&1
 timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
 
 N="4096 16384 32768 65536"
@@ -38,7 +39,7 @@ bench() {  # NAME ARGS...: causal and bidirectional rows of one binary into $OUT
 }
 [ -n "${BASE:-}" ] && bench base1 "$bin/$BASE"
 bench current "$bin/gpu_bench"
-BLOCKRES_GPU_PDL=0 bench nopdl "$bin/gpu_bench"
+BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
 [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
 timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
 timeout 90 "$bin/gpu_bench" --d 128 --blocks 0,64,128 $N > "$OUT/d128.txt" 2>&1
@@ -67,7 +68,9 @@ timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --section WarpStateStats --secti
 timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --page source --print-source sass --csv \
   > "$OUT/ncu_local_tc_sass.csv" 2>&1
 gzip -f "$OUT/ncu_local_tc_sass.csv"
+fi
 
+if [[ $PART == *3* ]]; then
 for tool in memcheck racecheck synccheck; do
   echo "--- $tool" >> "$OUT/sanitizers.txt"
   timeout 120 compute-sanitizer --tool $tool "$bin/gpu_test" small_mixed_case non_finite \
@@ -80,11 +83,12 @@ fi
 
 echo "== summary"
 cat "$OUT/machine.txt"
-for f in gpu_tests gpu_tests_general gpu_tests_nopdl gpu_decode_tests; do
+for f in gpu_tests gpu_tests_general gpu_tests_pdl gpu_decode_tests; do
   [ -f "$OUT/$f.txt" ] || continue
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done
 grep -hE "panicked|assert" "$OUT"/gpu_tests*.txt 2>/dev/null | head -6
 grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizers.txt" 2>/dev/null | paste -sd' ' | sed 's/=========//g'
 grep -h "wall for" "$OUT/startup.txt" 2>/dev/null
-python3 cuda/perf_summary.py "$OUT"
+python3 cuda/perf_summary.py "$OUT" | tee "$OUT/summary.txt"
+tar czf /tmp/perf_all.tgz -C "$OUT" . && mv /tmp/perf_all.tgz "$OUT/all.tgz"

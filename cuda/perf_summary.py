@@ -53,7 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = [r for r in ("base1", "current", "nopdl", "base2") if (out / f"{r}.txt").exists()]
+    runs = [r for r in ("base1", "current", "pdl", "nopdl", "base2") if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
     keys = sorted({k for d in data.values() for k in d}, key=lambda k: (k[0], k[1], k[2]))

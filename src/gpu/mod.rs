@@ -108,7 +108,7 @@ pub struct Gpu {
     /// block (H100/H200 227 KiB, A100 163 KiB, sm_86/89 99 KiB) less [`STATIC_SMEM`].
     smem: usize,
     /// Enqueue a call's kernels after the first with programmatic dependent launch
-    /// (compute capability 9.0+, unless `BLOCKRES_GPU_PDL=0`; see launch.rs).
+    /// (compute capability 9.0+ and `BLOCKRES_GPU_PDL=1`; see launch.rs).
     pdl: bool,
 }
 
@@ -156,7 +156,10 @@ impl Gpu {
         let (cc_major, _) = ctx
             .compute_capability()
             .map_err(|e| dev_err("reading the compute capability", e))?;
-        let pdl = cc_major >= 9 && std::env::var("BLOCKRES_GPU_PDL").map_or(true, |v| v != "0");
+        // Off unless asked for: on the H200 it measured 0.5–4% slower than plain launches
+        // in the same run (results/v26_perf_summary.txt), the early CTAs of the next
+        // kernel competing with the latency-bound coarse and reduced stages.
+        let pdl = cc_major >= 9 && std::env::var("BLOCKRES_GPU_PDL").is_ok_and(|v| v == "1");
         Ok(Self {
             ctx,
             stream,

@@ -25,13 +25,15 @@ pub(crate) const REDUCED_CW: usize = 8;
 /// arrays (227 − 200 KiB on the H100, where the limits were first measured).
 pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
-/// The GPU's automatic block size (`block_size = 0` on the GPU path), from n (and d,
-/// unused so far): `b = 64·round(n^(1/3) / 16)` clamped to [64, 128], so 64 below
-/// n = 13,824 (= 24³, where n^(1/3)/16 reaches 1.5) and 128 from there (H100 sweeps in
-/// BENCHMARKS.md: b = 64 and 128 are the sizes
-/// the tensor-core block kernel fills, and 128 keeps the m×m coarse and reduced stages
-/// small at long n); above 128·4096 tokens, b grows so that m = n/b stays ≤ 4096.
-/// Never more than n.
+/// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
+/// d = max(dk, dv): 64 up to n = 24,576 (d ≤ 64) or 49,152 (d > 64), 128 above, the two
+/// sizes the tensor-core block kernel fills; above 128·4096 tokens b grows so that
+/// m = n/b stays ≤ 4096. Never more than n. Measured on the H200 in one run (B = 1,
+/// H = 16, bf16, `results/v26_causal_blocks.txt`, `v26_d128.txt`), b = 64 against 128 in
+/// ms: d = 64: 0.221 / 0.233 at n = 16384, 0.468 / 0.435 at 32768, 1.63 / 0.87 at
+/// 65536; d = 128: 0.423 / 0.472 at 16384, 0.886 / 0.921 at 32768, 2.46 / 1.88 at
+/// 65536. The switches sit between the measured lengths. (Larger blocks keep the m×m
+/// stages small; smaller ones let the 4-warp local kernel run 5 CTAs per SM.)
 ///
 /// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
 /// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
@@ -42,14 +44,17 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 /// # #[cfg(feature = "cuda")] {
 /// use blockres::gpu::auto_block_size;
 /// assert_eq!(auto_block_size(4096, 64), 64);
+/// assert_eq!(auto_block_size(16384, 64), 64);
 /// assert_eq!(auto_block_size(32768, 64), 128);
+/// assert_eq!(auto_block_size(32768, 128), 64);
+/// assert_eq!(auto_block_size(65536, 128), 128);
 /// assert_eq!(auto_block_size(100, 64), 64.min(100));
 /// assert_eq!(auto_block_size(1 << 22, 64), 1024);
 /// # }
 /// ```
-pub fn auto_block_size(n: usize, _d: usize) -> usize {
-    let c = (n as f64).cbrt() / 16.0;
-    let b = (64.0 * c.round()).clamp(64.0, 128.0) as usize;
+pub fn auto_block_size(n: usize, d: usize) -> usize {
+    let switch = if d > 64 { 49_152 } else { 24_576 };
+    let b = if n <= switch { 64 } else { 128 };
     b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
 }
 
