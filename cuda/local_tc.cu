@@ -110,7 +110,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          float* __restrict__ pbar, float* __restrict__ cvec,
                          const float* __restrict__ sigma, const float* __restrict__ gsum,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
-                         int b, int m, float scale, float gamma) {
+                         int b, int m, float scale, float gamma, int ahead) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
@@ -143,6 +143,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
     load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
+    prefetch_block_ahead(q, k, v, H, Hkv, n, dk, dv, b, ahead);
     if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
     // The coarse stage's results from here on: loading Q, K, V may overlap the kernels
     // before (programmatic dependent launch, common.cuh).
@@ -485,7 +486,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
-        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
+        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.ahead);                                \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 2) LOCAL_TC(T, S, 8, 128, 1)

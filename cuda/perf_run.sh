@@ -4,13 +4,14 @@
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
-# this build without and with programmatic dependent launch (BLOCKRES_GPU_PDL=1) and of
-# BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
+# this build with and without the local kernels' L2 prefetch (BLOCKRES_GPU_PREFETCH=1) and
+# of BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
 # Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
 # PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
-# the sanitizers; unset, all. Everything written to $OUT is also packed into
+# the sanitizers, PART=4 per-kernel times with and without the local kernels' L2
+# prefetch; unset, 123. PDL=1 adds a timing with programmatic dependent launch. Everything written to $OUT is also packed into
 # $OUT/all.tgz at the end (the device tool brings back at most 8 files).
 set -o pipefail
 bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh BINDIR}")
@@ -26,9 +27,14 @@ for b in gpu_bench ${BASE:-}; do
   { time CUDA_CACHE_DISABLE=1 timeout 120 "$bin/$b" 1 > /dev/null 2>&1; } 2>> "$OUT/startup.txt"
 done
 timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
+BLOCKRES_GPU_PREFETCH=1 timeout 90 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests_pf1.txt" 2>&1
+# LITE=1: only the default kernels' tests (the others' code is unchanged by a local-kernel
+# change).
+if [ -z "${LITE:-}" ]; then
 BLOCKRES_GPU_LOCAL=general timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed \
   --test-threads=1 > "$OUT/gpu_tests_general.txt" 2>&1
 BLOCKRES_GPU_PDL=1 timeout 90 "$bin/gpu_test" small_mixed f16_matches --test-threads=1 > "$OUT/gpu_tests_pdl.txt" 2>&1
+fi
 timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
 
 N="4096 16384 32768 65536"
@@ -37,14 +43,23 @@ bench() {  # NAME ARGS...: causal and bidirectional rows of one binary into $OUT
   { timeout 60 "$@" $N; timeout 60 "$@" --bidirectional --blocks 0,64,128 4096 16384;
     timeout 40 "$@" --bidirectional --blocks 0 65536; } > "$OUT/$name.txt" 2>&1
 }
+# Steps after the first timings are skipped once DEADLINE seconds (default: none) have
+# passed, so a short device budget still ends with the summary and the archive.
+more() { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }
 [ -n "${BASE:-}" ] && bench base1 "$bin/$BASE"
 bench current "$bin/gpu_bench"
-BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
-[ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
-timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
-timeout 90 "$bin/gpu_bench" --d 128 --blocks 0,64,128 $N > "$OUT/d128.txt" 2>&1
-timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
-timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
+# The local kernels' L2 prefetch on, then this build's defaults again (run-to-run spread).
+BLOCKRES_GPU_PREFETCH=1 bench pf1 "$bin/gpu_bench"
+bench current2 "$bin/gpu_bench"
+more && timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
+more && timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
+more && BLOCKRES_GPU_PREFETCH=1 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128_pf1.txt" 2>&1
+more && [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
+more && BLOCKRES_GPU_PREFETCH=2 bench pf2 "$bin/gpu_bench"
+more && [ -n "${PDL:-}" ] && BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
+more && timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
+more && timeout 90 "$bin/gpu_bench" --d 128 --blocks 64,128 $N > "$OUT/d128_blocks.txt" 2>&1
+more && timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
 fi
 
 if [[ $PART == *2* ]]; then
@@ -70,6 +85,18 @@ timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --page source --print-source sas
 gzip -f "$OUT/ncu_local_tc_sass.csv"
 fi
 
+if [[ $PART == *4* ]] && { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }; then
+# Per-kernel times only, with and without the L2 prefetch.
+M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,lts__t_sector_hit_rate.pct
+for pf in 1 0; do
+  BLOCKRES_GPU_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
+    --launch-count 6 --metrics $M --csv "$bin/gpu_bench" 32768 > "$OUT/ncu_causal_32768_pf$pf.csv" 2>> "$OUT/ncu.err"
+  BLOCKRES_GPU_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --launch-skip 28 \
+    --launch-count 14 --metrics $M --csv "$bin/gpu_bench" --bidirectional --blocks 64 16384 \
+    > "$OUT/ncu_bidir_16384_pf$pf.csv" 2>> "$OUT/ncu.err"
+done
+fi
+
 if [[ $PART == *3* ]]; then
 for tool in memcheck racecheck synccheck; do
   echo "--- $tool" >> "$OUT/sanitizers.txt"
@@ -83,7 +110,7 @@ fi
 
 echo "== summary"
 cat "$OUT/machine.txt"
-for f in gpu_tests gpu_tests_general gpu_tests_pdl gpu_decode_tests; do
+for f in gpu_tests gpu_tests_pf1 gpu_tests_general gpu_tests_pdl gpu_decode_tests; do
   [ -f "$OUT/$f.txt" ] || continue
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done

@@ -4,7 +4,7 @@
     python3 cuda/perf_summary.py OUT
 
 1. Median ms per (mode, n, b) for every gpu_bench run of the call (base1, current,
-   nopdl, base2), with one SDPA hop of the same call beside them.
+   pf1, current2, pf2, pdl, base2), with one SDPA hop of the same call beside them.
 2. Per kernel of one profiled call (Nsight Compute): µs, grid, registers, warps
    active, instructions, DRAM bytes; this build and BASE where both were profiled.
 3. The causal local kernel at 32768: stall reasons, then the SASS lines with the most
@@ -53,7 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = [r for r in ("base1", "current", "pdl", "nopdl", "base2") if (out / f"{r}.txt").exists()]
+    runs = [r for r in ("base1", "current", "pf1", "current2", "pf2", "pdl", "nopdl", "base2") if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
     keys = sorted({k for d in data.values() for k in d}, key=lambda k: (k[0], k[1], k[2]))
@@ -66,7 +66,7 @@ def timings(out):
         ratio = f"{hop / cur:.2f}x" if hop and cur else ""
         cells = [f"{v:.3f}" if v is not None else "" for v in vals]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {hop or ''} | {ratio} |")
-    for name in ("causal_blocks", "d128", "bidir_d128"):
+    for name in ("causal_blocks", "d128", "d128_pf1", "d128_blocks", "bidir_d128"):
         rows = bench_rows(out / f"{name}.txt")
         if rows:
             print(f"{name}: " + ", ".join(f"{k[1]} b={k[2]}: {v:.3f}" for k, v in rows.items()))
@@ -98,7 +98,8 @@ def ncu_table(path):
 
 
 def kernels(out):
-    for name in ("causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base"):
+    for name in ("causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
+                 "causal_32768_pf1", "causal_32768_pf0", "bidir_16384_pf1", "bidir_16384_pf0"):
         t = ncu_table(out / f"ncu_{name}.csv")
         if t is None:
             continue
@@ -110,18 +111,19 @@ def kernels(out):
                 v = m.get(key)
                 a[key] += v if isinstance(v, float) else 0.0
             for key in ("launch__grid_size", "launch__registers_per_thread",
-                        "sm__warps_active.avg.pct_of_peak_sustained_active"):
+                        "sm__warps_active.avg.pct_of_peak_sustained_active", "lts__t_sector_hit_rate.pct"):
                 v = m.get(key)
                 a[key] = v if isinstance(v, float) else 0.0
         total = sum(a["gpu__time_duration.sum"] for a in agg.values())
         print(f"\nncu {name} (sum {total:.1f} µs)")
-        print("| kernel | launches | µs | grid | regs | warps active % | Minst | DRAM MB |")
-        print("|:--|--:|--:|--:|--:|--:|--:|--:|")
+        print("| kernel | launches | µs | grid | regs | warps active % | Minst | DRAM MB | L2 hit % |")
+        print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
         for kname, a in agg.items():
             print(f"| {kname} | {a['launches']:.0f} | {a['gpu__time_duration.sum']:.1f} | "
                   f"{a['launch__grid_size']:.0f} | {a['launch__registers_per_thread']:.0f} | "
                   f"{a['sm__warps_active.avg.pct_of_peak_sustained_active']:.0f} | "
-                  f"{a['smsp__inst_executed.sum'] / 1e6:.2f} | {a['dram__bytes.sum']:.1f} |")
+                  f"{a['smsp__inst_executed.sum'] / 1e6:.2f} | {a['dram__bytes.sum']:.1f} | "
+                  f"{a['lts__t_sector_hit_rate.pct']:.0f} |")
 
 
 def stalls(out):
