@@ -58,6 +58,9 @@ more && [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
 more && BLOCKRES_GPU_PREFETCH=2 bench pf2 "$bin/gpu_bench"
 more && [ -n "${PDL:-}" ] && BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
 more && timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
+# With the prefetch the best causal b may move (b = 64 keeps 5 CTAs per SM resident).
+more && BLOCKRES_GPU_PREFETCH=1 timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 \
+  > "$OUT/causal_blocks_pf1.txt" 2>&1
 more && timeout 90 "$bin/gpu_bench" --d 128 --blocks 64,128 $N > "$OUT/d128_blocks.txt" 2>&1
 more && timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
 fi
