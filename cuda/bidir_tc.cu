@@ -29,7 +29,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
                                float* __restrict__ cvec, const float* __restrict__ sigma,
                                const float* __restrict__ gsum, const float* __restrict__ hvec,
                                int H, int Hkv, int n, int dk, int dv, int b, int m, float scale,
-                               float gamma, int ahead) {
+                               float gamma) {
     constexpr int NR = 16 * NWM, MT = NR / 8, VT = DM / 8, NT = MT + VT + 1, ZT = NT - 1;
     constexpr int LDV = NR + 8, LW = 8 * NT + 4, UB = 8 * NT * UTS;  // halves per Uᵀ tile set
     extern __shared__ __align__(16) float sm[];
@@ -52,8 +52,6 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
 
     // S = Q_w·Kᵀ into the M tiles.
     {
-        // Before the staging loads, which each wait for their data (common.cuh).
-        prefetch_block_ahead(q, k, v, H, Hkv, n, dk, dv, b, ahead);
         T* q16 = reinterpret_cast<T*>(sm);
         T* k16 = q16 + NR * lqh;
         stage_rows16(q16, lqh, q + ((long long)bh * n + base) * dk, NR, nb, dk, dk16, threadIdx.x, blockDim.x);
@@ -288,7 +286,7 @@ __device__ void local_bidir_tc(const T* __restrict__ q, const T* __restrict__ k,
     extern "C" __global__ void __launch_bounds__ LB local_bidir_tc_b##B##v##D##_##S(         \
         const LocalParams p) {                                                                \
         pdl_trigger();                                                                        \
-        local_bidir_tc<T, B / 16, D>(BLOCKRES_LOCAL_ARGS(T, p), p.ahead);                     \
+        local_bidir_tc<T, B / 16, D>(BLOCKRES_LOCAL_ARGS(T, p));                              \
     }
 #define LOCAL_BIDIR_TC(T, S)                                                                  \
     LOCAL_BIDIR_TC_ONE(T, S, 64, 64, (128, 5))                                                \

@@ -260,9 +260,11 @@ __device__ __forceinline__ void prefetch_block_ahead(const T* q, const T* k, con
                                                      int Hkv, int n, int dk, int dv, int b,
                                                      int ahead) {
     if (ahead <= 0) return;
-    const long long L = (long long)blockIdx.y * gridDim.x + blockIdx.x + ahead;
-    if (L >= (long long)gridDim.x * gridDim.y) return;
-    const int I = (int)(L % gridDim.x), bh = (int)(L / gridDim.x);
+    const unsigned long long L = (unsigned long long)blockIdx.y * gridDim.x + blockIdx.x + ahead;
+    if (L >= (unsigned long long)gridDim.x * gridDim.y) return;
+    // The grid has at most 65535² < 2³² CTAs: a 32-bit division (a 64-bit one is a call).
+    const unsigned L32 = (unsigned)L;
+    const int I = (int)(L32 % gridDim.x), bh = (int)(L32 / gridDim.x);
     const long long kvh = (long long)(bh / H) * Hkv + (bh % H) / (H / Hkv);
     const int base = I * b, nb = min(b, n - base);
     prefetch_l2(q + ((long long)bh * n + base) * dk, (long long)nb * dk * sizeof(T));

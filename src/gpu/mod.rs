@@ -112,7 +112,7 @@ pub struct Gpu {
     pdl: bool,
     /// Streaming multiprocessors, for the local kernels' L2 prefetch distance.
     sms: u32,
-    /// How far ahead the tensor-core local kernels warm L2, in multiples of the CTAs
+    /// How far ahead the causal tensor-core local kernel warms L2, in multiples of the CTAs
     /// resident at once (`prefetch_block_ahead` in cuda/common.cuh): `BLOCKRES_GPU_PREFETCH`
     /// (at most 8), 0 (none) by default.
     prefetch: u32,

@@ -80,7 +80,7 @@ pub(crate) struct LocalParams {
     pub scale: f32,
     pub gamma: f32,
     /// L2 prefetch distance in CTAs (`prefetch_block_ahead`, cuda/common.cuh; read by
-    /// `local_tc_*` and `local_bidir_tc_*`); 0 for none.
+    /// `local_tc_*` only); 0 for none.
     pub ahead: i32,
 }
 
