@@ -242,8 +242,8 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// The local kernels are latency-bound, not bandwidth-bound (14% of the copy rate at
-// n = 32768): each CTA's first step waits on its block's Q, K, V from memory with
+// The causal local kernel (local_tc) is latency-bound, not bandwidth-bound (14% of the
+// copy rate at n = 32768): each CTA's first step waits on its block's Q, K, V from memory with
 // little else resident to hide it. So each CTA warms L2 with the block of the CTA
 // `ahead` places after it in launch order (x fastest), ahead = the CTAs resident at
 // once (launcher: occupancy × SMs), i.e. about the CTA that takes its place when it
@@ -265,7 +265,7 @@ __device__ __forceinline__ void prefetch_block_ahead(const T* q, const T* k, con
     // The grid has at most 65535² < 2³² CTAs: a 32-bit division (a 64-bit one is a call).
     const unsigned L32 = (unsigned)L;
     const int I = (int)(L32 % gridDim.x), bh = (int)(L32 / gridDim.x);
-    const long long kvh = (long long)(bh / H) * Hkv + (bh % H) / (H / Hkv);
+    const long long kvh = kv_head(bh, H, Hkv);
     const int base = I * b, nb = min(b, n - base);
     prefetch_l2(q + ((long long)bh * n + base) * dk, (long long)nb * dk * sizeof(T));
     prefetch_l2(k + (kvh * n + base) * dk, (long long)nb * dk * sizeof(T));

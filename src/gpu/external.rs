@@ -90,8 +90,7 @@ impl Device {
             // CU_STREAM_PER_THREAD = 2), whose implicit synchronization with other
             // streams is the ordering a host relying on them expects.
             pdl: self.base.pdl && stream as usize > 2,
-            sms: self.base.sms,
-            prefetch: self.base.prefetch,
+            prefetch_slots: self.base.prefetch_slots,
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),

@@ -268,11 +268,11 @@ pub fn resolvent_attention_device<T: GpuElement>(
         let (threads, smem) = (plan.local_threads, plan.local_smem);
         kx.allow_smem(f, smem)?;
         // The CTAs resident at once: each prefetches for the one that follows it there.
-        let ahead = if gpu.prefetch > 0 && matches!(plan.local, Local::Tc { .. }) {
+        let ahead = if gpu.prefetch_slots > 0 && matches!(plan.local, Local::Tc { .. }) {
             let per_sm = f
                 .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
                 .map_err(|e| dev_err("reading the local kernel's occupancy", e))?;
-            i32::try_from(per_sm.saturating_mul(gpu.sms).saturating_mul(gpu.prefetch)).unwrap_or(0)
+            i32::try_from(per_sm.saturating_mul(gpu.prefetch_slots)).unwrap_or(0)
         } else {
             0
         };

@@ -110,12 +110,10 @@ pub struct Gpu {
     /// Enqueue a call's kernels after the first with programmatic dependent launch
     /// (compute capability 9.0+ and `BLOCKRES_GPU_PDL=1`; see launch.rs).
     pdl: bool,
-    /// Streaming multiprocessors, for the local kernels' L2 prefetch distance.
-    sms: u32,
-    /// How far ahead the causal tensor-core local kernel warms L2, in multiples of the CTAs
-    /// resident at once (`prefetch_block_ahead` in cuda/common.cuh): `BLOCKRES_GPU_PREFETCH`
-    /// (at most 8), 0 (none) by default.
-    prefetch: u32,
+    /// How far ahead the causal tensor-core local kernel warms L2, in CTAs per resident
+    /// CTA of an SM (`prefetch_block_ahead` in cuda/common.cuh): the SM count times
+    /// `BLOCKRES_GPU_PREFETCH` (at most 8); 0 (none) by default.
+    prefetch_slots: u32,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -176,6 +174,7 @@ impl Gpu {
             .and_then(|v| v.trim().parse::<u32>().ok())
             .unwrap_or(0)
             .min(8);
+        let prefetch_slots = u32::try_from(sms).unwrap_or(0) * prefetch;
         Ok(Self {
             ctx,
             stream,
@@ -183,8 +182,7 @@ impl Gpu {
             name,
             smem,
             pdl,
-            sms: u32::try_from(sms).unwrap_or(0),
-            prefetch,
+            prefetch_slots,
         })
     }
 
