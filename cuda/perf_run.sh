@@ -4,21 +4,25 @@
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
-# this build with and without the local kernels' L2 prefetch (BLOCKRES_GPU_PREFETCH=1) and
-# of BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
+# this build with and without the causal local kernel's L2 prefetch (BLOCKRES_GPU_PREFETCH)
+# and of BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
 # Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
 # PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
-# the sanitizers, PART=4 per-kernel times with and without the local kernels' L2
-# prefetch; unset, 123. PDL=1 adds a timing with programmatic dependent launch. Everything written to $OUT is also packed into
-# $OUT/all.tgz at the end (the device tool brings back at most 8 files).
+# the sanitizers, PART=4 per-kernel times with and without the L2 prefetch; unset, 123.
+# PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
+# steps once s seconds have passed, so a short device budget still ends with the summary
+# and the archive; LITE=1 runs only the default kernels' tests. Everything written to
+# $OUT is also packed into $OUT/all.tgz at the end (the device tool brings back at most 8
+# files).
 set -o pipefail
 bin=$(bash "$(dirname "$0")/unpack_bins.sh" "${1:?usage: bash cuda/perf_run.sh BINDIR}")
 OUT=${OUT:-/tmp/blockres_perf}
 mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
 PART=${PART:-123}
+more() { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }
 if [[ $PART == *1* ]]; then
 # Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
 # (before SASS was embedded) compiles its PTX.
@@ -43,19 +47,17 @@ bench() {  # NAME ARGS...: causal and bidirectional rows of one binary into $OUT
   { timeout 60 "$@" $N; timeout 60 "$@" --bidirectional --blocks 0,64,128 4096 16384;
     timeout 40 "$@" --bidirectional --blocks 0 65536; } > "$OUT/$name.txt" 2>&1
 }
-# Steps after the first timings are skipped once DEADLINE seconds (default: none) have
-# passed, so a short device budget still ends with the summary and the archive.
-more() { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }
 [ -n "${BASE:-}" ] && bench base1 "$bin/$BASE"
 bench current "$bin/gpu_bench"
-# The local kernels' L2 prefetch on, then this build's defaults again (run-to-run spread).
-BLOCKRES_GPU_PREFETCH=1 bench pf1 "$bin/gpu_bench"
+# The causal local kernel's L2 prefetch on (causal rows only: nothing else reads it), then
+# this build's defaults again (run-to-run spread).
+BLOCKRES_GPU_PREFETCH=1 timeout 60 "$bin/gpu_bench" $N > "$OUT/pf1.txt" 2>&1
 bench current2 "$bin/gpu_bench"
 more && timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
 more && timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
 more && BLOCKRES_GPU_PREFETCH=1 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128_pf1.txt" 2>&1
 more && [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
-more && BLOCKRES_GPU_PREFETCH=2 bench pf2 "$bin/gpu_bench"
+more && BLOCKRES_GPU_PREFETCH=2 timeout 60 "$bin/gpu_bench" $N > "$OUT/pf2.txt" 2>&1
 more && [ -n "${PDL:-}" ] && BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
 more && timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
 # With the prefetch the best causal b may move (b = 64 keeps 5 CTAs per SM resident).
@@ -88,15 +90,12 @@ timeout 60 ncu -i "$OUT/local_tc_32768.ncu-rep" --page source --print-source sas
 gzip -f "$OUT/ncu_local_tc_sass.csv"
 fi
 
-if [[ $PART == *4* ]] && { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }; then
-# Per-kernel times only, with and without the L2 prefetch.
+if [[ $PART == *4* ]] && more; then
+# Per-kernel times of one causal call, with and without the L2 prefetch.
 M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,lts__t_sector_hit_rate.pct
 for pf in 1 0; do
   BLOCKRES_GPU_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
     --launch-count 6 --metrics $M --csv "$bin/gpu_bench" 32768 > "$OUT/ncu_causal_32768_pf$pf.csv" 2>> "$OUT/ncu.err"
-  BLOCKRES_GPU_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --launch-skip 28 \
-    --launch-count 14 --metrics $M --csv "$bin/gpu_bench" --bidirectional --blocks 64 16384 \
-    > "$OUT/ncu_bidir_16384_pf$pf.csv" 2>> "$OUT/ncu.err"
 done
 fi
 

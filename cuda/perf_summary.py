@@ -53,7 +53,8 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = [r for r in ("base1", "current", "pf1", "current2", "pf2", "pdl", "nopdl", "base2") if (out / f"{r}.txt").exists()]
+    runs = ("base1", "current", "pf1", "current2", "pf2", "pdl", "nopdl", "base2")
+    runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
     keys = sorted({k for d in data.values() for k in d}, key=lambda k: (k[0], k[1], k[2]))
@@ -99,7 +100,7 @@ def ncu_table(path):
 
 def kernels(out):
     for name in ("causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
-                 "causal_32768_pf1", "causal_32768_pf0", "bidir_16384_pf1", "bidir_16384_pf0"):
+                 "causal_32768_pf1", "causal_32768_pf0"):
         t = ncu_table(out / f"ncu_{name}.csv")
         if t is None:
             continue
