@@ -54,7 +54,6 @@ struct LocalParams {
     const float *sigma, *gsum, *h;
     int H, Hkv, n, dk, dv, b, m;
     float scale, gamma;
-    int ahead;  // L2 prefetch distance in CTAs (prefetch_block_ahead); 0: none
 };
 
 // reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
@@ -240,36 +239,6 @@ __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-}
-
-// The causal local kernel (local_tc) is latency-bound, not bandwidth-bound (14% of the
-// copy rate at n = 32768): each CTA's first step waits on its block's Q, K, V from memory with
-// little else resident to hide it. So each CTA warms L2 with the block of the CTA
-// `ahead` places after it in launch order (x fastest), ahead = the CTAs resident at
-// once (launcher: occupancy × SMs), i.e. about the CTA that takes its place when it
-// ends: that CTA's loads then come from L2 while this one computes. A hint only: the
-// lines it names lie inside the tensors, and nothing waits for it.
-__device__ __forceinline__ void prefetch_l2(const void* p, long long bytes) {
-    const unsigned long long a0 = (unsigned long long)p & ~127ull;
-    const long long span = (long long)((unsigned long long)p - a0) + bytes;
-    for (long long o = 128ll * threadIdx.x; o < span; o += 128ll * blockDim.x)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(a0 + o));
-}
-template <class T>
-__device__ __forceinline__ void prefetch_block_ahead(const T* q, const T* k, const T* v, int H,
-                                                     int Hkv, int n, int dk, int dv, int b,
-                                                     int ahead) {
-    if (ahead <= 0) return;
-    const unsigned long long L = (unsigned long long)blockIdx.y * gridDim.x + blockIdx.x + ahead;
-    if (L >= (unsigned long long)gridDim.x * gridDim.y) return;
-    // The grid has at most 65535² < 2³² CTAs: a 32-bit division (a 64-bit one is a call).
-    const unsigned L32 = (unsigned)L;
-    const int I = (int)(L32 % gridDim.x), bh = (int)(L32 / gridDim.x);
-    const long long kvh = kv_head(bh, H, Hkv);
-    const int base = I * b, nb = min(b, n - base);
-    prefetch_l2(q + ((long long)bh * n + base) * dk, (long long)nb * dk * sizeof(T));
-    prefetch_l2(k + (kvh * n + base) * dk, (long long)nb * dk * sizeof(T));
-    prefetch_l2(v + (kvh * n + base) * dv, (long long)nb * dv * sizeof(T));
 }
 
 // The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose

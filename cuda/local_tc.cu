@@ -26,10 +26,10 @@
 //
 // NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
-// local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K, V and R_p lo tiles (16·NWM ×
-// (DM + 8) 16-bit each), the diagonal blocks
-// and then their inverses (NWM × DWS f32), the warps' column sums (NWM × (DM + 8) f32),
-// h_I (DM + 8 f32) and 2·NWM mbarriers.
+// local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K (later R_p lo) and V tiles
+// (16·NWM × (DM + 8) 16-bit each), the diagonal blocks and then their inverses (NWM × DWS
+// f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and 2·NWM + 1
+// mbarriers.
 #include "common.cuh"
 
 #define DSTR 17  // row stride (floats) of a 16×16 diagonal block
@@ -110,26 +110,28 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          float* __restrict__ pbar, float* __restrict__ cvec,
                          const float* __restrict__ sigma, const float* __restrict__ gsum,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
-                         int b, int m, float scale, float gamma, int ahead) {
+                         int b, int m, float scale, float gamma) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
     constexpr int R = 16 * NWM;
     extern __shared__ __align__(16) unsigned char smem[];
     u16* qs = reinterpret_cast<u16*>(smem);
-    // The published right sides R_p, hi, over the Q tile: warp p writes R_p into its own
-    // rows, which only it read (for its logits, long done). A tile less lets the 4-warp
-    // variant run 5 CTAs per SM.
+    // The published right sides R_p over tiles read only before them: hi over Q (warp p
+    // writes its own rows, which only it read, for its logits), lo over K (every warp
+    // reads all of K's earlier rows; mbar[2·NWM] says all logits are done). Two tiles
+    // less: the 4-warp variants run 5 CTAs per SM at d ≤ 64 and 3 at d ≤ 128, not 2.
     u16* ph = qs;
     u16* ks = qs + R * LD;
     u16* vs = ks + R * LD;
-    u16* pl = vs + R * LD;  // R_p, lo
-    float* dws = reinterpret_cast<float*>(pl + R * LD);  // NWM × DWS
+    u16* pl = ks;  // R_p, lo
+    float* dws = reinterpret_cast<float*>(vs + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
-    // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp).
+    // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp);
+    // mbar[2·NWM]: every warp is past its logits, K's tile is free (32·nw arrivals).
     float* hs = csum + NWM * LD;                    // LD: h_I
     u64* mbar = reinterpret_cast<u64*>(hs + LD);
-    require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM) - smem);
+    require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM + 1) - smem);
 
     const int I = blockIdx.x, bh = blockIdx.y;
     const long long kvh = kv_head(bh, H, Hkv);
@@ -143,8 +145,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
     load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
-    prefetch_block_ahead(q, k, v, H, Hkv, n, dk, dv, b, ahead);
     if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
+    if (threadIdx.x == 2 * nw) mbar_init(&mbar[2 * NWM], 32 * nw);
     // The coarse stage's results from here on: loading Q, K, V may overlap the kernels
     // before (programmatic dependent launch, common.cuh).
     pdl_wait();
@@ -190,6 +192,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             }
         }
     }
+
+    mbar_arrive(&mbar[2 * NWM]);  // done with K (release: the reads above come first)
 
     // Softmax with the coarse normalizer, in registers. Rows g (e = 0, 1) and g + 8
     // (e = 2, 3) of the warp's panel; a row is spread over the 4 lanes of a quad. Only
@@ -393,6 +397,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     }
     u16* myh = ph + r0 * LD;
     u16* myl = pl + r0 * LD;
+    mbar_wait(&mbar[2 * NWM]);  // R_w lo overwrites K rows later warps' logits read
 #pragma unroll
     for (int nt = 0; nt < XT; ++nt) {
         if (nt < nvt || nt == VT) {
@@ -480,15 +485,16 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
 // dk and dv. Register caps as far as shared memory lets CTAs in (sm_90): 2 CTAs of 8
-// warps per SM at d ≤ 64; 5 of 4 warps at d ≤ 64 (96 registers, 4 bytes spilled, 44 KB
-// of shared memory each), 2 at d ≤ 128 (76 KB each; a cap of 4 spilled for nothing).
+// warps per SM at d ≤ 64 (69 KB of shared memory each); 5 of 4 warps at d ≤ 64 (96
+// registers, 4 bytes spilled, 35 KB each; a cap of 6 spilled 48 bytes), 3 at d ≤ 128
+// (168 registers, no spills, 60 KB each); 1 of 8 warps at d ≤ 128 (119 KB).
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
-        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.ahead);                                \
+        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
     }
 #define LOCAL_TC_ALL(T, S) \
-    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 2) LOCAL_TC(T, S, 8, 128, 1)
+    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1)
 LOCAL_TC_ALL(f16_t, f16)
 LOCAL_TC_ALL(bf16_t, bf16)

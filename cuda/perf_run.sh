@@ -4,13 +4,14 @@
 #   OUT=$OUT BASE=gpu_bench_<commit> bash cuda/perf_run.sh .dev/chk
 # In order of importance, so a call cut short keeps the rest: the GPU tests (both local
 # kernels for 16-bit types) and the decoder's; the timings, causal and bidirectional, of
-# this build with and without the causal local kernel's L2 prefetch (BLOCKRES_GPU_PREFETCH)
-# and of BASE before and after them (same-run ratios); d = 128; one PyTorch SDPA hop; Nsight
+# this build twice and of BASE before and after them (same-run ratios); d = 128, this
+# build's and BASE's, with the block sizes beside them; one PyTorch SDPA hop; Nsight
 # Compute per kernel for one causal call at 4096 and 32768 and one bidirectional call at
 # 16384 (this build and BASE), the causal local kernel's stall reasons and its hottest
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
 # PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
-# the sanitizers, PART=4 per-kernel times with and without the L2 prefetch; unset, 123.
+# the sanitizers, PART=4 per-kernel times of one causal d = 128 call (this build and
+# BASE); unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -31,7 +32,6 @@ for b in gpu_bench ${BASE:-}; do
   { time CUDA_CACHE_DISABLE=1 timeout 120 "$bin/$b" 1 > /dev/null 2>&1; } 2>> "$OUT/startup.txt"
 done
 timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
-BLOCKRES_GPU_PREFETCH=1 timeout 90 "$bin/gpu_test" --test-threads=1 > "$OUT/gpu_tests_pf1.txt" 2>&1
 # LITE=1: only the default kernels' tests (the others' code is unchanged by a local-kernel
 # change).
 if [ -z "${LITE:-}" ]; then
@@ -49,21 +49,15 @@ bench() {  # NAME ARGS...: causal and bidirectional rows of one binary into $OUT
 }
 [ -n "${BASE:-}" ] && bench base1 "$bin/$BASE"
 bench current "$bin/gpu_bench"
-# The causal local kernel's L2 prefetch on (causal rows only: nothing else reads it), then
-# this build's defaults again (run-to-run spread).
-BLOCKRES_GPU_PREFETCH=1 timeout 60 "$bin/gpu_bench" $N > "$OUT/pf1.txt" 2>&1
+timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
+[ -n "${BASE:-}" ] && timeout 90 "$bin/$BASE" --d 128 $N > "$OUT/d128_base.txt" 2>&1
 bench current2 "$bin/gpu_bench"
 more && timeout 120 python3 cuda/bench_torch.py --sdpa $N > "$OUT/sdpa.txt" 2>&1
-more && timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128.txt" 2>&1
-more && BLOCKRES_GPU_PREFETCH=1 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/d128_pf1.txt" 2>&1
 more && [ -n "${BASE:-}" ] && bench base2 "$bin/$BASE"
-more && BLOCKRES_GPU_PREFETCH=2 timeout 60 "$bin/gpu_bench" $N > "$OUT/pf2.txt" 2>&1
 more && [ -n "${PDL:-}" ] && BLOCKRES_GPU_PDL=1 bench pdl "$bin/gpu_bench"
 more && timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 > "$OUT/causal_blocks.txt" 2>&1
-# With the prefetch the best causal b may move (b = 64 keeps 5 CTAs per SM resident).
-more && BLOCKRES_GPU_PREFETCH=1 timeout 60 "$bin/gpu_bench" --blocks 64,128 16384 32768 65536 \
-  > "$OUT/causal_blocks_pf1.txt" 2>&1
 more && timeout 90 "$bin/gpu_bench" --d 128 --blocks 64,128 $N > "$OUT/d128_blocks.txt" 2>&1
+more && [ -n "${BASE:-}" ] && timeout 90 "$bin/$BASE" --d 128 --blocks 64,128 $N > "$OUT/d128_blocks_base.txt" 2>&1
 more && timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/bidir_d128.txt" 2>&1
 fi
 
@@ -91,11 +85,12 @@ gzip -f "$OUT/ncu_local_tc_sass.csv"
 fi
 
 if [[ $PART == *4* ]] && more; then
-# Per-kernel times of one causal call, with and without the L2 prefetch.
-M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,lts__t_sector_hit_rate.pct
-for pf in 1 0; do
-  BLOCKRES_GPU_PREFETCH=$pf timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
-    --launch-count 6 --metrics $M --csv "$bin/gpu_bench" 32768 > "$OUT/ncu_causal_32768_pf$pf.csv" 2>> "$OUT/ncu.err"
+# Per-kernel times of one causal d = 128 call at 32768 (b = 64: the 4-warp local kernel),
+# this build and BASE.
+M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
+for b in gpu_bench ${BASE:-}; do
+  timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
+    --metrics $M --csv "$bin/$b" --d 128 --blocks 64 32768 > "$OUT/ncu_d128_32768_$b.csv" 2>> "$OUT/ncu.err"
 done
 fi
 
@@ -112,7 +107,7 @@ fi
 
 echo "== summary"
 cat "$OUT/machine.txt"
-for f in gpu_tests gpu_tests_pf1 gpu_tests_general gpu_tests_pdl gpu_decode_tests; do
+for f in gpu_tests gpu_tests_general gpu_tests_pdl gpu_decode_tests; do
   [ -f "$OUT/$f.txt" ] || continue
   echo "$f: $(grep -E '^test result' "$OUT/$f.txt" | tail -1) $(grep -c FAILED "$OUT/$f.txt") FAILED lines"
 done

@@ -4,7 +4,7 @@
     python3 cuda/perf_summary.py OUT
 
 1. Median ms per (mode, n, b) for every gpu_bench run of the call (base1, current,
-   pf1, current2, pf2, pdl, base2), with one SDPA hop of the same call beside them.
+   current2, pdl, base2), with one SDPA hop of the same call beside them.
 2. Per kernel of one profiled call (Nsight Compute): µs, grid, registers, warps
    active, instructions, DRAM bytes; this build and BASE where both were profiled.
 3. The causal local kernel at 32768: stall reasons, then the SASS lines with the most
@@ -53,7 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "pf1", "current2", "pf2", "pdl", "nopdl", "base2")
+    runs = ("base1", "current", "current2", "pdl", "nopdl", "base2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
@@ -67,7 +67,7 @@ def timings(out):
         ratio = f"{hop / cur:.2f}x" if hop and cur else ""
         cells = [f"{v:.3f}" if v is not None else "" for v in vals]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {hop or ''} | {ratio} |")
-    for name in ("causal_blocks", "causal_blocks_pf1", "d128", "d128_pf1", "d128_blocks", "bidir_d128"):
+    for name in ("causal_blocks", "d128", "d128_base", "d128_blocks", "d128_blocks_base", "bidir_d128"):
         rows = bench_rows(out / f"{name}.txt")
         if rows:
             print(f"{name}: " + ", ".join(f"{k[1]} b={k[2]}: {v:.3f}" for k, v in rows.items()))
@@ -99,8 +99,9 @@ def ncu_table(path):
 
 
 def kernels(out):
-    for name in ("causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
-                 "causal_32768_pf1", "causal_32768_pf0"):
+    names = ["causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base"]
+    names += sorted(p.stem[4:] for p in out.glob("ncu_d128_32768_*.csv"))
+    for name in names:
         t = ncu_table(out / f"ncu_{name}.csv")
         if t is None:
             continue

@@ -90,7 +90,6 @@ impl Device {
             // CU_STREAM_PER_THREAD = 2), whose implicit synchronization with other
             // streams is the ordering a host relying on them expects.
             pdl: self.base.pdl && stream as usize > 2,
-            prefetch_slots: self.base.prefetch_slots,
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),

@@ -267,15 +267,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
         };
         let (threads, smem) = (plan.local_threads, plan.local_smem);
         kx.allow_smem(f, smem)?;
-        // The CTAs resident at once: each prefetches for the one that follows it there.
-        let ahead = if gpu.prefetch_slots > 0 && matches!(plan.local, Local::Tc { .. }) {
-            let per_sm = f
-                .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-                .map_err(|e| dev_err("reading the local kernel's occupancy", e))?;
-            i32::try_from(per_sm.saturating_mul(gpu.prefetch_slots)).unwrap_or(0)
-        } else {
-            0
-        };
         let mut a = Args::new(st);
         let p = LocalParams {
             q: a.r(q),
@@ -297,7 +288,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
             m: mi,
             scale,
             gamma,
-            ahead,
         };
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),

@@ -110,10 +110,6 @@ pub struct Gpu {
     /// Enqueue a call's kernels after the first with programmatic dependent launch
     /// (compute capability 9.0+ and `BLOCKRES_GPU_PDL=1`; see launch.rs).
     pdl: bool,
-    /// How far ahead the causal tensor-core local kernel warms L2, in CTAs per resident
-    /// CTA of an SM (`prefetch_block_ahead` in cuda/common.cuh): the SM count times
-    /// `BLOCKRES_GPU_PREFETCH` (at most 8); 0 (none) by default.
-    prefetch_slots: u32,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -164,17 +160,6 @@ impl Gpu {
         // in the same run (results/v26_perf_summary.txt), the early CTAs of the next
         // kernel competing with the latency-bound coarse and reduced stages.
         let pdl = cc_major >= 9 && std::env::var("BLOCKRES_GPU_PDL").is_ok_and(|v| v == "1");
-        let sms = ctx
-            .attribute(
-                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            )
-            .map_err(|e| dev_err("reading the multiprocessor count", e))?;
-        let prefetch = std::env::var("BLOCKRES_GPU_PREFETCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .unwrap_or(0)
-            .min(8);
-        let prefetch_slots = u32::try_from(sms).unwrap_or(0) * prefetch;
         Ok(Self {
             ctx,
             stream,
@@ -182,7 +167,6 @@ impl Gpu {
             name,
             smem,
             pdl,
-            prefetch_slots,
         })
     }
 

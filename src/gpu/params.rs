@@ -79,9 +79,6 @@ pub(crate) struct LocalParams {
     pub m: i32,
     pub scale: f32,
     pub gamma: f32,
-    /// L2 prefetch distance in CTAs (`prefetch_block_ahead`, cuda/common.cuh; read by
-    /// `local_tc_*` only); 0 for none.
-    pub ahead: i32,
 }
 
 /// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
