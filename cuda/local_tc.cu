@@ -119,8 +119,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* qs = reinterpret_cast<u16*>(smem);
     // The published right sides R_p over tiles read only before them: hi over Q (warp p
     // writes its own rows, which only it read, for its logits), lo over K (every warp
-    // reads all of K's earlier rows; mbar[2·NWM] says all logits are done). Two tiles
-    // less: the 4-warp variants run 5 CTAs per SM at d ≤ 64 and 3 at d ≤ 128, not 2.
+    // reads all of K's earlier rows; mbar[2·NWM] says all logits are done). Three tiles,
+    // not five: the 4-warp variants run 5 CTAs per SM at d ≤ 64 and 3 at d ≤ 128.
     u16* ph = qs;
     u16* ks = qs + R * LD;
     u16* vs = ks + R * LD;

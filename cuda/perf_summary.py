@@ -53,7 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current2", "pdl", "nopdl", "base2")
+    runs = ("base1", "current", "current2", "pdl", "base2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
@@ -113,19 +113,18 @@ def kernels(out):
                 v = m.get(key)
                 a[key] += v if isinstance(v, float) else 0.0
             for key in ("launch__grid_size", "launch__registers_per_thread",
-                        "sm__warps_active.avg.pct_of_peak_sustained_active", "lts__t_sector_hit_rate.pct"):
+                        "sm__warps_active.avg.pct_of_peak_sustained_active"):
                 v = m.get(key)
                 a[key] = v if isinstance(v, float) else 0.0
         total = sum(a["gpu__time_duration.sum"] for a in agg.values())
         print(f"\nncu {name} (sum {total:.1f} µs)")
-        print("| kernel | launches | µs | grid | regs | warps active % | Minst | DRAM MB | L2 hit % |")
-        print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
+        print("| kernel | launches | µs | grid | regs | warps active % | Minst | DRAM MB |")
+        print("|:--|--:|--:|--:|--:|--:|--:|--:|")
         for kname, a in agg.items():
             print(f"| {kname} | {a['launches']:.0f} | {a['gpu__time_duration.sum']:.1f} | "
                   f"{a['launch__grid_size']:.0f} | {a['launch__registers_per_thread']:.0f} | "
                   f"{a['sm__warps_active.avg.pct_of_peak_sustained_active']:.0f} | "
-                  f"{a['smsp__inst_executed.sum'] / 1e6:.2f} | {a['dram__bytes.sum']:.1f} | "
-                  f"{a['lts__t_sector_hit_rate.pct']:.0f} |")
+                  f"{a['smsp__inst_executed.sum'] / 1e6:.2f} | {a['dram__bytes.sum']:.1f} |")
 
 
 def stalls(out):
