@@ -24,7 +24,7 @@
 // Outputs as local.cu: P into y (the combine step completes it in place), w into wout,
 // the block means p̄_I, c_I into pbar, cvec.
 //
-// NWM: warps (16-row panels) at most, 4 or 8 (b ≤ 64 or ≤ 128); DM: bound of dk and dv,
+// NWM: warps (16-row panels) at most, 4, 6 or 8 (b ≤ 64, ≤ 96, ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K (later R_p lo) and V tiles
 // (16·NWM × (DM + 8) 16-bit each), the diagonal blocks and then their inverses (NWM × DWS
@@ -487,7 +487,9 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 // dk and dv. Register caps as far as shared memory lets CTAs in (sm_90): 2 CTAs of 8
 // warps per SM at d ≤ 64 (69 KB of shared memory each); 5 of 4 warps at d ≤ 64 (96
 // registers, 4 bytes spilled, 35 KB each; a cap of 6 spilled 48 bytes), 3 at d ≤ 128
-// (168 registers, no spills, 60 KB each); 1 of 8 warps at d ≤ 128 (119 KB).
+// (168 registers, no spills, 60 KB each); 2 of 6 warps at d ≤ 128 (168 registers, 8
+// bytes spilled, 89 KB each); 1 of 8 warps at d ≤ 128 (119 KB: 2 would need ≤ 128
+// registers).
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
@@ -495,6 +497,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
     }
 #define LOCAL_TC_ALL(T, S) \
-    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1)
+    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
 LOCAL_TC_ALL(f16_t, f16)
 LOCAL_TC_ALL(bf16_t, bf16)

@@ -11,7 +11,7 @@
 # SASS lines at 32768; compute-sanitizer on the small cases. A summary is printed last.
 # PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
 # the sanitizers, PART=4 per-kernel times of one causal d = 128 call (this build and
-# BASE); unset, 123.
+# BASE), PART=5 the causal block sizes 64, 96, 128 at d = 64 and 128; unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -92,6 +92,15 @@ for b in gpu_bench ${BASE:-}; do
   timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
     --metrics $M --csv "$bin/$b" --d 128 --blocks 64 32768 > "$OUT/ncu_d128_32768_$b.csv" 2>> "$OUT/ncu.err"
 done
+fi
+
+if [[ $PART == *5* ]]; then
+# The causal block sizes 64, 96 and 128 at d = 64 and 128 (b = 96: the 6-warp tiles at
+# d = 128), and the automatic b at both widths, in one call.
+timeout 90 "$bin/gpu_bench" --blocks 64,96,128 16384 32768 65536 > "$OUT/blocks96_d64.txt" 2>&1
+timeout 120 "$bin/gpu_bench" --d 128 --blocks 64,96,128 16384 32768 65536 > "$OUT/blocks96_d128.txt" 2>&1
+timeout 60 "$bin/gpu_bench" $N > "$OUT/auto_d64.txt" 2>&1
+timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/auto_d128.txt" 2>&1
 fi
 
 if [[ $PART == *3* ]]; then

@@ -67,7 +67,8 @@ def timings(out):
         ratio = f"{hop / cur:.2f}x" if hop and cur else ""
         cells = [f"{v:.3f}" if v is not None else "" for v in vals]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {hop or ''} | {ratio} |")
-    for name in ("causal_blocks", "d128", "d128_base", "d128_blocks", "d128_blocks_base", "bidir_d128"):
+    for name in ("causal_blocks", "d128", "d128_base", "d128_blocks", "d128_blocks_base", "bidir_d128",
+                 "blocks96_d64", "blocks96_d128", "auto_d64", "auto_d128"):
         rows = bench_rows(out / f"{name}.txt")
         if rows:
             print(f"{name}: " + ", ".join(f"{k[1]} b={k[2]}: {v:.3f}" for k, v in rows.items()))

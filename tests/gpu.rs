@@ -254,6 +254,8 @@ fn cases() -> Vec<Case> {
         c(1, 2, 2, 100, 8, 8, 1, 0.5, 1.0),            // b = 1
         c(1, 2, 2, 150, 128, 128, 70, 0.3, 1.0),       // largest head dims, b not a multiple of 64
         c(1, 4, 2, 230, 128, 96, 64, 0.6, 1.0),        // 4-warp tiles at d = 128, GQA, dk ≠ dv
+        c(1, 2, 1, 300, 96, 128, 96, 0.5, 1.0),        // 6-warp tiles (d = 128, b ≤ 96)
+        c(1, 2, 2, 260, 128, 128, 112, 0.7, 1.0),      // 8-warp tiles at d = 128
         c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0),         // auto b, γ near 1, many blocks
         c(1, 2, 2, 257, 64, 64, 128, 0.0, 1.0),        // γ = 0 (plain block attention)
         c(1, 1, 1, 300, 5, 3, 17, 0.5, 3.0),           // tiny widths, peaky attention
@@ -467,13 +469,14 @@ fn small_mixed_case() {
     println!("small case: f32 {e32:.3e}, bf16 {e16:.3e}");
     assert!(e32 <= 1e-4 && e16 <= 1e-2, "f32 {e32:e}, bf16 {e16:e}");
     // The tensor-core block kernel (f16/bf16, b ≤ 128): 16-byte copies with 3 warps and a
-    // short last block; element copies (dk = 5) with 2 warps; 8 warps, dv > 64; 4 warps at
-    // d = 128.
+    // short last block; element copies (dk = 5) with 2 warps; 8 warps, dv > 64; 4 and 5 (of
+    // 6) warps at d = 128.
     let tiles = [
         (48, 40, 24, 13),
         (20, 5, 24, 14),
         (128, 72, 80, 15),
         (64, 128, 96, 16),
+        (80, 96, 128, 17),
     ];
     for (block, dk, dv, seed) in tiles {
         let c = Case { block, dk, dv, ..c };

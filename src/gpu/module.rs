@@ -38,7 +38,7 @@ pub(crate) struct Kernels {
     pub local: [CudaFunction; 3],
     /// `local_tc_{f16,bf16}_{W}_{D}`: [type − 1][variant], variants (W, D) in the order
     /// of [`LOCAL_TC_VARIANTS`].
-    pub local_tc: [[CudaFunction; 4]; 2],
+    pub local_tc: [[CudaFunction; 5]; 2],
     pub reduced: CudaFunction,
     pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
@@ -157,10 +157,12 @@ const LOCAL_TC: Family = Family {
         "local_tc_f16_8_64",
         "local_tc_f16_4_128",
         "local_tc_f16_8_128",
+        "local_tc_f16_6_128",
         "local_tc_bf16_4_64",
         "local_tc_bf16_8_64",
         "local_tc_bf16_4_128",
         "local_tc_bf16_8_128",
+        "local_tc_bf16_6_128",
     ],
     params: size_of::<LocalParams>(),
 };
@@ -254,7 +256,8 @@ const FAMILIES: [&Family; 12] = [
 ];
 
 /// (warps at most, bound of dk and dv) of the `local_tc` entry points.
-pub(crate) const LOCAL_TC_VARIANTS: [(usize, usize); 4] = [(4, 64), (8, 64), (4, 128), (8, 128)];
+pub(crate) const LOCAL_TC_VARIANTS: [(usize, usize); 5] =
+    [(4, 64), (8, 64), (4, 128), (8, 128), (6, 128)];
 
 /// A family's entry points from its unit's module (loaded once per unit).
 fn load<const K: usize>(
@@ -318,7 +321,18 @@ fn check_abi(k: &CudaFunction, name: &str, size: usize) -> Result<()> {
 impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
         let u = &mut Vec::new();
-        let [f16_a, f16_b, f16_c, f16_d, bf_a, bf_b, bf_c, bf_d] = load(ctx, u, &LOCAL_TC)?;
+        let [
+            f16_a,
+            f16_b,
+            f16_c,
+            f16_d,
+            f16_e,
+            bf_a,
+            bf_b,
+            bf_c,
+            bf_d,
+            bf_e,
+        ] = load(ctx, u, &LOCAL_TC)?;
         let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
         let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = load(ctx, u, &LOCAL_BIDIR)?;
@@ -327,7 +341,10 @@ impl Kernels {
             means: load(ctx, u, &MEANS)?,
             coarse,
             local: load(ctx, u, &LOCAL)?,
-            local_tc: [[f16_a, f16_b, f16_c, f16_d], [bf_a, bf_b, bf_c, bf_d]],
+            local_tc: [
+                [f16_a, f16_b, f16_c, f16_d, f16_e],
+                [bf_a, bf_b, bf_c, bf_d, bf_e],
+            ],
             reduced,
             reduced_inverses,
             combine: load(ctx, u, &COMBINE)?,

@@ -318,7 +318,14 @@ impl Plan {
             (local, 2 * bm as u32, smem)
         } else if elem != 0 && b <= 128 && tc {
             let warps = b.div_ceil(16);
-            let variant = usize::from(warps > 4) + 2 * usize::from(dk.max(dv) > 64);
+            // At d > 64 the 6-warp tiles (2 CTAs per SM) take b ≤ 96; the 8-warp ones run 1.
+            let variant = match (warps, dk.max(dv) > 64) {
+                (..=4, false) => 0,
+                (_, false) => 1,
+                (..=4, true) => 2,
+                (5..=6, true) => 4,
+                (_, true) => 3,
+            };
             let (wmax, dmax) = LOCAL_TC_VARIANTS[variant];
             (
                 Local::Tc { variant, warps },
@@ -539,10 +546,11 @@ mod tests {
     #[test]
     fn four_warp_local_tc_fits_its_ctas_per_sm() {
         // sm_90: 228 KiB of shared memory per SM, 1 KiB of it reserved per CTA. The
-        // register caps of local_tc_*_4_64 and _4_128 (five and three CTAs per SM,
+        // register caps of local_tc_*_4_64, _4_128 and _6_128 (5, 3 and 2 CTAs per SM,
         // cuda/local_tc.cu) pay only if their shared memory lets that many in too.
         assert!(5 * (local_tc_smem(4, 64) + 1024) <= 228 * 1024);
         assert!(3 * (local_tc_smem(4, 128) + 1024) <= 228 * 1024);
+        assert!(2 * (local_tc_smem(6, 128) + 1024) <= 228 * 1024);
     }
 
     #[test]
