@@ -26,14 +26,15 @@ pub(crate) const REDUCED_CW: usize = 8;
 pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
 /// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
-/// d = max(dk, dv): 64 up to n = 24,576 (d ≤ 64) or 49,152 (d > 64), 128 above, the two
-/// sizes the tensor-core block kernel fills; above 128·4096 tokens b grows so that
-/// m = n/b stays ≤ 4096. Never more than n. Measured on the H200 in one run (B = 1,
-/// H = 16, bf16, `results/v26_causal_blocks.txt`, `v26_d128.txt`), b = 64 against 128 in
-/// ms: d = 64: 0.221 / 0.233 at n = 16384, 0.468 / 0.435 at 32768, 1.63 / 0.87 at
-/// 65536; d = 128: 0.423 / 0.472 at 16384, 0.886 / 0.921 at 32768, 2.46 / 1.88 at
-/// 65536. The switches sit between the measured lengths. (Larger blocks keep the m×m
-/// stages small; smaller ones let the 4-warp local kernel run 5 CTAs per SM.)
+/// d = max(dk, dv): 64 up to n = 24,576, then 128 at d ≤ 64 and 96 at d > 64 (the
+/// 6-warp tiles, two CTAs per SM, where the 8-warp ones run one); above 128·4096 tokens
+/// b grows so that m = n/b stays ≤ 4096. Never more than n. Measured on the H200 in one
+/// run (B = 1, H = 16, bf16, 2026-12-06, `results/v29_blocks96_d{64,128}.txt`), b = 64 /
+/// 96 / 128 in ms: d = 64: 0.226 / 0.269 / 0.235 at n = 16384, 0.488 / 0.522 / 0.453 at
+/// 32768, 1.154 / 1.075 / 0.885 at 65536; d = 128: 0.387 / 0.391 / 0.488 at 16384,
+/// 0.814 / 0.752 / 0.941 at 32768, 1.964 / 1.610 / 1.925 at 65536. The switch sits
+/// between the measured lengths. (Larger blocks keep the m×m stages small; smaller ones
+/// let the 4-warp local kernel run 5 CTAs per SM at d ≤ 64, 3 at d ≤ 128.)
 ///
 /// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
 /// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
@@ -46,15 +47,19 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 /// assert_eq!(auto_block_size(4096, 64), 64);
 /// assert_eq!(auto_block_size(16384, 64), 64);
 /// assert_eq!(auto_block_size(32768, 64), 128);
-/// assert_eq!(auto_block_size(32768, 128), 64);
-/// assert_eq!(auto_block_size(65536, 128), 128);
+/// assert_eq!(auto_block_size(16384, 128), 64);
+/// assert_eq!(auto_block_size(32768, 128), 96);
+/// assert_eq!(auto_block_size(65536, 128), 96);
 /// assert_eq!(auto_block_size(100, 64), 64.min(100));
 /// assert_eq!(auto_block_size(1 << 22, 64), 1024);
 /// # }
 /// ```
 pub fn auto_block_size(n: usize, d: usize) -> usize {
-    let switch = if d > 64 { 49_152 } else { 24_576 };
-    let b = if n <= switch { 64 } else { 128 };
+    let b = match (n <= 24_576, d > 64) {
+        (true, _) => 64,
+        (false, false) => 128,
+        (false, true) => 96,
+    };
     b.max(n.div_ceil(4096).div_ceil(16) * 16).min(n.max(1))
 }
 
