@@ -46,14 +46,21 @@ struct CoarseParams {
     int ig;  // block rows per CTA
 };
 
-// local_causal_*, local_tc_*, local_bidir_*: the within-block stage.
+// local_causal_*, local_tc_*, local_bidir_*: the within-block stage. With `fused` (the
+// causal local_tc only) the kernel also does the means and the coarse row (cuda/local_tc.cu):
+// then sigma, gsum, h are unused, and it writes k̄, v̄ (one copy per query head) and G̃, and
+// uses bad[0..3) (non-finite record), bad[3] (CTA ticket) and bad[4 ..) (per-block flags),
+// all zeroed before the launch.
 struct LocalParams {
     const void *q, *k, *v;
     void* y;
     float *w, *pbar, *cvec;
     const float *sigma, *gsum, *h;
+    float *kbar, *vbar, *g;
+    u64* bad;
     int H, Hkv, n, dk, dv, b, m;
     float scale, gamma;
+    int first, fused;
 };
 
 // reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.

@@ -104,13 +104,173 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
     }
 }
 
+// The fused prologue (LocalParams.fused, the causal tensor-core path): SPEC §2 steps 1a
+// and 1b for block row I inside the local kernel, so Q, K and V make one trip from memory
+// and the call needs no means or coarse launch. With the block's tiles in shared memory:
+//
+// - Column sums on the tensor cores (a 16×16 matrix of ones times each warp's 16 rows),
+//   added over the warps in a fixed order: q̄_I stays here, k̄_I and v̄_I go to global
+//   memory (one copy per query head, so a CTA waits only for its own head) and flag
+//   (bh, I) is released. A non-finite column sum sends the thread back over that column
+//   of the tile for the first non-finite element's flat index (as in means.cu).
+// - Then it acquires the flags of blocks J < I (all published by CTAs that started
+//   earlier: the CTA took its (I, bh) from a ticket, so those CTAs are resident and none
+//   of them waits before publishing) and forms row I of the coarse matrix as coarse.cu
+//   does: L_IJ = scale·q̄_I·k̄_J + ln b, σ_I, G̃_IJ = exp(L_IJ − σ_I) into g (zeros for
+//   J ≥ I), gsum_I and h_I = Σ_J G̃_IJ v̄_J (into hs).
+//
+// Every thread returns σ_I and gsum_I. `red`: 32 floats of shared memory; `part`: the
+// dws region, NWM·(DWS + DM + 8) floats, free until the diagonal blocks go there.
+__device__ __forceinline__ void flag_release(u64* f) {
+    asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(f), "l"(1ull) : "memory");
+}
+__device__ __forceinline__ u64 flag_acquire(const u64* f) {
+    u64 v;
+    asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(f) : "memory");
+    return v;
+}
+
+template <class T, int NWM, int DM>
+__device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, float* part,
+                                 float* red, float* hs, float* __restrict__ kbar,
+                                 float* __restrict__ vbar, float* __restrict__ g, u64* bad,
+                                 int I, int bh, long long kvh, int n, int dk, int dv, int b,
+                                 int m, int nb, float scale, int first, float& sig, float& gs) {
+    constexpr int LD = DM + 8;
+    const int tid = threadIdx.x, nt = blockDim.x, nw = nt >> 5;
+    const int w = warp_index(), lane = tid & 31, gq = lane >> 2, t = lane & 3;
+    {
+        // Ones as the A operand: every row of the product is the column sums of B.
+        const u32 one = pack2<T>(1.0f, 1.0f);
+        const u32 ones[4] = {one, one, one, one};
+        const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
+        const u16* tiles[3] = {qs, ks, vs};
+#pragma unroll
+        for (int x = 0; x < 3; ++x) {
+            const u32 xa = smem_addr(tiles[x] + (16 * w + lr) * LD + lc);
+#pragma unroll
+            for (int np = 0; np < DM / 16; ++np) {
+                float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                u32 bb[4];
+                ldsm_x4_t(bb, xa + 2 * np * 16);
+                Mma<T>::run(c0, ones, bb);
+                Mma<T>::run(c1, ones, bb + 2);
+                if (gq == 0) {
+                    float* o = part + (w * 3 + x) * DM + np * 16 + 2 * t;
+                    o[0] = c0[0];
+                    o[1] = c0[1];
+                    o[8] = c1[0];
+                    o[9] = c1[1];
+                }
+            }
+        }
+    }
+    __syncthreads();
+    const long long bi = (long long)bh * m + I;
+    const float inv = 1.0f / (float)nb;
+    for (int idx = tid; idx < 3 * DM; idx += nt) {
+        const int x = idx / DM, c = idx - x * DM;
+        const int d = x == 2 ? dv : dk;
+        if (c >= d) continue;
+        float s = 0.0f;
+        for (int j = 0; j < nw; ++j) s += part[(j * 3 + x) * DM + c];
+        if (!finite_f(s)) {
+            const u16* tile = x == 0 ? qs : x == 1 ? ks : vs;
+            const long long head = x == 0 ? bh : kvh;
+            for (int r = 0; r < nb; ++r) {
+                T e;
+                e.x = tile[r * LD + c];
+                if (!finite_f(to_f(e)))
+                    atomicMax(bad + x, (1ull << 62) - (u64)((head * n + (long long)I * b + r) * d + c));
+            }
+        }
+        if (x == 0) {
+            T e;
+            e.x = qs[c];
+            hs[c] = first ? to_f(e) : s * inv;  // q̄_I until h_I replaces it
+        } else {
+            (x == 1 ? kbar + bi * dk : vbar + bi * dv)[c] = s * inv;
+        }
+    }
+    u64* flags = bad + 4;
+    __syncthreads();  // every k̄_I, v̄_I store of the CTA is done
+    if (tid == 0) {
+        __threadfence();
+        flag_release(flags + bi);
+    }
+    float* grow = g + bi * m;
+    for (int J = I + tid; J < m; J += nt) grow[J] = 0.0f;
+    if (I == 0) {
+        sig = neg_inf();
+        gs = 0.0f;
+        for (int c = tid; c < dv; c += nt) hs[c] = 0.0f;
+        __syncthreads();
+        return;
+    }
+    const u64* hf = flags + (long long)bh * m;
+    for (int J = tid; J < I; J += nt)
+        while (flag_acquire(hf + J) == 0) __nanosleep(32);
+    __syncthreads();
+    // Logits, one thread per J; k̄ through L2 only (.cg): L1 is not coherent with the
+    // other CTAs' stores.
+    const float lnb = logf((float)b);
+    const float* kb = kbar + (long long)bh * m * dk;
+    float mx = neg_inf();
+    for (int J = tid; J < I; J += nt) {
+        const float* kr = kb + (long long)J * dk;
+        float acc = 0.0f;
+        if (dk % 4 == 0) {
+            for (int c = 0; c < dk; c += 4) {
+                const float4 kv = __ldcg(reinterpret_cast<const float4*>(kr + c));
+                acc = fmaf(hs[c], kv.x, fmaf(hs[c + 1], kv.y, fmaf(hs[c + 2], kv.z, fmaf(hs[c + 3], kv.w, acc))));
+            }
+        } else {
+            for (int c = 0; c < dk; ++c) acc = fmaf(hs[c], __ldcg(kr + c), acc);
+        }
+        const float l = scale * acc + lnb;
+        grow[J] = l;
+        mx = fmaxf(mx, l);
+    }
+    sig = block_max(mx, red);
+    float sum = 0.0f;
+    for (int J = tid; J < I; J += nt) {  // the thread's own stores above
+        const float e = __expf(grow[J] - sig);
+        grow[J] = e;
+        sum += e;
+    }
+    gs = block_sum(sum, red);  // its barriers also publish the G̃ row to the CTA
+    // h_I: P groups of threads over J (J ≡ group mod P), one column each.
+    const int P = max(1, nt / dv);
+    const float* vb = vbar + (long long)bh * m * dv;
+    for (int idx = tid; idx < P * dv; idx += nt) {
+        const int pp = idx / dv, c = idx - pp * dv;
+        float a0 = 0.0f, a1 = 0.0f;
+        int J = pp;
+        for (; J + P < I; J += 2 * P) {
+            a0 = fmaf(__ldcg(grow + J), __ldcg(vb + (long long)J * dv + c), a0);
+            a1 = fmaf(__ldcg(grow + J + P), __ldcg(vb + (long long)(J + P) * dv + c), a1);
+        }
+        if (J < I) a0 = fmaf(__ldcg(grow + J), __ldcg(vb + (long long)J * dv + c), a0);
+        part[idx] = a0 + a1;
+    }
+    __syncthreads();
+    for (int c = tid; c < dv; c += nt) {
+        float h = 0.0f;
+        for (int pp = 0; pp < P; ++pp) h += part[pp * dv + c];
+        hs[c] = h;
+    }
+    __syncthreads();
+}
+
 template <class T, int NWM, int DM>
 __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          const T* __restrict__ v, T* __restrict__ y, float* __restrict__ wout,
                          float* __restrict__ pbar, float* __restrict__ cvec,
                          const float* __restrict__ sigma, const float* __restrict__ gsum,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
-                         int b, int m, float scale, float gamma) {
+                         int b, int m, float scale, float gamma, float* __restrict__ kbar,
+                         float* __restrict__ vbar, float* __restrict__ gout, u64* bad, int first,
+                         int fused) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
@@ -131,9 +291,19 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // mbar[2·NWM]: every warp is past its logits, K's tile is free (32·nw arrivals).
     float* hs = csum + NWM * LD;                    // LD: h_I
     u64* mbar = reinterpret_cast<u64*>(hs + LD);
-    require_smem(reinterpret_cast<unsigned char*>(mbar + 2 * NWM + 1) - smem);
+    float* red = reinterpret_cast<float*>(mbar + 2 * NWM + 1);  // 32 floats, then the ticket
+    int* tk = reinterpret_cast<int*>(red + 32);
+    require_smem(reinterpret_cast<unsigned char*>(tk + 2) - smem);
 
-    const int I = blockIdx.x, bh = blockIdx.y;
+    int I = blockIdx.x, bh = blockIdx.y;
+    if (fused) {
+        // (I, bh) in the order CTAs start, so every block a CTA waits for (fused_coarse_row)
+        // belongs to a CTA already running.
+        if (threadIdx.x == 0) *tk = (int)atomicAdd(bad + 3, 1ull);
+        __syncthreads();
+        I = *tk % m;
+        bh = *tk / m;
+    }
     const long long kvh = kv_head(bh, H, Hkv);
     const int base = I * b;
     const int nb = min(b, n - base);
@@ -150,12 +320,19 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // The coarse stage's results from here on: loading Q, K, V may overlap the kernels
     // before (programmatic dependent launch, common.cuh).
     pdl_wait();
-    const float sig = sigma[bi], gs = gsum[bi];
-    // h_I through shared memory: its load overlaps the Q, K, V copies still in flight
-    // instead of stalling every warp after D·V.
-    for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
+    float sig, gs;
+    if (!fused) {
+        sig = sigma[bi];
+        gs = gsum[bi];
+        // h_I through shared memory: its load overlaps the Q, K, V copies still in flight
+        // instead of stalling every warp after D·V.
+        for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
+    }
     asm volatile("cp.async.wait_group 0;" ::: "memory");
     __syncthreads();
+    if (fused)
+        fused_coarse_row<T, NWM, DM>(qs, ks, vs, dws, red, hs, kbar, vbar, gout, bad, I, bh, kvh, n,
+                                     dk, dv, b, m, nb, scale, first, sig, gs);
 
     const int w = warp_index();
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -494,7 +671,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
-        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p));                                         \
+        local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.kbar, p.vbar, p.g, p.bad, p.first,     \
+                          p.fused);                                                           \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)

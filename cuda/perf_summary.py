@@ -53,7 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current2", "pdl", "base2")
+    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
@@ -63,12 +63,12 @@ def timings(out):
     for k in keys:
         vals = [data[r].get(k) for r in runs]
         hop = sd.get(k[1], (None, None))[0 if k[0] == "causal" else 1]
-        cur = data.get("current", {}).get(k)
+        cur = data.get("current", data.get("fused1", {})).get(k)
         ratio = f"{hop / cur:.2f}x" if hop and cur else ""
         cells = [f"{v:.3f}" if v is not None else "" for v in vals]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {hop or ''} | {ratio} |")
     for name in ("causal_blocks", "d128", "d128_base", "d128_blocks", "d128_blocks_base", "bidir_d128",
-                 "blocks96_d64", "blocks96_d128", "auto_d64", "auto_d128"):
+                 "blocks96_d64", "blocks96_d128", "auto_d64", "auto_d128", "fused_d128", "unfused_d128"):
         rows = bench_rows(out / f"{name}.txt")
         if rows:
             print(f"{name}: " + ", ".join(f"{k[1]} b={k[2]}: {v:.3f}" for k, v in rows.items()))
@@ -100,7 +100,8 @@ def ncu_table(path):
 
 
 def kernels(out):
-    names = ["causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base"]
+    names = ["causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
+             "fused_4096", "fused_32768"]
     names += sorted(p.stem[4:] for p in out.glob("ncu_d128_32768_*.csv"))
     for name in names:
         t = ncu_table(out / f"ncu_{name}.csv")

@@ -368,6 +368,35 @@ fn non_finite_input_is_reported() {
             index: 1234
         }
     );
+    // bf16, causal: the tensor-core kernel's own scan (fused means), GQA; one tensor at a
+    // time, the smaller of two indices, in a block past the first.
+    let (hkv, dk, dv) = (1, 16, 24);
+    for (tensor, first, second) in [("Q", 2800, 3000), ("K", 1234, 1300), ("V", 1900, 2390)] {
+        let mut x = [
+            vec![bf16::from_f32(0.1); h * n * dk],
+            vec![bf16::from_f32(0.2); hkv * n * dk],
+            vec![bf16::from_f32(0.3); hkv * n * dv],
+        ];
+        let i = ["Q", "K", "V"].iter().position(|&t| t == tensor).unwrap();
+        x[i][second] = bf16::INFINITY;
+        x[i][first] = bf16::NAN;
+        let [q, k, v] = &x;
+        let e = gpu::resolvent_attention_host(
+            TensorRef::new(q, [1, h, n, dk]).unwrap(),
+            TensorRef::new(k, [1, hkv, n, dk]).unwrap(),
+            TensorRef::new(v, [1, hkv, n, dv]).unwrap(),
+            &Config::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            Error::NonFinite {
+                tensor,
+                index: first
+            },
+            "{tensor}"
+        );
+    }
 }
 
 #[test]

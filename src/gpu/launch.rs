@@ -99,6 +99,14 @@ fn local_tc_allowed() -> bool {
     *A.get_or_init(|| std::env::var("BLOCKRES_GPU_LOCAL").map_or(true, |v| v != "general"))
 }
 
+/// The causal tensor-core local kernel does the block means and the coarse row itself
+/// (one pass over Q, K, V, four launches a call instead of six); `BLOCKRES_GPU_FUSED=0`
+/// runs the separate means and coarse kernels instead, for comparisons.
+fn fused_allowed() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_FUSED").map_or(true, |v| v != "0"))
+}
+
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
 /// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
 /// (row-major, shapes in `dims`). Structures: [`Structure::Block`](crate::Structure::Block) and
@@ -158,15 +166,22 @@ pub fn resolvent_attention_device<T: GpuElement>(
             });
         }
     }
-    let plan = Plan::new(dims, cfg, T::INDEX, gpu.smem, local_tc_allowed())?;
+    let plan = Plan::new(
+        dims,
+        cfg,
+        T::INDEX,
+        gpu.smem,
+        local_tc_allowed(),
+        fused_allowed(),
+    )?;
     let (b, m) = (plan.b, plan.m);
-    ws.ensure(gpu, &plan.scratch)?;
+    ws.ensure(gpu, &plan.scratch, plan.record)?;
     let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
         unreachable!("ensure made 12 buffers")
     };
     let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
     let st = &gpu.stream;
-    st.memset_zeros(bad)
+    st.memset_zeros(&mut bad.slice_mut(..plan.record))
         .map_err(|e| dev_err("clearing the non-finite record", e))?;
     let (ni, dki, dvi, bi, mi) = (
         to_i32(n, "n")?,
@@ -185,8 +200,9 @@ pub fn resolvent_attention_device<T: GpuElement>(
         r.map(|_| ()).map_err(|e| dev_err(what, e))
     };
 
-    // 1. Block means (and the non-finite scan) of Q, K, V, in one launch.
-    {
+    // 1. Block means (and the non-finite scan) of Q, K, V, in one launch. (Fused: in the
+    // local kernel, with the coarse stage.)
+    if !plan.fused {
         let mut a = Args::new(st);
         let p = MeansParams {
             x: [a.r(q), a.r(k), a.r(v)],
@@ -221,7 +237,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     }
     // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
     // in shared memory.
-    {
+    if !plan.fused {
         // ig rows of G̃ per CTA in shared memory next to the k̄/v̄ staging (plan.rs).
         let (ig, smem) = (plan.coarse_rows, plan.coarse_smem);
         kx.allow_smem(&kx.coarse, smem)?;
@@ -279,6 +295,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
             sigma: a.r(&*sigma),
             gsum: a.r(&*gsum),
             h: a.r(&*h),
+            kbar: a.w(&mut *kbar),
+            vbar: a.w(&mut *vbar),
+            g: a.w(&mut *g),
+            bad: a.w(&mut *bad),
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -288,6 +308,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             m: mi,
             scale,
             gamma,
+            first: i32::from(cfg.coarse_query == CoarseQuery::First),
+            fused: i32::from(plan.fused),
         };
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),
@@ -295,14 +317,17 @@ pub fn resolvent_attention_device<T: GpuElement>(
             // 16-bit types only, as the plan picks it) take one LocalParams; Q, K, V, Y were
             // checked against the shapes and the scratch holds the plan's sizes; the
             // plan picked `threads` within the chosen kernel's launch bounds and `smem`
-            // for its layout, within the device limit it checked and allowed above.
+            // for its layout, within the device limit it checked and allowed above. Fused
+            // (local_tc only): k̄ and v̄ hold B·H·m rows, the record the plan's `record`
+            // u64s, zeroed above; the grid has exactly the m·B·H CTAs its ticket counts.
+            // It is then the call's first kernel, so fully ordered after the memset.
             unsafe {
                 enqueue(
                     st,
                     f,
                     cfg1((m as u32, bh as u32), threads, smem as u32),
                     &p,
-                    pdl,
+                    pdl && !plan.fused,
                 )
             },
             "launching the local kernel",

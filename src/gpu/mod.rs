@@ -246,9 +246,10 @@ impl GpuWorkspace {
         Self::default()
     }
 
-    fn ensure(&mut self, gpu: &Gpu, sizes: &[usize]) -> Result<()> {
+    /// Buffers of at least `sizes` f32s and a record buffer of at least `record` u64s.
+    fn ensure(&mut self, gpu: &Gpu, sizes: &[usize], record: usize) -> Result<()> {
         let grows = self.bufs.len() != sizes.len()
-            || self.bad.is_none()
+            || self.bad.as_ref().is_none_or(|b| b.len() < record)
             || sizes
                 .iter()
                 .zip(&self.bufs)
@@ -281,10 +282,10 @@ impl GpuWorkspace {
                 }
             }
         }
-        if self.bad.is_none() {
+        if self.bad.as_ref().is_none_or(|b| b.len() < record) {
             self.bad = Some(
                 alloc
-                    .alloc_zeros::<u64>(3)
+                    .alloc_zeros::<u64>(record.max(3))
                     .map_err(|e| dev_err("allocating device memory", e))?,
             );
         }
@@ -301,7 +302,10 @@ impl GpuWorkspace {
     /// finite. The output of a call with non-finite input is not meaningful.
     pub fn check_finite(&self, gpu: &Gpu) -> Result<()> {
         let Some(bad) = &self.bad else { return Ok(()) };
-        let v = gpu.download(bad)?;
+        let v = gpu
+            .stream
+            .clone_dtoh(&bad.slice(..3))
+            .map_err(|e| dev_err("copying from the device", e))?;
         for (name, &f) in ["Q", "K", "V"].iter().zip(&v) {
             if f != 0 {
                 return Err(Error::NonFinite {

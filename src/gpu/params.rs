@@ -70,6 +70,12 @@ pub(crate) struct LocalParams {
     pub sigma: Ptr,
     pub gsum: Ptr,
     pub h: Ptr,
+    /// With `fused`: k̄, v̄ (per query head) and G̃, written by the local kernel.
+    pub kbar: Ptr,
+    pub vbar: Ptr,
+    pub g: Ptr,
+    /// The non-finite record, then (with `fused`) the CTA ticket and per-block flags.
+    pub bad: Ptr,
     pub heads: i32,
     pub kv_heads: i32,
     pub n: i32,
@@ -79,6 +85,10 @@ pub(crate) struct LocalParams {
     pub m: i32,
     pub scale: f32,
     pub gamma: f32,
+    /// coarse_query = first (only read with `fused`).
+    pub first: i32,
+    /// 1: the causal tensor-core kernel does the means and coarse stages itself.
+    pub fused: i32,
 }
 
 /// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
@@ -202,7 +212,7 @@ mod tests {
     fn sizes_match_the_c_layout() {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
-        assert_eq!(size_of::<LocalParams>(), 120);
+        assert_eq!(size_of::<LocalParams>(), 160);
         assert_eq!(size_of::<ReducedParams>(), 56);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);

@@ -170,7 +170,7 @@ pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    3 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + (2 * warps + 1) * 8
+    3 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + (2 * warps + 1) * 8 + 32 * 4 + 8
 }
 
 /// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): CH = 128 rows of
@@ -214,6 +214,12 @@ pub(crate) struct Plan {
     pub local: Local,
     pub local_threads: u32,
     pub local_smem: usize,
+    /// The causal tensor-core local kernel also does the means and coarse stages (no
+    /// launches of their own; k̄ and v̄ then per query head).
+    pub fused: bool,
+    /// u64s of the record buffer: the non-finite record (3), and with `fused` the CTA
+    /// ticket and one flag per block of every head.
+    pub record: usize,
     /// Shared memory of the causal reduced solve.
     pub reduced_smem: usize,
 }
@@ -221,9 +227,17 @@ pub(crate) struct Plan {
 impl Plan {
     /// The plan of one call with element type index `elem` (0 = f32, 1 = f16,
     /// 2 = bf16) on a device allowing `smem` bytes of dynamic shared memory per block;
-    /// `tc` allows the tensor-core local kernel. Every request the kernels cannot
+    /// `tc` allows the tensor-core local kernel, `fuse` its fused means and coarse stages
+    /// (when it is the one chosen). Every request the kernels cannot
     /// serve is [`Error::Unsupported`] naming the limit.
-    pub fn new(dims: &Dims, cfg: &Config, elem: usize, smem: usize, tc: bool) -> Result<Self> {
+    pub fn new(
+        dims: &Dims,
+        cfg: &Config,
+        elem: usize,
+        smem: usize,
+        tc: bool,
+        fuse: bool,
+    ) -> Result<Self> {
         let Dims {
             batch,
             heads,
@@ -346,10 +360,12 @@ impl Plan {
                  dk = {dk}, dv = {dv}; this GPU allows {smem}"
             ));
         }
+        let fused = fuse && matches!(local, Local::Tc { .. });
+        let kvm = if fused { bh } else { bhkv } * m;
         let scratch = [
             bh * m * dk,
-            bhkv * m * dk,
-            bhkv * m * dv,
+            kvm * dk,
+            kvm * dv,
             bh * m * m,
             bh * m,
             bh * m,
@@ -373,6 +389,8 @@ impl Plan {
             local,
             local_threads,
             local_smem,
+            fused,
+            record: if fused { 4 + bh * m } else { 3 },
             reduced_smem: m * REDUCED_CW * 4,
         })
     }
@@ -419,9 +437,14 @@ mod tests {
                     for b in [0, 1, 16, 64, 128, 256] {
                         for causal in [true, false] {
                             for elem in 0..3 {
-                                let Ok(p) =
-                                    Plan::new(&dims(n, dk, dv), &cfg(b, causal), elem, smem, true)
-                                else {
+                                let Ok(p) = Plan::new(
+                                    &dims(n, dk, dv),
+                                    &cfg(b, causal),
+                                    elem,
+                                    smem,
+                                    true,
+                                    true,
+                                ) else {
                                     continue;
                                 };
                                 let what =
@@ -447,10 +470,10 @@ mod tests {
     #[test]
     fn long_sequences_fit_on_hopper_and_are_refused_clearly_elsewhere() {
         let d = dims(1 << 20, 64, 64);
-        let p = Plan::new(&d, &cfg(0, true), 2, DEVICES[0].1, true).unwrap();
+        let p = Plan::new(&d, &cfg(0, true), 2, DEVICES[0].1, true, true).unwrap();
         assert_eq!((p.b, p.m), (256, 4096));
         for (b, dev) in [(128, 0), (0, 2)] {
-            let e = Plan::new(&d, &cfg(b, true), 2, DEVICES[dev].1, true).unwrap_err();
+            let e = Plan::new(&d, &cfg(b, true), 2, DEVICES[dev].1, true, true).unwrap_err();
             assert!(e.to_string().contains("shared memory per block"), "{e}");
         }
     }
@@ -459,7 +482,7 @@ mod tests {
     fn kernel_choice_follows_type_mask_and_size() {
         let smem = DEVICES[0].1;
         let p = |elem, b, causal, tc| {
-            Plan::new(&dims(1000, 64, 64), &cfg(b, causal), elem, smem, tc).unwrap()
+            Plan::new(&dims(1000, 64, 64), &cfg(b, causal), elem, smem, tc, true).unwrap()
         };
         assert_eq!(p(0, 64, true, true).local, Local::General);
         assert_eq!(
@@ -491,10 +514,17 @@ mod tests {
         let smem = DEVICES[0].1;
         let longest = 128 * MAX_BIDIRECTIONAL_BLOCKS;
         for (n, b) in [(1, 1), (100, 64), (16384, 64), (24577, 128), (longest, 128)] {
-            let p = Plan::new(&dims(n, 64, 64), &cfg(0, false), 2, smem, true).unwrap();
+            let p = Plan::new(&dims(n, 64, 64), &cfg(0, false), 2, smem, true, true).unwrap();
             assert_eq!((p.b, p.m), (b, n.div_ceil(b)), "n = {n}");
         }
-        let e = Plan::new(&dims(longest + 1, 64, 64), &cfg(0, false), 2, smem, true);
+        let e = Plan::new(
+            &dims(longest + 1, 64, 64),
+            &cfg(0, false),
+            2,
+            smem,
+            true,
+            true,
+        );
         assert!(e.unwrap_err().to_string().contains("at most 4096 blocks"));
     }
 
@@ -509,7 +539,11 @@ mod tests {
     #[test]
     fn limits_are_named() {
         let smem = DEVICES[0].1;
-        let err = |d: Dims, c: Config| Plan::new(&d, &c, 0, smem, true).unwrap_err().to_string();
+        let err = |d: Dims, c: Config| {
+            Plan::new(&d, &c, 0, smem, true, true)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(dims(100, 129, 64), cfg(16, true)).contains("dk, dv ≤ 128"));
         assert!(err(dims(1000, 64, 64), cfg(256, false)).contains("at most 128 rows"));
         let dense = Config {
@@ -517,7 +551,7 @@ mod tests {
             ..cfg(0, false)
         };
         assert!(err(dims(129, 64, 64), dense).contains("n ≤ 128 (n = 129)"));
-        assert!(Plan::new(&dims(128, 64, 64), &dense, 0, smem, true).is_ok());
+        assert!(Plan::new(&dims(128, 64, 64), &dense, 0, smem, true, true).is_ok());
         assert!(err(dims(1 << 20, 64, 64), cfg(128, false)).contains("4096 blocks"));
         let g = Config {
             gamma: 0.995,
@@ -560,7 +594,15 @@ mod tests {
 
     #[test]
     fn scratch_sizes() {
-        let p = Plan::new(&dims(100, 8, 4), &cfg(16, true), 0, DEVICES[0].1, true).unwrap();
+        let p = Plan::new(
+            &dims(100, 8, 4),
+            &cfg(16, true),
+            0,
+            DEVICES[0].1,
+            true,
+            true,
+        )
+        .unwrap();
         assert_eq!((p.b, p.m), (16, 7));
         // B·H = 2, B·Hkv = 1.
         assert_eq!(
@@ -575,6 +617,7 @@ mod tests {
             },
             0,
             DEVICES[0].1,
+            true,
             true,
         )
         .unwrap();
