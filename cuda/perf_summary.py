@@ -53,7 +53,8 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2")
+    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2",
+            "mode1.1", "mode2.1", "mode0.1", "mode1.2", "mode2.2", "mode0.2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
