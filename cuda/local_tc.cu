@@ -254,25 +254,42 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         sum += e;
     }
     gs = block_sum(sum, red);  // its barriers also publish the G̃ row to the CTA
-    // h_I: P groups of threads over J (J ≡ group mod P), one column each.
-    const int P = max(1, nt / dv);
+    // h_I: P groups of threads over J (J ≡ group mod P), four columns (a float4) each
+    // where dv allows, else one: more groups, so fewer dependent L2 round trips each.
+    const int w4 = dv % 4 == 0 ? 4 : 1, cg = dv / w4;
+    const int P = max(1, nt / cg);
     const float* vb = vbar + (long long)bh * m * dv;
-    for (int idx = tid; idx < P * dv; idx += nt) {
-        const int pp = idx / dv, c = idx - pp * dv;
-        // Eight J per step, their 16 loads issued before any is used (L2 latency bound).
-        float acc = 0.0f;
-        for (int J0 = pp; J0 < I; J0 += 8 * P) {
-            float gv[8], vv[8];
+    for (int idx = tid; idx < P * cg; idx += nt) {
+        const int pp = idx / cg, c = (idx - pp * cg) * w4;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        // Four J per step, their loads issued before any is used (L2 latency bound).
+        for (int J0 = pp; J0 < I; J0 += 4 * P) {
+            float gv[4];
+            float4 vv[4];
 #pragma unroll
-            for (int u = 0; u < 8; ++u) {
+            for (int u = 0; u < 4; ++u) {
                 const int J = J0 + u * P;
+                const float* vr = vb + (long long)J * dv + c;
                 gv[u] = J < I ? __ldcg(grow + J) : 0.0f;
-                vv[u] = J < I ? __ldcg(vb + (long long)J * dv + c) : 0.0f;
+                vv[u] = J >= I   ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+                        : w4 == 4 ? __ldcg(reinterpret_cast<const float4*>(vr))
+                                  : make_float4(__ldcg(vr), 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
-            for (int u = 0; u < 8; ++u) acc = fmaf(gv[u], vv[u], acc);
+            for (int u = 0; u < 4; ++u) {
+                acc.x = fmaf(gv[u], vv[u].x, acc.x);
+                acc.y = fmaf(gv[u], vv[u].y, acc.y);
+                acc.z = fmaf(gv[u], vv[u].z, acc.z);
+                acc.w = fmaf(gv[u], vv[u].w, acc.w);
+            }
         }
-        part[idx] = acc;
+        float* o = part + pp * dv + c;
+        o[0] = acc.x;
+        if (w4 == 4) {
+            o[1] = acc.y;
+            o[2] = acc.z;
+            o[3] = acc.w;
+        }
     }
     __syncthreads();
     for (int c = tid; c < dv; c += nt) {

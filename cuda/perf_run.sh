@@ -132,11 +132,12 @@ if [[ $PART == *7* ]]; then
 # The fused path's two ways of waiting for earlier blocks (BLOCKRES_GPU_FUSED=1: every
 # thread acquires its flags; =2: one warp polls) against the separate kernels, and where
 # the fused local kernel's cycles go at 32768 (stall reasons, hottest SASS lines).
+timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
 BLOCKRES_GPU_FUSED=2 timeout 90 "$bin/gpu_test" bf16_matches f16_matches small_mixed non_finite \
   --test-threads=1 > "$OUT/gpu_tests_fused2.txt" 2>&1
 for r in 1 2; do
   for f in 1 2 0; do
-    BLOCKRES_GPU_FUSED=$f timeout 60 "$bin/gpu_bench" 4096 16384 32768 > "$OUT/mode$f.$r.txt" 2>&1
+    BLOCKRES_GPU_FUSED=$f timeout 60 "$bin/gpu_bench" 2048 4096 8192 16384 32768 > "$OUT/mode$f.$r.txt" 2>&1
   done
 done
 timeout 120 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
