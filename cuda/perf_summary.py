@@ -53,8 +53,7 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2",
-            "mode1.1", "mode2.1", "mode0.1", "mode1.2", "mode2.2", "mode0.2")
+    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
@@ -102,7 +101,7 @@ def ncu_table(path):
 
 def kernels(out):
     names = ["causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
-             "fused_4096", "fused_32768"]
+             "fused_4096"]
     names += sorted(p.stem[4:] for p in out.glob("ncu_d128_32768_*.csv"))
     for name in names:
         t = ncu_table(out / f"ncu_{name}.csv")

@@ -99,17 +99,13 @@ fn local_tc_allowed() -> bool {
     *A.get_or_init(|| std::env::var("BLOCKRES_GPU_LOCAL").map_or(true, |v| v != "general"))
 }
 
-/// The causal tensor-core local kernel does the block means and the coarse row itself
-/// (one pass over Q, K, V, four launches a call instead of six); `BLOCKRES_GPU_FUSED=0`
-/// runs the separate means and coarse kernels instead, for comparisons, and `=2` waits
-/// for the earlier blocks with one polling warp instead of every thread.
-fn fused_mode() -> i32 {
-    static A: OnceLock<i32> = OnceLock::new();
-    *A.get_or_init(|| match std::env::var("BLOCKRES_GPU_FUSED").as_deref() {
-        Ok("0") => 0,
-        Ok("2") => 2,
-        _ => 1,
-    })
+/// Where the plan allows it (`plan::FUSED_MAX_BLOCKS`), the causal tensor-core local
+/// kernel does the block means and the coarse row itself (one pass over Q, K, V, four
+/// launches a call instead of six); `BLOCKRES_GPU_FUSED=0` runs the separate means and
+/// coarse kernels instead, for comparisons.
+fn fused_allowed() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_FUSED").map_or(true, |v| v != "0"))
 }
 
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
@@ -177,7 +173,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
         T::INDEX,
         gpu.smem,
         local_tc_allowed(),
-        fused_mode() != 0,
+        fused_allowed(),
     )?;
     let (b, m) = (plan.b, plan.m);
     ws.ensure(gpu, &plan.scratch, plan.record)?;
@@ -314,7 +310,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             scale,
             gamma,
             first: i32::from(cfg.coarse_query == CoarseQuery::First),
-            fused: if plan.fused { fused_mode() } else { 0 },
+            fused: i32::from(plan.fused),
         };
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),

@@ -25,6 +25,15 @@ pub(crate) const REDUCED_CW: usize = 8;
 /// arrays (227 − 200 KiB on the H100, where the limits were first measured).
 pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
+/// Blocks per head up to which the causal tensor-core local kernel also does the means
+/// and coarse stages (`Plan::fused`). Each CTA then forms its own row of the coarse
+/// matrix, reading every earlier block's k̄ and v̄ from L2: O(m) dependent work per CTA,
+/// which the separate coarse kernel shares over 8 rows. Measured on the H100 in one call
+/// (B = 1, H = 16, d = 64, bf16, automatic b, `results/v31_mode*.txt`), fused against
+/// separate, ms: 0.043 / 0.049 at n = 2048 (m = 32), 0.069–0.075 / 0.077 at 4096 (m = 64),
+/// 0.136 / 0.131 at 8192 (m = 128), 0.270 / 0.239 at 16384, 0.506 / 0.476 at 32768.
+pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
+
 /// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
 /// d = max(dk, dv): 64 up to n = 24,576, then 128 at d ≤ 64 and 96 at d > 64 (the
 /// 6-warp tiles, two CTAs per SM, where the 8-warp ones run one); above 128·4096 tokens
@@ -360,7 +369,7 @@ impl Plan {
                  dk = {dk}, dv = {dv}; this GPU allows {smem}"
             ));
         }
-        let fused = fuse && matches!(local, Local::Tc { .. });
+        let fused = fuse && matches!(local, Local::Tc { .. }) && m <= FUSED_MAX_BLOCKS;
         let kvm = if fused { bh } else { bhkv } * m;
         let scratch = [
             bh * m * dk,
@@ -590,6 +599,25 @@ mod tests {
         assert!(5 * (local_tc_smem(4, 64) + 1024) <= 228 * 1024);
         assert!(3 * (local_tc_smem(4, 128) + 1024) <= 228 * 1024);
         assert!(2 * (local_tc_smem(6, 128) + 1024) <= 228 * 1024);
+    }
+
+    #[test]
+    fn fused_only_for_the_causal_tensor_core_kernel_up_to_its_block_count() {
+        let smem = DEVICES[0].1;
+        let p = |n, elem, causal, fuse| {
+            Plan::new(&dims(n, 64, 64), &cfg(64, causal), elem, smem, true, fuse).unwrap()
+        };
+        let q = p(64 * FUSED_MAX_BLOCKS, 2, true, true);
+        assert!(q.fused && matches!(q.local, Local::Tc { .. }));
+        // B·H = 2 heads of m blocks: the record holds 3 + 1 + 2m u64s, k̄ and v̄ one copy
+        // per query head (dims has Hkv = 1).
+        assert_eq!(q.record, 4 + 2 * FUSED_MAX_BLOCKS);
+        assert_eq!(q.scratch[1], 2 * FUSED_MAX_BLOCKS * 64);
+        assert!(!p(64 * FUSED_MAX_BLOCKS + 1, 2, true, true).fused);
+        assert!(!p(4096, 0, true, true).fused, "f32: the general kernel");
+        assert!(!p(4096, 2, false, true).fused, "bidirectional");
+        let off = p(4096, 2, true, false);
+        assert!(!off.fused && off.record == 3);
     }
 
     #[test]
