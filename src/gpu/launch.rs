@@ -1,6 +1,7 @@
-//! The launcher: [`resolvent_attention_device`] enqueues the six launches of one call
-//! (means, coarse, local, two reduced, combine) as [`Plan`] decided them, each with its
-//! family's parameter struct (`params.rs`).
+//! The launcher: [`resolvent_attention_device`] enqueues the launches of one call (means,
+//! coarse, local, two reduced, combine; four where the plan fuses the first two into the
+//! local kernel) as [`Plan`] decided them, each with its family's parameter struct
+//! (`params.rs`).
 
 use std::sync::OnceLock;
 
