@@ -120,6 +120,11 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
     return r;
 }
 
+// Non-finite records (the host's `bad` buffers) hold max(FLAG − flat index) over the
+// non-finite elements found, so 0 means none and the smallest index wins (atomicMax);
+// src/gpu/mod.rs counts down from the same value.
+#define FLAG (1ull << 62)
+
 // True for finite values; written without isfinite() so it needs no header.
 __device__ __forceinline__ bool finite_f(float x) { return (x - x) == 0.0f; }
 

@@ -30,7 +30,6 @@
 // an overflow. A predicate per element; the atomic only when it fires.
 #include "common.cuh"
 
-#define FLAG (1ull << 62)
 #define BAD_OUT 3
 
 // The atomic is out of line: the hot loops' register allocation must not pay for a

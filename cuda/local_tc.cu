@@ -181,7 +181,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
                 T e;
                 e.x = tile[r * LD + c];
                 if (!finite_f(to_f(e)))
-                    atomicMax(bad + x, (1ull << 62) - (u64)((head * n + (long long)I * b + r) * d + c));
+                    atomicMax(bad + x, FLAG - (u64)((head * n + (long long)I * b + r) * d + c));
             }
         }
         if (x == 0) {

@@ -13,8 +13,6 @@
 // index math and 58 registers: 4 CTAs per SM, 91 µs for Q, K, V at n = 32768.)
 #include "common.cuh"
 
-#define FLAG (1ull << 62)
-
 template <class T>
 __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
                             u64* __restrict__ bad, long long head, int n, int d, int b, int m,
