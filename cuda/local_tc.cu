@@ -28,11 +28,11 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K (later R_p lo) and V tiles
 // (16·NWM × (DM + 8) 16-bit each), the diagonal blocks and then their inverses (NWM × DWS
-// f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and 2·NWM + 1
+// f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and 2·NWM + 2
 // mbarriers.
 #include "common.cuh"
 
-#define DSTR 17  // row stride (floats) of a 16×16 diagonal block
+#define DSTR 20  // column stride (floats) of a 16×16 diagonal block, stored by columns
 #define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
 #define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
 
@@ -83,10 +83,21 @@ __device__ __forceinline__ void mbar_wait(u64* bar) {  // phase 0
 
 // Rows [0, 16·nw) × columns [0, DM) of one head's tensor (width d, `rows` valid rows) into
 // a tile of stride DM + 8, zero elsewhere. 16-byte asynchronous copies when d allows.
-template <class T, int DM>
+// The usual block (d = DM, every row valid, all NWM warps) takes a path whose offsets are
+// all constants: one instruction per copy instead of about 37 (ncu, v31: the general loop
+// was 11% of the local kernel's instructions).
+template <class T, int NWM, int DM>
 __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int d, int nrow) {
     constexpr int LD = DM + 8, C8 = DM / 8;
-    if (d % 8 == 0) {
+    constexpr int NT = 32 * NWM, RP = NT / C8;  // threads; rows per pass
+    static_assert(NT % C8 == 0 && (16 * NWM) % RP == 0, "whole passes");
+    if (d == DM && rows == 16 * NWM && nrow == rows && blockDim.x == NT) {
+        const int r = threadIdx.x / C8, c = (threadIdx.x % C8) * 8;
+        u16* p = dst + r * LD + c;
+        const T* g = src + r * DM + c;
+#pragma unroll
+        for (int i = 0; i < 16 * NWM / RP; ++i) cp_async16(p + i * RP * LD, g + i * RP * DM);
+    } else if (d % 8 == 0) {
         for (int idx = threadIdx.x; idx < nrow * C8; idx += blockDim.x) {
             const int r = idx / C8, c = (idx - r * C8) * 8;
             u16* p = dst + r * LD + c;
@@ -313,10 +324,11 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     float* dws = reinterpret_cast<float*>(vs + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp);
-    // mbar[2·NWM]: every warp is past its logits, K's tile is free (32·nw arrivals).
+    // mbar[2·NWM]: every warp is past its logits, K's tile is free (32·nw arrivals);
+    // mbar[2·NWM + 1]: V's tile has landed (one arrival per thread).
     float* hs = csum + NWM * LD;                    // LD: h_I
     u64* mbar = reinterpret_cast<u64*>(hs + LD);
-    float* red = reinterpret_cast<float*>(mbar + 2 * NWM + 1);  // 32 floats, then the ticket
+    float* red = reinterpret_cast<float*>(mbar + 2 * NWM + 2);  // 32 floats, then the ticket
     int* tk = reinterpret_cast<int*>(red + 32);
     require_smem(reinterpret_cast<unsigned char*>(tk + 2) - smem);
 
@@ -336,12 +348,24 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     const int nrow = 16 * nw;
     const long long bi = (long long)bh * m + I;
 
-    load_block<T, DM>(qs, q + ((long long)bh * n + base) * dk, nb, dk, nrow);
-    load_block<T, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
-    load_block<T, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
+    // V's copies go last and, in a whole block without the fused prologue (which sums V
+    // first), on their own: the warps wait for Q and K only, and for V (mbar[2·NWM + 1],
+    // one arrival per thread when its copies land) just before D·V, so V's transfer
+    // overlaps the logits and the softmax. A partial block zero-fills its tiles with
+    // plain stores, which that arrival does not cover: it waits for all three at once.
+    const bool vlate = !fused && nb == nrow && nrow == R && dk == DM && dv == DM;
+    load_block<T, NWM, DM>(qs, q + ((long long)bh * n + base) * dk, nb, dk, nrow);
+    load_block<T, NWM, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
+    if (!vlate) load_block<T, NWM, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
     asm volatile("cp.async.commit_group;");
     if (threadIdx.x < 2 * nw) mbar_init(&mbar[threadIdx.x < nw ? threadIdx.x : NWM + threadIdx.x - nw], 32);
     if (threadIdx.x == 2 * nw) mbar_init(&mbar[2 * NWM], 32 * nw);
+    if (threadIdx.x == 2 * nw + 1) mbar_init(&mbar[2 * NWM + 1], blockDim.x);
+    __syncthreads();  // the initialized mbarriers before any arrival on them
+    if (vlate) load_block<T, NWM, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
+    asm volatile("cp.async.commit_group;");
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(smem_addr(&mbar[2 * NWM + 1]))
+                 : "memory");
     // The coarse stage's results from here on: loading Q, K, V may overlap the kernels
     // before (programmatic dependent launch, common.cuh).
     pdl_wait();
@@ -353,7 +377,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         // instead of stalling every warp after D·V.
         for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
     }
-    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    asm volatile("cp.async.wait_group 1;" ::: "memory");  // Q and K (and V unless vlate)
     __syncthreads();
     if (fused)
         fused_coarse_row<T, NWM, DM>(qs, ks, vs, dws, red, hs, kbar, vbar, gout, bad, I, bh, kvh, n,
@@ -405,17 +429,26 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // exponential is then one FFMA and one ex2 (scaled_exp, common.cuh).
     const int ra = r0 + g, rb = r0 + g + 8;
     const bool la = ra < nb, lb = rb < nb;
+    // By 16-key steps j, each under one warp-uniform branch: steps j < w need no mask,
+    // step j = w masks keys after the row (a test on the lane's place in the 16×16 tile,
+    // the same in every warp), steps j > w stay zero from the start and are never read.
     float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
-    for (int nt = 0; nt < 2 * NWM; ++nt) {
-        if ((nt >> 1) <= w) {
+    for (int j = 0; j < NWM; ++j) {
+        if (j < w) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = (e < 2) ? ra : rb, c = nt * 8 + 2 * t + (e & 1);
-                const bool ok = (nt >> 1) < w || c <= r;
-                s[nt][e] = ok ? s[nt][e] : neg_inf();
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-            }
+            for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) mx[e >> 1] = fmaxf(mx[e >> 1], s[2 * j + hh][e]);
+        } else if (j == w) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const bool ok = hh * 8 + 2 * t + (e & 1) <= g + (e >> 1) * 8;
+                    s[2 * j + hh][e] = ok ? s[2 * j + hh][e] : neg_inf();
+                    mx[e >> 1] = fmaxf(mx[e >> 1], s[2 * j + hh][e]);
+                }
         }
     }
     float lsum[2] = {0.0f, 0.0f};
@@ -423,41 +456,47 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     quad_shift(mx, scale, sig, mb);
     const float kl = scale * LOG2E;
 #pragma unroll
-    for (int nt = 0; nt < 2 * NWM; ++nt) {
-        if ((nt >> 1) <= w) {
+    for (int j = 0; j < NWM; ++j) {
+        if (j <= w) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float ex = scaled_exp(s[nt][e], kl, mb[e >> 1]);  // 0 for −inf
-                s[nt][e] = ex;
-                lsum[e >> 1] += ex;
-            }
-        } else {
+            for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+                for (int e = 0; e < 4; ++e) {
+                    const float ex = scaled_exp(s[2 * j + hh][e], kl, mb[e >> 1]);  // 0 for −inf
+                    s[2 * j + hh][e] = ex;
+                    lsum[e >> 1] += ex;
+                }
         }
     }
     float invz[2], zr[2];
     const bool live[2] = {la, lb};
     quad_normalizer(lsum, mx, sig, gs, live, invz, zr);
-    // D in place; the diagonal 16×16 block also to shared memory (f32) for its inverse.
+    // D, as A fragments, one per 16-key step (the m16n8 accumulator pair is the k16 A);
+    // the diagonal 16×16 block also to shared memory (f32) for its inverse.
     float* dw = dws + w * DWS;
-#pragma unroll
-    for (int nt = 0; nt < 2 * NWM; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            s[nt][e] *= invz[e >> 1];
-            if (nt >> 1 == w) dw[(g + (e >> 1) * 8) * DSTR + (nt & 1) * 8 + 2 * t + (e & 1)] = s[nt][e];
-        }
-    // D as A fragments, one per 16-key step (the m16n8 accumulator pair is the k16 A).
     u32 da[NWM][4];
 #pragma unroll
     for (int j = 0; j < NWM; ++j) {
+        if (j <= w) {
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[2 * j + hh][e] *= invz[e >> 1];
+            if (j == w) {
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        dw[(hh * 8 + 2 * t + (e & 1)) * DSTR + g + (e >> 1) * 8] = s[2 * j + hh][e];
+            }
+        }
         da[j][0] = pack2<T>(s[2 * j][0], s[2 * j][1]);
         da[j][1] = pack2<T>(s[2 * j][2], s[2 * j][3]);
         da[j][2] = pack2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
         da[j][3] = pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
     }
 
+    mbar_wait(&mbar[2 * NWM + 1]);  // V's tile is complete
     // X = D·V + z⊗[h | 1]: the right side, w column in tile VT.
     float x[XT][4];
 #pragma unroll
@@ -500,10 +539,21 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-            const float dj = rcp_approx(1.0f - gamma * dw[j * DSTR + j]);  // in [1, 1/(1−γ)]
+            // Column j from row 4⌊j/4⌋ on, four rows a load (every lane reads the same
+            // address: a broadcast): 40 loads for the block instead of 136.
+            float col[16];
+#pragma unroll
+            for (int q4 = j / 4; q4 < 4; ++q4) {
+                const float4 v4 = *reinterpret_cast<const float4*>(dw + j * DSTR + 4 * q4);
+                col[4 * q4] = v4.x;
+                col[4 * q4 + 1] = v4.y;
+                col[4 * q4 + 2] = v4.z;
+                col[4 * q4 + 3] = v4.w;
+            }
+            const float dj = rcp_approx(1.0f - gamma * col[j]);  // in [1, 1/(1−γ)]
             xv[j] = ((j == c ? 1.0f : 0.0f) + gamma * acc[j]) * dj;
 #pragma unroll
-            for (int i = j + 1; i < 16; ++i) acc[i] = fmaf(dw[i * DSTR + j], xv[j], acc[i]);
+            for (int i = j + 1; i < 16; ++i) acc[i] = fmaf(col[i], xv[j], acc[i]);
         }
         // L⁻¹ as 16-bit hi (lanes < 16) and lo (lanes ≥ 16) tiles over D_ww, row-major,
         // for ldmatrix: the A operand here, the B operand of C_wp in later warps.
@@ -651,7 +701,16 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     __syncwarp();
     T* yh = y + ((long long)bh * n + base + r0) * dv;
     const int rows = min(16, nb - r0);
-    if (dv == DM) {  // the usual case: a constant row length, so no run-time division
+    if (dv == DM && rows == 16) {  // the usual case: every offset a constant
+        constexpr int C8 = DM / 8;
+        const int r = lane / C8, c = (lane % C8) * 8;
+#pragma unroll
+        for (int i = 0; i < 16 * C8 / 32; ++i) {
+            constexpr int RS = 32 / C8;  // rows a pass
+            *reinterpret_cast<uint4*>(&yh[(long long)(r + i * RS) * DM + c]) =
+                *reinterpret_cast<const uint4*>(&st[(r + i * RS) * LD + c]);
+        }
+    } else if (dv == DM) {  // a constant row length, so no run-time division
         constexpr int C8 = DM / 8;
         for (int idx = lane; idx < rows * C8; idx += 32) {
             const int r = idx / C8, c = (idx - r * C8) * 8;

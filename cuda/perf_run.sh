@@ -12,7 +12,8 @@
 # PART=1 runs the tests and timings (about 5 minutes), PART=2 the profiles (1), PART=3
 # the sanitizers, PART=4 per-kernel times of one causal d = 128 call (this build and
 # BASE), PART=5 the causal block sizes 64, 96, 128 at d = 64 and 128, PART=6 the fused
-# causal path (n ≤ 64·b) against the separate means and coarse kernels; unset, 123.
+# causal path (n ≤ 64·b) against the separate means and coarse kernels, PART=7 the local
+# kernel's instruction cuts against BASE (with per-kernel instruction counts); unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -124,6 +125,43 @@ more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 > "$OUT/sdpa.txt
 M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
   --metrics $M --csv "$bin/gpu_bench" 4096 > "$OUT/ncu_fused_4096.csv" 2>> "$OUT/ncu.err"
+fi
+
+if [[ $PART == *7* ]]; then
+# The local kernel's instruction cuts against BASE: both paths' tests, then causal timings
+# of this build and BASE alternated twice (the fused path at 2048/4096 and the separate one
+# from 8192), d = 128 beside them, SDPA, per-kernel times and executed instructions of one
+# call at 4096 and 32768 (both builds), and the fused local kernel's stalls and SASS lines
+# at 4096.
+timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
+BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed non_finite \
+  --test-threads=1 > "$OUT/gpu_tests_unfused.txt" 2>&1
+timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+N="2048 4096 8192 16384 32768 65536"
+for r in 1 2; do
+  timeout 60 "$bin/$BASE" $N > "$OUT/base$r.txt" 2>&1
+  timeout 60 "$bin/gpu_bench" $N > "$OUT/current$r.txt" 2>&1
+done
+timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/d128.txt" 2>&1
+timeout 90 "$bin/$BASE" --d 128 4096 32768 > "$OUT/d128_base.txt" 2>&1
+more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > "$OUT/sdpa.txt" 2>&1
+M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
+for x in gpu_bench $BASE; do
+  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
+    --metrics $M --csv "$bin/$x" 4096 > "$OUT/ncu_4096_$x.csv" 2>> "$OUT/ncu.err"
+  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
+    --metrics $M --csv "$bin/$x" 32768 > "$OUT/ncu_32768_$x.csv" 2>> "$OUT/ncu.err"
+done
+if more; then
+  timeout 120 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
+    --import-source no -o "$OUT/local_tc_4096" "$bin/gpu_bench" 4096 > "$OUT/ncu_local_tc.log" 2>&1
+  timeout 60 ncu -i "$OUT/local_tc_4096.ncu-rep" --section WarpStateStats --section SchedulerStats \
+    --section Occupancy --print-details all > "$OUT/ncu_local_tc_4096_stalls.txt" 2>&1
+  timeout 60 ncu -i "$OUT/local_tc_4096.ncu-rep" --page source --print-source sass --csv \
+    > "$OUT/ncu_local_tc_4096_sass.csv" 2>&1
+  gzip -f "$OUT/ncu_local_tc_4096_sass.csv"
+  rm -f "$OUT/local_tc_4096.ncu-rep"
+fi
 fi
 
 if [[ $PART == *3* ]]; then

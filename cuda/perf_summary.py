@@ -53,7 +53,8 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current2", "pdl", "base2", "fused1", "unfused1", "fused2", "unfused2")
+    runs = ("base1", "current", "current1", "current2", "pdl", "base2", "fused1", "unfused1", "fused2",
+            "unfused2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
@@ -63,7 +64,7 @@ def timings(out):
     for k in keys:
         vals = [data[r].get(k) for r in runs]
         hop = sd.get(k[1], (None, None))[0 if k[0] == "causal" else 1]
-        cur = data.get("current", data.get("fused1", {})).get(k)
+        cur = data.get("current", data.get("current1", data.get("fused1", {}))).get(k)
         ratio = f"{hop / cur:.2f}x" if hop and cur else ""
         cells = [f"{v:.3f}" if v is not None else "" for v in vals]
         print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {hop or ''} | {ratio} |")
@@ -103,6 +104,8 @@ def kernels(out):
     names = ["causal_4096", "causal_32768", "causal_32768_base", "bidir_16384", "bidir_16384_base",
              "fused_4096"]
     names += sorted(p.stem[4:] for p in out.glob("ncu_d128_32768_*.csv"))
+    names += sorted(p.stem[4:] for p in out.glob("ncu_4096_*.csv"))
+    names += sorted(p.stem[4:] for p in out.glob("ncu_32768_*.csv"))
     for name in names:
         t = ncu_table(out / f"ncu_{name}.csv")
         if t is None:
@@ -129,16 +132,16 @@ def kernels(out):
                   f"{a['smsp__inst_executed.sum'] / 1e6:.2f} | {a['dram__bytes.sum']:.1f} |")
 
 
-def stalls(out):
-    p = out / "ncu_local_tc_stalls.txt"
+def stalls(out, n="32768", tag=""):
+    p = out / f"ncu_local_tc{tag}_stalls.txt"
     if p.exists():
         keep = re.compile(r"Stall|Eligible|Issued|Active Warps|Occupancy|Executed Instructions |"
                           r"Warp Cycles Per Issued|Registers")
         lines = [l.rstrip() for l in p.read_text(errors="replace").splitlines() if keep.search(l)]
-        print("\nlocal_tc at 32768, Nsight Compute sections:")
+        print(f"\nlocal_tc at {n}, Nsight Compute sections:")
         for l in lines[:40]:
             print("  " + re.sub(r"\s{2,}", "  ", l.strip()))
-    p = out / "ncu_local_tc_sass.csv.gz"
+    p = out / f"ncu_local_tc{tag}_sass.csv.gz"
     if not p.exists():
         return
     rows = list(csv.reader(gzip.open(p, "rt", errors="replace")))
@@ -159,7 +162,7 @@ def stalls(out):
         except ValueError:
             return 0.0
     total = sum(num(r[col]) for r in body) or 1.0
-    print(f"\nlocal_tc SASS lines by stall samples ({len(body)} lines, {total:.0f} samples):")
+    print(f"\nlocal_tc at {n}, SASS lines by stall samples ({len(body)} lines, {total:.0f} samples):")
     for r in sorted(body, key=lambda r: -num(r[col]))[:25]:
         print(f"  {100 * num(r[col]) / total:5.1f}%  {r[0]:>6}  {r[src][:90]}")
 
@@ -169,6 +172,7 @@ def main():
     timings(out)
     kernels(out)
     stalls(out)
+    stalls(out, "4096", "_4096")
 
 
 if __name__ == "__main__":
