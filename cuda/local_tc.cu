@@ -35,6 +35,7 @@
 #define DSTR 20  // column stride (floats) of a 16×16 diagonal block, stored by columns
 #define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
 #define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
+#define FUSED_MAX 64  // the most blocks per head the plan fuses (plan::FUSED_MAX_BLOCKS)
 
 // ldmatrix from a shared-memory address (bytes): each lane's row address is formed once
 // per kernel and the tile offsets added as constants.
@@ -219,17 +220,19 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         return;
     }
     const u64* hf = flags + (long long)bh * m;
-    // (One warp polling with relaxed loads and a fence after measured the same on the
-    // H100, results/v31_*.)
-    for (int J = tid; J < I; J += nt)
-        while (flag_acquire(hf + J) == 0) __nanosleep(32);
-    __syncthreads();
-    // Logits, one thread per J; k̄ through L2 only (.cg): L1 is not coherent with the
-    // other CTAs' stores.
+    // The row's logits and weights stay in shared memory (the last FUSED_MAX of `part`,
+    // free from here on) where the plan fuses, m ≤ FUSED_MAX; in g otherwise (the CTA's
+    // own stores, so plain loads see them).
+    float* lrow = m <= FUSED_MAX ? part + NWM * (DWS + DM + 8) - FUSED_MAX : grow;
+    // Logits, one thread per J, each right after that thread's own acquire of flag J (no
+    // barrier between: only this thread reads k̄_J here); k̄ through L2 only (.cg): L1 is
+    // not coherent with the other CTAs' stores. (One warp polling with relaxed loads and
+    // a fence after measured the same on the H100, results/v31_*.)
     const float lnb = logf((float)b);
     const float* kb = kbar + (long long)bh * m * dk;
     float mx = neg_inf();
     for (int J = tid; J < I; J += nt) {
+        while (flag_acquire(hf + J) == 0) __nanosleep(32);
         const float* kr = kb + (long long)J * dk;
         float acc = 0.0f;
         if (dk % 4 == 0) {
@@ -241,45 +244,71 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
             for (int c = 0; c < dk; ++c) acc = fmaf(hs[c], __ldcg(kr + c), acc);
         }
         const float l = scale * acc + lnb;
-        grow[J] = l;
+        lrow[J] = l;
         mx = fmaxf(mx, l);
     }
-    sig = block_max(mx, red);
-    float sum = 0.0f;
-    for (int J = tid; J < I; J += nt) {  // the thread's own stores above
-        const float e = __expf(grow[J] - sig);
-        grow[J] = e;
-        sum += e;
-    }
-    gs = block_sum(sum, red);  // its barriers also publish the G̃ row to the CTA
+    sig = block_max(mx, red);  // its barriers also order every thread's acquires before
+                               // the v̄ loads below
     // h_I: P groups of threads over J (J ≡ group mod P), four columns (a float4) each
     // where dv allows, else one: more groups, so fewer dependent L2 round trips each.
+    // The first 4·U of a thread's v̄ rows are loaded before the exponentials, so their
+    // latency overlaps them and the sum's barriers.
     const int w4 = dv % 4 == 0 ? 4 : 1, cg = dv / w4;
     const int P = max(1, nt / cg);
     const float* vb = vbar + (long long)bh * m * dv;
+    auto vload = [&](int J, int c) {
+        const float* vr = vb + (long long)J * dv + c;
+        return J >= I   ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+               : w4 == 4 ? __ldcg(reinterpret_cast<const float4*>(vr))
+                         : make_float4(__ldcg(vr), 0.0f, 0.0f, 0.0f);
+    };
+    // This thread's first (group, columns): idx = tid (usually its only one).
+    constexpr int U = 2;
+    float4 vpre[4 * U];
+    {
+        const int pp = tid / cg, c = (tid - pp * cg) * w4;
+#pragma unroll
+        for (int u = 0; u < 4 * U; ++u)
+            vpre[u] = tid < P * cg ? vload(pp + u * P, c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float sum = 0.0f;
+    for (int J = tid; J < I; J += nt) {  // the thread's own logits above
+        const float e = __expf(lrow[J] - sig);
+        lrow[J] = e;
+        if (lrow != grow) grow[J] = e;
+        sum += e;
+    }
+    gs = block_sum(sum, red);  // its barriers also publish the weights to the CTA
     for (int idx = tid; idx < P * cg; idx += nt) {
         const int pp = idx / cg, c = (idx - pp * cg) * w4;
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        // Four J per step, their loads issued before any is used (L2 latency bound).
-        for (int J0 = pp; J0 < I; J0 += 4 * P) {
+        auto add = [&](float gv, float4 vv) {
+            acc.x = fmaf(gv, vv.x, acc.x);
+            acc.y = fmaf(gv, vv.y, acc.y);
+            acc.z = fmaf(gv, vv.z, acc.z);
+            acc.w = fmaf(gv, vv.w, acc.w);
+        };
+        int J0 = pp;
+        if (idx == tid) {
+#pragma unroll
+            for (int u = 0; u < 4 * U; ++u) {
+                const int J = pp + u * P;
+                add(J < I ? lrow[J] : 0.0f, vpre[u]);
+            }
+            J0 += 4 * U * P;
+        }
+        // The rest, four J per step, their loads issued before any is used.
+        for (; J0 < I; J0 += 4 * P) {
             float gv[4];
             float4 vv[4];
 #pragma unroll
             for (int u = 0; u < 4; ++u) {
                 const int J = J0 + u * P;
-                const float* vr = vb + (long long)J * dv + c;
-                gv[u] = J < I ? __ldcg(grow + J) : 0.0f;
-                vv[u] = J >= I   ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
-                        : w4 == 4 ? __ldcg(reinterpret_cast<const float4*>(vr))
-                                  : make_float4(__ldcg(vr), 0.0f, 0.0f, 0.0f);
+                gv[u] = J < I ? lrow[J] : 0.0f;
+                vv[u] = vload(J, c);
             }
 #pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                acc.x = fmaf(gv[u], vv[u].x, acc.x);
-                acc.y = fmaf(gv[u], vv[u].y, acc.y);
-                acc.z = fmaf(gv[u], vv[u].z, acc.z);
-                acc.w = fmaf(gv[u], vv[u].w, acc.w);
-            }
+            for (int u = 0; u < 4; ++u) add(gv[u], vv[u]);
         }
         float* o = part + pp * dv + c;
         o[0] = acc.x;
@@ -290,10 +319,10 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         }
     }
     __syncthreads();
-    for (int c = tid; c < dv; c += nt) {
+    for (int cc = tid; cc < dv; cc += nt) {
         float h = 0.0f;
-        for (int pp = 0; pp < P; ++pp) h += part[pp * dv + c];
-        hs[c] = h;
+        for (int q = 0; q < P; ++q) h += part[q * dv + cc];
+        hs[cc] = h;
     }
     __syncthreads();
 }
@@ -496,7 +525,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         da[j][3] = pack2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
     }
 
-    mbar_wait(&mbar[2 * NWM + 1]);  // V's tile is complete
+    if (vlate) mbar_wait(&mbar[2 * NWM + 1]);  // V's tile is complete (else it was at the start)
     // X = D·V + z⊗[h | 1]: the right side, w column in tile VT.
     float x[XT][4];
 #pragma unroll

@@ -259,6 +259,12 @@ fn cases() -> Vec<Case> {
         c(1, 2, 2, 700, 64, 64, 0, 0.95, 1.0),         // auto b, γ near 1, many blocks
         c(1, 2, 2, 257, 64, 64, 128, 0.0, 1.0),        // γ = 0 (plain block attention)
         c(1, 1, 1, 300, 5, 3, 17, 0.5, 3.0),           // tiny widths, peaky attention
+        // Around 64 blocks per head, where the fused prologue and the reduced solve's own
+        // panel inverses stop: m = 59 (two panels, the last short; GQA), m = 64, and
+        // m = 66 with whole 64-row blocks (the separate kernels; V waited for late).
+        c(1, 2, 1, 1000, 32, 32, 17, 0.6, 1.0),
+        c(1, 2, 2, 1024, 16, 16, 16, 0.5, 1.0),
+        c(1, 1, 1, 4200, 64, 64, 64, 0.5, 1.0),
         // coarse_query = first: GQA, dk ≠ dv, short last block; B = 2, odd dk;
         // bidirectional; f16/bf16 tensor-core widths.
         first(c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0)),

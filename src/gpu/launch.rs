@@ -400,14 +400,16 @@ pub fn resolvent_attention_device<T: GpuElement>(
     } else {
         let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
         kx.allow_smem(&kx.reduced, smem)?;
-        reduced(
-            &kx.reduced_inverses,
-            &rp,
-            (panels, bh, 1),
-            32,
-            0,
-            "launching reduced_inverses",
-        )?;
+        if m > plan::REDUCED_SMALL_M {
+            reduced(
+                &kx.reduced_inverses,
+                &rp,
+                (panels, bh, 1),
+                32,
+                0,
+                "launching reduced_inverses",
+            )?;
+        }
         let cols = dv.div_ceil(plan::REDUCED_CW);
         reduced(
             &kx.reduced,

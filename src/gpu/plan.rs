@@ -21,6 +21,11 @@ pub const MAX_BIDIRECTIONAL_GAMMA: f32 = 0.99;
 /// Columns of u per CTA of the reduced solve (`CW` in cuda/reduced.cu).
 pub(crate) const REDUCED_CW: usize = 8;
 
+/// Blocks per head up to which the causal reduced solve forms its panels' inverses
+/// itself instead of in a `reduced_inverses` launch before it (`SMALL_M` in
+/// cuda/reduced.cu): one launch less where the call is short.
+pub(crate) const REDUCED_SMALL_M: usize = 64;
+
 /// Shared memory kept back from the device's opt-in limit for the kernels' static
 /// arrays (227 − 200 KiB on the H100, where the limits were first measured).
 pub(crate) const STATIC_SMEM: usize = 27 * 1024;
