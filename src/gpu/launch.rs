@@ -1,7 +1,7 @@
 //! The launcher: [`resolvent_attention_device`] enqueues the launches of one call (means,
-//! coarse, local, two reduced, combine; four where the plan fuses the first two into the
-//! local kernel) as [`Plan`] decided them, each with its family's parameter struct
-//! (`params.rs`).
+//! coarse, local, two reduced, combine; three where the plan fuses the first two into the
+//! local kernel and the reduced solve forms its own panel inverses, m ≤ 64) as [`Plan`]
+//! decided them, each with its family's parameter struct (`params.rs`).
 
 use std::sync::OnceLock;
 
@@ -101,7 +101,7 @@ fn local_tc_allowed() -> bool {
 }
 
 /// Where the plan allows it (`plan::FUSED_MAX_BLOCKS`), the causal tensor-core local
-/// kernel does the block means and the coarse row itself (one pass over Q, K, V, four
+/// kernel does the block means and the coarse row itself (one pass over Q, K, V, three
 /// launches a call instead of six); `BLOCKRES_GPU_FUSED=0` runs the separate means and
 /// coarse kernels instead, for comparisons.
 fn fused_allowed() -> bool {
