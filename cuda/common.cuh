@@ -73,9 +73,6 @@ struct ReducedParams {
     int m, dv;
     float gamma;
     int p0;
-    void* y;         // reduced_combine_*: Y, combined in place
-    const float* w;  // reduced_combine_*: the local kernel's w
-    int n, b;
 };
 
 // combine_*: y ← y + the cross-block term, in place.

@@ -60,8 +60,9 @@ extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedP
                   threadIdx.x, gp, cp, p.minv + ((long long)bh * np + P) * PANEL * PANEL, PANEL);
 }
 
-// The blocked solve of one CTA's CW columns; with ss (m ≤ SMALL_M), s is also kept there.
-__device__ __forceinline__ void reduced_causal_body(const ReducedParams& p, float (*ss)[CW]) {
+extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
@@ -166,62 +167,7 @@ __device__ __forceinline__ void reduced_causal_body(const ReducedParams& p, floa
             float sv = sp[ri][cc];
             for (int j = 0; j < ri; ++j) sv = fmaf(gp[ri][j], us[(a + j) * CW + cc], sv);
             if (c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = sv;
-            if (ss) ss[i][cc] = sv;
         }
         __syncthreads();
     }
 }
-
-extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
-    pdl_trigger();
-    pdl_wait();
-    reduced_causal_body(p, nullptr);
-}
-
-// SPEC §2 step 7 for the CTA's CW columns of every row of its head, from s in shared
-// memory: what combine.cu does (the same arithmetic, so the same bits), here so that a
-// call with m ≤ SMALL_M needs no combine launch. Rows of Y are read and written CW
-// columns at a time (16-byte pieces where dv allows), which only pays while the head is
-// small enough to stay in L2 after the local kernel wrote it.
-template <class T>
-__device__ __forceinline__ void combine_cols(const ReducedParams& p, const float (*ss)[CW]) {
-    const int bh = blockIdx.y, c0 = blockIdx.x * CW, n = p.n, dv = p.dv, b = p.b;
-    T* yh = static_cast<T*>(p.y) + (long long)bh * n * dv;
-    const float* wh = p.w + (long long)bh * n;
-    const int cw = min(CW, dv - c0);
-    const float gamma = p.gamma;
-    constexpr int V = 16 / sizeof(T);  // elements a 16-byte piece
-    constexpr int NP = CW / V;         // pieces a row
-    if (cw == CW && dv % V == 0) {
-        for (int idx = threadIdx.x; idx < n * NP; idx += blockDim.x) {
-            const int i = idx / NP, q = idx - i * NP;
-            T* e0 = yh + (long long)i * dv + c0 + q * V;
-            const float* si = ss[i / b] + q * V;
-            const float f = gamma * wh[i];
-            uint4 raw = *reinterpret_cast<const uint4*>(e0);
-            T* e = reinterpret_cast<T*>(&raw);
-#pragma unroll
-            for (int k = 0; k < V; ++k) e[k] = from_f<T>((1.0f - gamma) * (to_f(e[k]) + f * si[k]));
-            *reinterpret_cast<uint4*>(e0) = raw;
-        }
-    } else {
-        for (int idx = threadIdx.x; idx < n * cw; idx += blockDim.x) {
-            const int i = idx / cw, cc = idx - i * cw;
-            T* e = yh + (long long)i * dv + c0 + cc;
-            *e = from_f<T>((1.0f - gamma) * (to_f(*e) + gamma * wh[i] * ss[i / b][cc]));
-        }
-    }
-}
-
-// m ≤ SMALL_M: the solve, then the combine of the CTA's columns (one launch for steps 6
-// and 7; the launcher then skips combine_*).
-#define REDUCED_COMBINE(T, S)                                                            \
-    extern "C" __global__ void __launch_bounds__(256) reduced_combine_##S(const ReducedParams p) { \
-        pdl_trigger();                                                                   \
-        pdl_wait();                                                                      \
-        if (p.m > SMALL_M) asm volatile("trap;");                                        \
-        __shared__ float ss[SMALL_M][CW];                                                \
-        reduced_causal_body(p, ss);                                                      \
-        combine_cols<T>(p, ss);                                                          \
-    }
-BLOCKRES_FOR_TYPES(REDUCED_COMBINE)

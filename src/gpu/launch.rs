@@ -339,9 +339,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
     // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (one launch
     // per panel of BIDIR_PANEL pivots), then s = G̃·u. All take one ReducedParams.
     let mut a = Args::new(st);
-    // Causal with m ≤ REDUCED_SMALL_M: one launch solves and combines (step 7 below is
-    // skipped), so the reduced kernels also get Y and w.
-    let combined = cfg.causal && m <= plan::REDUCED_SMALL_M;
     let mut rp = ReducedParams {
         g: a.r(&*g),
         pbar: a.r(&*pbar),
@@ -352,10 +349,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
         dv: dvi,
         gamma,
         p0: 0,
-        y: a.w(&mut *y),
-        w: a.r(&*w),
-        n: ni,
-        b: bi,
     };
     let reduced = |f: &CudaFunction,
                    rp: &ReducedParams,
@@ -369,10 +362,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
             shared_mem_bytes: smem as u32,
         };
         launch(
-            // SAFETY: the reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
-            // ReducedParams; `y` is Y (checked against the shapes) and `w` B·H·n floats,
-            // read only by reduced_combine_* (launched for m ≤ 64, which it checks, with
-            // the element type of Y); `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
+            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
             // (causal) or its m × (m + dv) systems and two 32 × (m + dv) side buffers per
             // head (bidirectional, whose kernels take the head count from the grid as
             // passed here), `s` bh·m·dv; `p0` is a panel's first pivot, < m. The callers pass each kernel's launch bounds
@@ -420,17 +411,18 @@ pub fn resolvent_attention_device<T: GpuElement>(
             )?;
         }
         let cols = dv.div_ceil(plan::REDUCED_CW);
-        let (f, what) = if combined {
-            kx.allow_smem(&kx.reduced_combine[T::INDEX], smem)?;
-            (&kx.reduced_combine[T::INDEX], "launching reduced_combine")
-        } else {
-            (&kx.reduced, "launching reduced_causal")
-        };
-        reduced(f, &rp, (cols, bh, 1), 256, smem, what)?;
+        reduced(
+            &kx.reduced,
+            &rp,
+            (cols, bh, 1),
+            256,
+            smem,
+            "launching reduced_causal",
+        )?;
     }
     drop(a);
-    // 7. Combine in place (done above where `combined`).
-    if !combined {
+    // 7. Combine in place.
+    {
         let mut a = Args::new(st);
         let p = CombineParams {
             y: a.w(&mut *y),

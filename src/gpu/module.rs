@@ -41,9 +41,6 @@ pub(crate) struct Kernels {
     pub local_tc: [[CudaFunction; 5]; 2],
     pub reduced: CudaFunction,
     pub reduced_inverses: CudaFunction,
-    /// `reduced_combine_{f32,f16,bf16}`: the causal solve and the combine in one launch
-    /// (m ≤ `plan::REDUCED_SMALL_M`).
-    pub reduced_combine: [CudaFunction; 3],
     pub combine: [CudaFunction; 3],
     /// `local_bidir_b{B}v{D}_{type}`: [type][variant], variants in the order of
     /// [`super::plan::BIDIR_VARIANTS`].
@@ -169,16 +166,10 @@ const LOCAL_TC: Family = Family {
     ],
     params: size_of::<LocalParams>(),
 };
-/// `reduced_inverses`, `reduced_causal`, `reduced_combine_{f32,f16,bf16}`.
+/// `reduced_inverses`, `reduced_causal`.
 const REDUCED: Family = Family {
     unit: "reduced",
-    entries: &[
-        "reduced_inverses",
-        "reduced_causal",
-        "reduced_combine_f32",
-        "reduced_combine_f16",
-        "reduced_combine_bf16",
-    ],
+    entries: &["reduced_inverses", "reduced_causal"],
     params: size_of::<ReducedParams>(),
 };
 const COMBINE: Family = Family {
@@ -342,7 +333,7 @@ impl Kernels {
             bf_d,
             bf_e,
         ] = load(ctx, u, &LOCAL_TC)?;
-        let [reduced_inverses, reduced, rc32, rc16, rcb16] = load(ctx, u, &REDUCED)?;
+        let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
         let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = load(ctx, u, &LOCAL_BIDIR)?;
         let [t0, t1, t2, t3, t4, t5, t6, t7] = load(ctx, u, &LOCAL_BIDIR_TC)?;
@@ -356,7 +347,6 @@ impl Kernels {
             ],
             reduced,
             reduced_inverses,
-            reduced_combine: [rc32, rc16, rcb16],
             combine: load(ctx, u, &COMBINE)?,
             local_bidir: [[b0, b1, b2, b3], [b4, b5, b6, b7], [b8, b9, b10, b11]],
             local_bidir_tc: [[t0, t1, t2, t3], [t4, t5, t6, t7]],

@@ -91,8 +91,8 @@ pub(crate) struct LocalParams {
     pub fused: i32,
 }
 
-/// `ReducedParams`: `reduced_inverses`, `reduced_causal`, `reduced_combine_*`
-/// (cuda/reduced.cu) and `reduced_bidir_{build,step,apply}` (cuda/bidir.cu).
+/// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
+/// `reduced_bidir_{build,step,apply}` (cuda/bidir.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReducedParams {
@@ -107,11 +107,6 @@ pub(crate) struct ReducedParams {
     /// First pivot of the bidirectional elimination's panel (`reduced_bidir_step`), or
     /// of its last panel (`reduced_bidir_apply`); 0 elsewhere.
     pub p0: i32,
-    /// `reduced_combine_*` only: Y (combined in place), the local kernel's w, n and b.
-    pub y: Ptr,
-    pub w: Ptr,
-    pub n: i32,
-    pub b: i32,
 }
 
 /// `CombineParams`: `combine_*` (cuda/combine.cu).
@@ -218,7 +213,7 @@ mod tests {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
         assert_eq!(size_of::<LocalParams>(), 160);
-        assert_eq!(size_of::<ReducedParams>(), 80);
+        assert_eq!(size_of::<ReducedParams>(), 56);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
         assert_eq!(align_of::<LocalParams>(), 8);
