@@ -26,6 +26,16 @@ mkdir -p "$OUT"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader; ncu --version | tail -1; } > "$OUT/machine.txt" 2>&1
 PART=${PART:-123}
 more() { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }
+# The GPU tests, the 16-bit ones also with the separate means and coarse kernels, and the
+# decoder's (PART=6 and 7).
+tests_both_paths() {
+  timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
+  BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed non_finite \
+    --test-threads=1 > "$OUT/gpu_tests_unfused.txt" 2>&1
+  timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+}
+# Per-kernel metrics of the Nsight Compute runs (PART=2, 4, 6, 7).
+MI=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 if [[ $PART == *1* ]]; then
 # Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
 # (before SASS was embedded) compiles its PTX.
@@ -65,11 +75,10 @@ fi
 
 if [[ $PART == *2* ]]; then
 
-M=gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,smsp__inst_executed.sum,dram__bytes.sum
 prof() {  # NAME SKIP COUNT BINARY ARGS...: per-kernel metrics of one call, after warm-up
   local name=$1 skip=$2 count=$3; shift 3
   timeout 90 ncu --clock-control none --cache-control none --launch-skip "$skip" --launch-count "$count" \
-    --metrics $M --csv "$@" > "$OUT/ncu_$name.csv" 2>> "$OUT/ncu.err"
+    --metrics $MI --csv "$@" > "$OUT/ncu_$name.csv" 2>> "$OUT/ncu.err"
 }
 prof causal_4096 30 6 "$bin/gpu_bench" 4096
 prof causal_32768 30 6 "$bin/gpu_bench" 32768
@@ -89,10 +98,9 @@ fi
 if [[ $PART == *4* ]] && more; then
 # Per-kernel times of one causal d = 128 call at 32768 (b = 64: the 4-warp local kernel),
 # this build and BASE.
-M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 for b in gpu_bench ${BASE:-}; do
   timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
-    --metrics $M --csv "$bin/$b" --d 128 --blocks 64 32768 > "$OUT/ncu_d128_32768_$b.csv" 2>> "$OUT/ncu.err"
+    --metrics $MI --csv "$bin/$b" --d 128 --blocks 64 32768 > "$OUT/ncu_d128_32768_$b.csv" 2>> "$OUT/ncu.err"
 done
 fi
 
@@ -110,10 +118,7 @@ if [[ $PART == *6* ]]; then
 # kernels (BLOCKRES_GPU_FUSED=0), same binary, alternated, where the plan fuses (n = 2048,
 # 4096) and just past it; both paths' tests; per-kernel times of one fused call at 4096;
 # SDPA at the fused lengths.
-timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
-BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed non_finite \
-  --test-threads=1 > "$OUT/gpu_tests_unfused.txt" 2>&1
-timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+tests_both_paths
 N="2048 4096 8192 16384"
 for r in 1 2; do
   timeout 60 "$bin/gpu_bench" $N > "$OUT/fused$r.txt" 2>&1
@@ -122,9 +127,8 @@ done
 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/fused_d128.txt" 2>&1
 BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/unfused_d128.txt" 2>&1
 more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 > "$OUT/sdpa.txt" 2>&1
-M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
-  --metrics $M --csv "$bin/gpu_bench" 4096 > "$OUT/ncu_fused_4096.csv" 2>> "$OUT/ncu.err"
+  --metrics $MI --csv "$bin/gpu_bench" 4096 > "$OUT/ncu_fused_4096.csv" 2>> "$OUT/ncu.err"
 fi
 
 if [[ $PART == *7* ]]; then
@@ -133,10 +137,7 @@ if [[ $PART == *7* ]]; then
 # from 8192), d = 128 beside them, SDPA, per-kernel times and executed instructions of one
 # call at 4096 and 32768 (both builds), and the fused local kernel's stalls and SASS lines
 # at 4096.
-timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
-BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed non_finite \
-  --test-threads=1 > "$OUT/gpu_tests_unfused.txt" 2>&1
-timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
+tests_both_paths
 N="2048 4096 8192 16384 32768 65536"
 for r in 1 2; do
   timeout 60 "$bin/$BASE" $N > "$OUT/base$r.txt" 2>&1
@@ -145,12 +146,11 @@ done
 timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/d128.txt" 2>&1
 timeout 90 "$bin/$BASE" --d 128 4096 32768 > "$OUT/d128_base.txt" 2>&1
 more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > "$OUT/sdpa.txt" 2>&1
-M=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 for x in gpu_bench $BASE; do
   more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
-    --metrics $M --csv "$bin/$x" 4096 > "$OUT/ncu_4096_$x.csv" 2>> "$OUT/ncu.err"
+    --metrics $MI --csv "$bin/$x" 4096 > "$OUT/ncu_4096_$x.csv" 2>> "$OUT/ncu.err"
   more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
-    --metrics $M --csv "$bin/$x" 32768 > "$OUT/ncu_32768_$x.csv" 2>> "$OUT/ncu.err"
+    --metrics $MI --csv "$bin/$x" 32768 > "$OUT/ncu_32768_$x.csv" 2>> "$OUT/ncu.err"
 done
 if more; then
   timeout 120 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
