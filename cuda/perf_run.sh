@@ -170,6 +170,13 @@ for tool in memcheck racecheck synccheck; do
   timeout 120 compute-sanitizer --tool $tool "$bin/gpu_test" small_mixed_case non_finite \
     --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
 done
+# The separate means and coarse kernels: the local kernel's whole blocks then wait for V
+# on an mbarrier (not on the fused path, which sums V first).
+for tool in memcheck racecheck; do
+  echo "--- $tool (BLOCKRES_GPU_FUSED=0)" >> "$OUT/sanitizers.txt"
+  BLOCKRES_GPU_FUSED=0 timeout 120 compute-sanitizer --tool $tool "$bin/gpu_test" small_mixed_case \
+    --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
+done
 echo "--- memcheck (decoder)" >> "$OUT/sanitizers.txt"
 timeout 60 compute-sanitizer --tool memcheck "$bin/gpu_decode" refused device_buffers reset \
   --test-threads=1 >> "$OUT/sanitizers.txt" 2>&1
