@@ -776,10 +776,10 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
 // dk and dv. Register caps as far as shared memory lets CTAs in (sm_90): 2 CTAs of 8
 // warps per SM at d ≤ 64 (69 KB of shared memory each); 5 of 4 warps at d ≤ 64 (96
-// registers, 4 bytes spilled, 35 KB each; a cap of 6 spilled 48 bytes), 3 at d ≤ 128
-// (168 registers, no spills, 60 KB each); 2 of 6 warps at d ≤ 128 (168 registers, 8
-// bytes spilled, 89 KB each); 1 of 8 warps at d ≤ 128 (119 KB: 2 would need ≤ 128
-// registers).
+// registers, 35 KB each; a cap of 6 spilled 48 bytes), 3 at d ≤ 128 (168 registers, 60 KB
+// each); 2 of 6 warps at d ≤ 128 (168 registers, 89 KB each); 1 of 8 warps at d ≤ 128
+// (119 KB: 2 would need ≤ 128 registers). Stack frames (cuobjdump -res-usage, 2026-12-06):
+// 8 bytes at d ≤ 64, none at d ≤ 128.
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
