@@ -220,10 +220,9 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         return;
     }
     const u64* hf = flags + (long long)bh * m;
-    // The row's logits and weights stay in shared memory (the last FUSED_MAX of `part`,
-    // free from here on) where the plan fuses, m ≤ FUSED_MAX; in g otherwise (the CTA's
-    // own stores, so plain loads see them).
-    float* lrow = m <= FUSED_MAX ? part + NWM * (DWS + DM + 8) - FUSED_MAX : grow;
+    // The row's logits and weights stay in shared memory: the last FUSED_MAX floats of
+    // `part`, free from here on (the plan fuses only m ≤ FUSED_MAX; local_tc checks).
+    float* lrow = part + NWM * (DWS + DM + 8) - FUSED_MAX;
     // Logits, one thread per J, each right after that thread's own acquire of flag J (no
     // barrier between: only this thread reads k̄_J here); k̄ through L2 only (.cg): L1 is
     // not coherent with the other CTAs' stores. (One warp polling with relaxed loads and
@@ -275,7 +274,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     for (int J = tid; J < I; J += nt) {  // the thread's own logits above
         const float e = __expf(lrow[J] - sig);
         lrow[J] = e;
-        if (lrow != grow) grow[J] = e;
+        grow[J] = e;
         sum += e;
     }
     gs = block_sum(sum, red);  // its barriers also publish the weights to the CTA
@@ -363,6 +362,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 
     int I = blockIdx.x, bh = blockIdx.y;
     if (fused) {
+        if (m > FUSED_MAX) asm volatile("trap;");  // the coarse row's shared-memory bound
         // (I, bh) in the order CTAs start, so every block a CTA waits for (fused_coarse_row)
         // belongs to a CTA already running.
         if (threadIdx.x == 0) *tk = (int)atomicAdd(bad + 3, 1ull);
