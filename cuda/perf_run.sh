@@ -13,7 +13,8 @@
 # the sanitizers, PART=4 per-kernel times of one causal d = 128 call (this build and
 # BASE), PART=5 the causal block sizes 64, 96, 128 at d = 64 and 128, PART=6 the fused
 # causal path (n ≤ 64·b) against the separate means and coarse kernels, PART=7 the local
-# kernel's instruction cuts against BASE (with per-kernel instruction counts); unset, 123.
+# kernel's instruction cuts against BASE (with per-kernel instruction counts), PART=8 the
+# fused path at every block count it takes against the separate kernels; unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -162,6 +163,29 @@ if more; then
   gzip -f "$OUT/ncu_local_tc_4096_sass.csv"
   rm -f "$OUT/local_tc_4096.ncu-rep"
 fi
+fi
+
+if [[ $PART == *8* ]]; then
+# The fused path at every block count it takes (h = G̃·v̄ left to the reduced solve)
+# against the separate means and coarse kernels (BLOCKRES_GPU_FUSED=0, same binary) and
+# BASE, alternated twice; d = 128 both ways; SDPA; per-kernel times of one call at 4096
+# and 32768, fused and separate.
+tests_both_paths
+N="2048 4096 8192 16384 32768 65536"
+for r in 1 2; do
+  timeout 60 "$bin/$BASE" $N > "$OUT/base$r.txt" 2>&1
+  timeout 60 "$bin/gpu_bench" $N > "$OUT/current$r.txt" 2>&1
+  BLOCKRES_GPU_FUSED=0 timeout 60 "$bin/gpu_bench" $N > "$OUT/unfused$r.txt" 2>&1
+done
+timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/fused_d128.txt" 2>&1
+BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/unfused_d128.txt" 2>&1
+more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > "$OUT/sdpa.txt" 2>&1
+for n in 4096 32768; do
+  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
+    --metrics $MI --csv "$bin/gpu_bench" $n > "$OUT/ncu_${n}_fused.csv" 2>> "$OUT/ncu.err"
+  more && BLOCKRES_GPU_FUSED=0 timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
+    --launch-count 6 --metrics $MI --csv "$bin/gpu_bench" $n > "$OUT/ncu_${n}_unfused.csv" 2>> "$OUT/ncu.err"
+done
 fi
 
 if [[ $PART == *3* ]]; then
