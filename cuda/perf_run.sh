@@ -168,12 +168,13 @@ fi
 if [[ $PART == *8* ]]; then
 # The fused path at every block count it takes (h = G̃·v̄ left to the reduced solve)
 # against the separate means and coarse kernels (BLOCKRES_GPU_FUSED=0, same binary) and
-# BASE, alternated twice; d = 128 both ways; SDPA; per-kernel times of one call at 4096
+# BASE (and ALT, another gpu_bench_<commit>, if set), alternated twice; d = 128 both ways; SDPA; per-kernel times of one call at 4096
 # and 32768, fused and separate.
 tests_both_paths
 N="2048 4096 8192 16384 32768 65536"
 for r in 1 2; do
   timeout 60 "$bin/$BASE" $N > "$OUT/base$r.txt" 2>&1
+  [ -z "${ALT:-}" ] || timeout 60 "$bin/$ALT" $N > "$OUT/alt$r.txt" 2>&1
   timeout 60 "$bin/gpu_bench" $N > "$OUT/current$r.txt" 2>&1
   BLOCKRES_GPU_FUSED=0 timeout 60 "$bin/gpu_bench" $N > "$OUT/unfused$r.txt" 2>&1
 done

@@ -53,8 +53,8 @@ def sdpa(path):
 
 
 def timings(out):
-    runs = ("base1", "current", "current1", "current2", "pdl", "base2", "fused1", "unfused1", "fused2",
-            "unfused2")
+    runs = ("base1", "current", "current1", "current2", "pdl", "base2", "alt1", "alt2", "fused1", "unfused1",
+            "fused2", "unfused2")
     runs = [r for r in runs if (out / f"{r}.txt").exists()]
     data = {r: bench_rows(out / f"{r}.txt") for r in runs}
     sd = sdpa(out / "sdpa.txt")
