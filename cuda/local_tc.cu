@@ -119,10 +119,11 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
 // and 1b for block row I inside the local kernel, so Q, K and V make one trip from memory
 // and the call needs no means or coarse launch. With the block's tiles in shared memory:
 //
-// - Block means (tile_means): q̄_I stays here, k̄_I goes to global memory (one copy per
-//   query head, so a CTA waits only for its own head) and flag (bh, I) is released; v̄_I
-//   (read only by the reduced solve) goes out here too, or at the end of the kernel
-//   where V is waited for late.
+// - Column sums on the tensor cores (a 16×16 matrix of ones times each warp's 16 rows),
+//   added over the warps in a fixed order: q̄_I stays here, k̄_I and v̄_I go to global
+//   memory (one copy per query head, so a CTA waits only for its own head) and flag
+//   (bh, I) is released. A non-finite column sum sends the thread back over that column
+//   of the tile for the first non-finite element's flat index (as in means.cu).
 // - Then it acquires the flags of blocks J < I (all published by CTAs that started
 //   earlier: the CTA took its (I, bh) from a ticket, so those CTAs are resident and none
 //   of them waits before publishing) and forms row I of the coarse matrix as coarse.cu
@@ -151,16 +152,12 @@ __host__ __device__ constexpr int fused_max() {
     return NWM * (DWS + DM + 8);
 }
 
-// Block means of the tiles x0 ≤ x < x1 of (Q, K, V) for the fused path: column sums on
-// the tensor cores (a 16×16 matrix of ones times each warp's 16 rows), added over the
-// warps in a fixed order (the same bits on every run); q̄ (or q̂) into hs, k̄ and v̄ to
-// global memory; a non-finite sum sends the thread back over that column for the first
-// non-finite element's flat index (as in means.cu). `part`: NWM·3·DM free floats.
 template <class T, int NWM, int DM>
-__device__ void tile_means(const u16* qs, const u16* ks, const u16* vs, int x0, int x1,
-                           float* part, float* hs, float* __restrict__ kbar,
-                           float* __restrict__ vbar, u64* bad, int I, int bh, long long kvh,
-                           int n, int dk, int dv, int b, int m, int nb, int first) {
+__device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, float* part,
+                                 float* red, float* hs, float* __restrict__ kbar,
+                                 float* __restrict__ vbar, float* __restrict__ g, u64* bad,
+                                 int I, int bh, long long kvh, int n, int dk, int dv, int b,
+                                 int m, int nb, float scale, int first, float& sig, float& gs) {
     constexpr int LD = DM + 8;
     const int tid = threadIdx.x, nt = blockDim.x, nw = nt >> 5;
     const int w = warp_index(), lane = tid & 31, gq = lane >> 2, t = lane & 3;
@@ -172,7 +169,6 @@ __device__ void tile_means(const u16* qs, const u16* ks, const u16* vs, int x0, 
         const u16* tiles[3] = {qs, ks, vs};
 #pragma unroll
         for (int x = 0; x < 3; ++x) {
-            if (x < x0 || x >= x1) continue;
             const u32 xa = smem_addr(tiles[x] + (16 * w + lr) * LD + lc);
 #pragma unroll
             for (int np = 0; np < DM / 16; ++np) {
@@ -194,7 +190,7 @@ __device__ void tile_means(const u16* qs, const u16* ks, const u16* vs, int x0, 
     __syncthreads();
     const long long bi = (long long)bh * m + I;
     const float inv = 1.0f / (float)nb;
-    for (int idx = x0 * DM + tid; idx < x1 * DM; idx += nt) {
+    for (int idx = tid; idx < 3 * DM; idx += nt) {
         const int x = idx / DM, c = idx - x * DM;
         const int d = x == 2 ? dv : dk;
         if (c >= d) continue;
@@ -213,26 +209,13 @@ __device__ void tile_means(const u16* qs, const u16* ks, const u16* vs, int x0, 
         if (x == 0) {
             T e;
             e.x = qs[c];
-            hs[c] = first ? to_f(e) : s * inv;  // q̄_I, for the coarse logits
+            hs[c] = first ? to_f(e) : s * inv;  // q̄_I, for the logits below
         } else {
             (x == 1 ? kbar + bi * dk : vbar + bi * dv)[c] = s * inv;
         }
     }
-}
-
-template <class T, int NWM, int DM>
-__device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, float* part,
-                                 float* red, float* hs, float* __restrict__ kbar,
-                                 float* __restrict__ vbar, float* __restrict__ g, u64* bad,
-                                 int I, int bh, long long kvh, int n, int dk, int dv, int b,
-                                 int m, int nb, float scale, int first, bool with_v, float& sig,
-                                 float& gs) {
-    const int tid = threadIdx.x, nt = blockDim.x;
-    tile_means<T, NWM, DM>(qs, ks, vs, 0, with_v ? 3 : 2, part, hs, kbar, vbar, bad, I, bh, kvh, n,
-                           dk, dv, b, m, nb, first);
-    const long long bi = (long long)bh * m + I;
     u64* flags = bad + 4;
-    __syncthreads();  // every k̄_I store of the CTA is done
+    __syncthreads();  // every k̄_I, v̄_I store of the CTA is done
     if (tid == 0) {
         __threadfence();
         flag_release(flags + bi);
@@ -335,12 +318,12 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     const int nrow = 16 * nw;
     const long long bi = (long long)bh * m + I;
 
-    // V's copies go last and, in a whole block, on their own: the warps wait for Q and K
-    // only, and for V (mbar[2·NWM + 1], one arrival per thread when its copies land) just
-    // before D·V, so V's transfer overlaps the logits and the softmax (and, fused, the
-    // coarse row; v̄ is then summed at the end). A partial block zero-fills its tiles with
+    // V's copies go last and, in a whole block without the fused prologue (which sums V
+    // first), on their own: the warps wait for Q and K only, and for V (mbar[2·NWM + 1],
+    // one arrival per thread when its copies land) just before D·V, so V's transfer
+    // overlaps the logits and the softmax. A partial block zero-fills its tiles with
     // plain stores, which that arrival does not cover: it waits for all three at once.
-    const bool vlate = nb == nrow && nrow == R && dk == DM && dv == DM;
+    const bool vlate = !fused && nb == nrow && nrow == R && dk == DM && dv == DM;
     load_block<T, NWM, DM>(qs, q + ((long long)bh * n + base) * dk, nb, dk, nrow);
     load_block<T, NWM, DM>(ks, k + (kvh * n + base) * dk, nb, dk, nrow);
     if (!vlate) load_block<T, NWM, DM>(vs, v + (kvh * n + base) * dv, nb, dv, nrow);
@@ -368,7 +351,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     __syncthreads();
     if (fused)
         fused_coarse_row<T, NWM, DM>(qs, ks, vs, dws, red, hs, kbar, vbar, gout, bad, I, bh, kvh, n,
-                                     dk, dv, b, m, nb, scale, first, !vlate, sig, gs);
+                                     dk, dv, b, m, nb, scale, first, sig, gs);
 
     const int w = warp_index();
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -729,11 +712,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         else
             cvec[bi] = sum * inv;
     }
-    // Fused with V waited for late: v̄_I now (only the reduced solve reads it), in the dws
-    // region, free since the barrier above.
-    if (fused && vlate)
-        tile_means<T, NWM, DM>(qs, ks, vs, 2, 3, dws, hs, kbar, vbar, bad, I, bh, kvh, n, dk, dv, b,
-                               m, nb, first);
 }
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of

@@ -265,12 +265,6 @@ fn cases() -> Vec<Case> {
         c(1, 2, 1, 1000, 32, 32, 17, 0.6, 1.0),
         c(1, 2, 2, 1024, 16, 16, 16, 0.5, 1.0),
         c(1, 1, 1, 4200, 64, 64, 64, 0.5, 1.0),
-        // Many blocks on the fused path (h left to the reduced solve): m = 301 with GQA,
-        // dk ≠ dv and a one-row last block; m = 1024, the most it fuses; m = 1025, the
-        // separate kernels again.
-        c(1, 4, 2, 9601, 32, 48, 32, 0.6, 1.0),
-        c(1, 1, 1, 16384, 16, 16, 16, 0.5, 1.0),
-        c(1, 1, 1, 16400, 16, 16, 16, 0.5, 1.0),
         // coarse_query = first: GQA, dk ≠ dv, short last block; B = 2, odd dk;
         // bidirectional; f16/bf16 tensor-core widths.
         first(c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0)),

@@ -32,11 +32,16 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
 /// Blocks per head up to which the causal tensor-core local kernel also does the means
 /// and coarse stages (`Plan::fused`). Each CTA then forms its own row of the coarse
-/// matrix from every earlier block's k̄ (read from L2): O(m·dk) dependent work per CTA,
-/// where the separate coarse kernel shares its reads over 8 rows; h = G̃·v̄ is left to
-/// the reduced solve. The kernel holds the row's logits in shared memory, at most
-/// [`fused_max`] of them; EXPERIMENT: the cutover is being measured.
-pub(crate) const FUSED_MAX_BLOCKS: usize = 1024;
+/// matrix from every earlier block's k̄ (read from L2, after their CTAs' flags): O(m·dk)
+/// dependent work per CTA, in series with the rest of the CTA, where the separate coarse
+/// kernel shares its reads over 8 rows; h = G̃·v̄ is left to the reduced solve. Measured
+/// on the H100 in one call (B = 1, H = 16, d = 64, bf16, automatic b, `results/v37`):
+/// fused for every m ≤ 1024 against the separate kernels, ms: 0.128–0.140 / 0.130–0.135
+/// at n = 8192 (m = 128), 0.251–0.258 / 0.240–0.244 at 16384 (m = 256), 0.483–0.486 /
+/// 0.459–0.460 at 32768 (m = 256, whose fused local kernel took 405 µs where the
+/// separate means, coarse and local kernels took 79 + 34 + 254); at m ≤ 64 fused
+/// is ahead (0.041–0.050 / 0.049–0.063 at 2048).
+pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 
 /// The most blocks per head the fused prologue of local_tc with `warps` warps at most
 /// and dk, dv ≤ `d` can hold (`fused_max` in cuda/local_tc.cu: its `part` region).
