@@ -729,6 +729,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                           p.fused);                                                           \
     }
 #define LOCAL_TC_ALL(T, S) \
-    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
+    LOCAL_TC(T, S, 4, 64, 6) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
 LOCAL_TC_ALL(f16_t, f16)
 LOCAL_TC_ALL(bf16_t, bf16)
