@@ -1,6 +1,4 @@
-// SPEC §2 step 7: Y_I = (1−γ)·(P_I + sg·w_I ⊗ s_I), in place over y (which holds P):
-// sg = 1 where the reduced stage hands over s = γ·G̃·u (causal, reduced.cu), sg = γ where
-// it hands over G̃·u (bidirectional).
+// SPEC §2 step 7: Y_I = (1−γ)·(P_I + γ·w_I ⊗ s_I), in place over y (which holds P).
 // Grid (row chunks, head); each thread walks elements of one head with 32-bit
 // indices (a head holds n·dv < 2^31 elements, checked on the host); 16-byte accesses
 // when dv is a multiple of 16 bytes' worth of elements.
@@ -8,8 +6,7 @@
 
 template <class T>
 __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
-                        const float* __restrict__ s, int n, int dv, int b, int m, float gamma,
-                        float sg) {
+                        const float* __restrict__ s, int n, int dv, int b, int m, float gamma) {
     const long long bh = blockIdx.y;
     T* yh = y + bh * n * dv;
     const float* wh = w + bh * n;
@@ -23,7 +20,7 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
             const int i = idx / dv;
             const int c = idx - i * dv;
             const float* si = shh + (i / b) * dv + c;
-            const float f = sg * wh[i];
+            const float f = gamma * wh[i];
             uint4 raw = *reinterpret_cast<const uint4*>(yh + idx);
             T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
@@ -36,13 +33,13 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
         const int i = idx / dv;
         const int c = idx - i * dv;
         const float si = shh[(i / b) * dv + c];
-        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + sg * wh[i] * si));
+        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + gamma * wh[i] * si));
     }
 }
 
 #define COMBINE(T, S)                                                                       \
     extern "C" __global__ void combine_##S(const CombineParams p) {                          \
         pdl_wait();                                                                          \
-        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma, p.sg);      \
+        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma);            \
     }
 BLOCKRES_FOR_TYPES(COMBINE)

@@ -70,7 +70,6 @@ struct LocalParams {
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;
-    const float* vbar;  // reduced_causal: v̄ when the local kernel left h out of P, else null
     int m, dv;
     float gamma;
     int p0;
@@ -82,7 +81,6 @@ struct CombineParams {
     const float *w, *s;
     int n, dv, b, m;
     float gamma;
-    float sg;  // the factor on s: γ where the reduced stage leaves it out of s (bidirectional)
 };
 
 // The local family's body arguments, in its kernels' parameter order.

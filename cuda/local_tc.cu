@@ -35,6 +35,7 @@
 #define DSTR 20  // column stride (floats) of a 16×16 diagonal block, stored by columns
 #define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
 #define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
+#define FUSED_MAX 64  // the most blocks per head the plan fuses (plan::FUSED_MAX_BLOCKS)
 
 // ldmatrix from a shared-memory address (bytes): each lane's row address is formed once
 // per kernel and the tile offsets added as constants.
@@ -128,12 +129,7 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
 //   earlier: the CTA took its (I, bh) from a ticket, so those CTAs are resident and none
 //   of them waits before publishing) and forms row I of the coarse matrix as coarse.cu
 //   does: L_IJ = scale·q̄_I·k̄_J + ln b, σ_I, G̃_IJ = exp(L_IJ − σ_I) into g (zeros for
-//   J ≥ I) and gsum_I.
-// - h_I = Σ_J G̃_IJ·v̄_J is left out (zero): P_I is linear in it, P_I = P'_I + w_I ⊗ h_I
-//   (SPEC §2 steps 3–4), so the reduced solve adds it (reduced.cu, with v̄) and the
-//   combine step applies it with the rest of w_I's term. That keeps this prologue to one
-//   dependent L2 read per earlier block (k̄_J), where the sum over v̄_J was a chain of
-//   I/16 reads per thread.
+//   J ≥ I), gsum_I and h_I = Σ_J G̃_IJ v̄_J (into hs).
 //
 // Every thread returns σ_I and gsum_I. `red`: 32 floats of shared memory; `part`: the
 // dws region, NWM·(DWS + DM + 8) floats, free until the diagonal blocks go there.
@@ -144,12 +140,6 @@ __device__ __forceinline__ u64 flag_acquire(const u64* f) {
     u64 v;
     asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(f) : "memory");
     return v;
-}
-
-// The most blocks per head the fused prologue holds: the row's logits fill `part`.
-template <int NWM, int DM>
-__host__ __device__ constexpr int fused_max() {
-    return NWM * (DWS + DM + 8);
 }
 
 template <class T, int NWM, int DM>
@@ -209,7 +199,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         if (x == 0) {
             T e;
             e.x = qs[c];
-            hs[c] = first ? to_f(e) : s * inv;  // q̄_I, for the logits below
+            hs[c] = first ? to_f(e) : s * inv;  // q̄_I until h_I replaces it
         } else {
             (x == 1 ? kbar + bi * dk : vbar + bi * dv)[c] = s * inv;
         }
@@ -230,8 +220,9 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         return;
     }
     const u64* hf = flags + (long long)bh * m;
-    // The row's logits, then weights, in `part` (free again: its column sums are read).
-    float* lrow = part;
+    // The row's logits and weights stay in shared memory: the last FUSED_MAX floats of
+    // `part`, free from here on (the plan fuses only m ≤ FUSED_MAX; local_tc checks).
+    float* lrow = part + NWM * (DWS + DM + 8) - FUSED_MAX;
     // Logits, one thread per J, each right after that thread's own acquire of flag J (no
     // barrier between: only this thread reads k̄_J here); k̄ through L2 only (.cg): L1 is
     // not coherent with the other CTAs' stores. (One warp polling with relaxed loads and
@@ -255,15 +246,83 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         lrow[J] = l;
         mx = fmaxf(mx, l);
     }
-    sig = block_max(mx, red);
+    sig = block_max(mx, red);  // its barriers also order every thread's acquires before
+                               // the v̄ loads below
+    // h_I: P groups of threads over J (J ≡ group mod P), four columns (a float4) each
+    // where dv allows, else one: more groups, so fewer dependent L2 round trips each.
+    // The first 4·U of a thread's v̄ rows are loaded before the exponentials, so their
+    // latency overlaps them and the sum's barriers.
+    const int w4 = dv % 4 == 0 ? 4 : 1, cg = dv / w4;
+    const int P = max(1, nt / cg);
+    const float* vb = vbar + (long long)bh * m * dv;
+    auto vload = [&](int J, int c) {
+        const float* vr = vb + (long long)J * dv + c;
+        return J >= I   ? make_float4(0.0f, 0.0f, 0.0f, 0.0f)
+               : w4 == 4 ? __ldcg(reinterpret_cast<const float4*>(vr))
+                         : make_float4(__ldcg(vr), 0.0f, 0.0f, 0.0f);
+    };
+    // This thread's first (group, columns): idx = tid (usually its only one).
+    constexpr int U = 2;
+    float4 vpre[4 * U];
+    {
+        const int pp = tid / cg, c = (tid - pp * cg) * w4;
+#pragma unroll
+        for (int u = 0; u < 4 * U; ++u)
+            vpre[u] = tid < P * cg ? vload(pp + u * P, c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     float sum = 0.0f;
     for (int J = tid; J < I; J += nt) {  // the thread's own logits above
         const float e = __expf(lrow[J] - sig);
+        lrow[J] = e;
         grow[J] = e;
         sum += e;
     }
-    gs = block_sum(sum, red);  // its barriers also order every read of q̄ in hs first
-    for (int c = tid; c < dv; c += nt) hs[c] = 0.0f;  // h_I: deferred (above)
+    gs = block_sum(sum, red);  // its barriers also publish the weights to the CTA
+    for (int idx = tid; idx < P * cg; idx += nt) {
+        const int pp = idx / cg, c = (idx - pp * cg) * w4;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        auto add = [&](float gv, float4 vv) {
+            acc.x = fmaf(gv, vv.x, acc.x);
+            acc.y = fmaf(gv, vv.y, acc.y);
+            acc.z = fmaf(gv, vv.z, acc.z);
+            acc.w = fmaf(gv, vv.w, acc.w);
+        };
+        int J0 = pp;
+        if (idx == tid) {
+#pragma unroll
+            for (int u = 0; u < 4 * U; ++u) {
+                const int J = pp + u * P;
+                add(J < I ? lrow[J] : 0.0f, vpre[u]);
+            }
+            J0 += 4 * U * P;
+        }
+        // The rest, four J per step, their loads issued before any is used.
+        for (; J0 < I; J0 += 4 * P) {
+            float gv[4];
+            float4 vv[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int J = J0 + u * P;
+                gv[u] = J < I ? lrow[J] : 0.0f;
+                vv[u] = vload(J, c);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u) add(gv[u], vv[u]);
+        }
+        float* o = part + pp * dv + c;
+        o[0] = acc.x;
+        if (w4 == 4) {
+            o[1] = acc.y;
+            o[2] = acc.z;
+            o[3] = acc.w;
+        }
+    }
+    __syncthreads();
+    for (int cc = tid; cc < dv; cc += nt) {
+        float h = 0.0f;
+        for (int q = 0; q < P; ++q) h += part[q * dv + cc];
+        hs[cc] = h;
+    }
     __syncthreads();
 }
 
@@ -303,7 +362,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 
     int I = blockIdx.x, bh = blockIdx.y;
     if (fused) {
-        if (m > fused_max<NWM, DM>()) asm volatile("trap;");  // the logits' shared-memory bound
+        if (m > FUSED_MAX) asm volatile("trap;");  // the coarse row's shared-memory bound
         // (I, bh) in the order CTAs start, so every block a CTA waits for (fused_coarse_row)
         // belongs to a CTA already running.
         if (threadIdx.x == 0) *tk = (int)atomicAdd(bad + 3, 1ull);
@@ -729,6 +788,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                           p.fused);                                                           \
     }
 #define LOCAL_TC_ALL(T, S) \
-    LOCAL_TC(T, S, 4, 64, 6) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
+    LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
 LOCAL_TC_ALL(f16_t, f16)
 LOCAL_TC_ALL(bf16_t, bf16)

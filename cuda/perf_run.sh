@@ -13,8 +13,8 @@
 # the sanitizers, PART=4 per-kernel times of one causal d = 128 call (this build and
 # BASE), PART=5 the causal block sizes 64, 96, 128 at d = 64 and 128, PART=6 the fused
 # causal path (n ≤ 64·b) against the separate means and coarse kernels, PART=7 the local
-# kernel's instruction cuts against BASE (with per-kernel instruction counts), PART=8 the
-# fused path at every block count it takes against the separate kernels; unset, 123.
+# kernel's instruction cuts against BASE (with per-kernel instruction counts), PART=8 this
+# build, fused and separate, against BASE and ALT; unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -166,9 +166,9 @@ fi
 fi
 
 if [[ $PART == *8* ]]; then
-# The fused path at every block count it takes (h = G̃·v̄ left to the reduced solve)
-# against the separate means and coarse kernels (BLOCKRES_GPU_FUSED=0, same binary) and
-# BASE (and ALT, another gpu_bench_<commit>, if set), alternated twice; d = 128 both ways; SDPA; per-kernel times of one call at 4096
+# This build as the plan runs it against the separate means and coarse kernels
+# (BLOCKRES_GPU_FUSED=0, same binary), BASE and ALT (another gpu_bench_<commit>, if set),
+# alternated twice, up to n = 65536; d = 128 both ways; SDPA; per-kernel times of one call at 4096
 # and 32768, fused and separate.
 tests_both_paths
 N="2048 4096 8192 16384 32768 65536"

@@ -1,24 +1,17 @@
 // SPEC §2 step 6, causal: the m×m reduced system (I − γ·diag(c)·G̃)·u = p̄ by blocked
-// forward substitution, and what step 7 needs: s = γ·G̃·u, so that Y = (1−γ)(P + w ⊗ s).
+// forward substitution, and s = G̃·u (what step 7 needs).
 //
-// Where the local kernel left h = G̃·v̄ out of P (the fused path, `vbar` set: P' = P − w⊗h,
-// p̄' = p̄ − c⊙h), the solve puts it back through x = v̄ + γ·u: row i of the system reads
-// u_i = p̄'_i + c_i·(G̃·x)_i, and step 7's term is w_i ⊗ (h + γ·G̃·u)_i = w_i ⊗ (G̃·x)_i.
-// Without `vbar`, x = γ·u and the same code is the plain solve. Either way the CTA keeps
-// x, not u, and s = G̃·x.
-//
-// Rows go in panels of 32. With e_P = p̄'_P + c_P ⊙ (G̃_{P,<P}·x_{<P} + G̃_PP·v̄_P) (the
-// finished rows' part, and v̄'s within the panel), the panel's own rows satisfy
-// M_P·u_P = e_P with M_P = I − γ·diag(c_P)·G̃_PP,
+// Rows go in panels of 32. With e_P = p̄_P + γ·c_P ⊙ (G̃_{P,<P}·u_{<P}) (the finished
+// rows' part), the panel's own rows satisfy M_P·u_P = e_P with M_P = I − γ·diag(c_P)·G̃_PP,
 // unit lower triangular. `reduced_inverses` forms every M_P⁻¹ first, all panels of all
 // heads in parallel (one warp per panel, a column per lane), so the sequential part of
 // `reduced_causal` is, per panel, one product with the finished rows and two 32-deep
-// products (u_P = M_P⁻¹·e_P, s_P += G̃_PP·x_P) spread over all 256 threads, instead of a
+// products (u_P = M_P⁻¹·e_P, s_P += G̃_PP·u_P) spread over all 256 threads, instead of a
 // 32-step substitution by a few threads.
 //
 // Columns of u are independent, so the grid of `reduced_causal` is (column group of 8,
 // head): enough CTAs to fill the GPU at B·H = 16. The CTA's 8 columns of u live in
-// shared memory (m×8 floats), as x.
+// shared memory (m×8 floats).
 #include "common.cuh"
 
 #define PANEL 32
@@ -74,18 +67,15 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
     const float* __restrict__ minv = p.minv;
-    const float* __restrict__ vbar = p.vbar;
-    const bool defer = vbar != nullptr;
     float* __restrict__ s = p.s;
     const int m = p.m, dv = p.dv;
     const float gamma = p.gamma;
-    extern __shared__ __align__(16) float us[];  // m × CW: this CTA's columns of x
+    extern __shared__ __align__(16) float us[];  // m × CW: this CTA's columns of u
     require_smem(4ll * m * CW);
     __shared__ float gp[PANEL][PANEL + 1];   // G̃_PP
     __shared__ float mi[PANEL][PANEL + 1];   // M_P⁻¹
     __shared__ float sp[PANEL][CW];          // the panel's s (finished rows' part first)
     __shared__ float ep[PANEL][CW];          // e_P
-    __shared__ float vp[PANEL][CW];          // v̄_P (with `defer`)
     // m ≤ SMALL_M: every M_P⁻¹ formed here at the start, one warp a panel (a launch of
     // reduced_inverses saved: about 5 µs of a 70 µs call at n = 4096 on the H100).
     __shared__ float mis[SMALL_M / PANEL][PANEL][PANEL + 1];
@@ -95,7 +85,6 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     const int np = (m + PANEL - 1) / PANEL;
     const float* gh = g + (long long)bh * m * m;
     const float* ph = pbar + (long long)bh * m * dv;
-    const float* vh = defer ? vbar + (long long)bh * m * dv : nullptr;
     const float* ch = cvec + (long long)bh * m;
     float* sh = s + (long long)bh * m * dv;
     const int tid = threadIdx.x;
@@ -109,10 +98,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     for (int a = 0; a < m; a += PANEL) {
         const int e = min(a + PANEL, m);
         const int i = a + ri;
-        const bool own = i < e && c0 + cc < dv;
-        // Every load of the panel first (independent of x), then the product.
-        const float pv = own ? ph[(long long)i * dv + c0 + cc] : 0.0f;
-        const float vb = defer && own ? vh[(long long)i * dv + c0 + cc] : 0.0f;
+        // Every load of the panel first (independent of u), then the product.
+        const float pv = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
         const float cv = i < e ? ch[i] : 0.0f;
         const float* mg = minv + ((long long)bh * np + a / PANEL) * PANEL * PANEL;
         // The panel's blocks into registers now, into shared memory after the product,
@@ -124,11 +111,10 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
             gt[u] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
             mt[u] = small ? 0.0f : mg[idx];
         }
-        float mine;
         {
             // Product with the finished rows j < a: the 8 threads of row i split j
             // (coalesced 32-byte reads of G̃'s row), each keeps all 8 columns (two
-            // 16-byte shared loads of x per j), then they add up by shuffles and
+            // 16-byte shared loads of u per j), then they add up by shuffles and
             // thread cc keeps column cc.
             float acc[CW];
 #pragma unroll
@@ -151,7 +137,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
                     acc[7] = fmaf(gv, u1.w, acc[7]);
                 }
             }
-            mine = 0.0f;
+            float mine = 0.0f;
 #pragma unroll
             for (int k = 0; k < CW; ++k) {
                 float v = acc[k];
@@ -161,10 +147,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
                 if (k == cc) mine = v;
             }
             sp[ri][cc] = mine;
-            if (defer)
-                vp[ri][cc] = vb;
-            else
-                ep[ri][cc] = pv + cv * mine;
+            ep[ri][cc] = pv + gamma * cv * mine;
         }
 #pragma unroll
         for (int u = 0; u < PANEL * PANEL / 256; ++u) {
@@ -173,19 +156,13 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
             if (!small) mi[r][k] = mt[u];
         }
         __syncthreads();
-        if (defer) {  // v̄'s part within the panel: G̃_PP·v̄_P (strictly lower)
-            float hp = 0.0f;
-            for (int j = 0; j < ri; ++j) hp = fmaf(gp[ri][j], vp[j][cc], hp);
-            ep[ri][cc] = pv + cv * (mine + hp);
-            __syncthreads();
-        }
-        // u_P = M_P⁻¹·e_P (lower triangular), kept as x_P.
+        // u_P = M_P⁻¹·e_P (lower triangular).
         const float(*mp)[PANEL + 1] = small ? mis[a / PANEL] : mi;
         float u = 0.0f;
         for (int j = 0; j <= ri; ++j) u = fmaf(mp[ri][j], ep[j][cc], u);
-        if (i < e) us[i * CW + cc] = fmaf(gamma, u, vb);
+        if (i < e) us[i * CW + cc] = u;
         __syncthreads();
-        // s_P = (finished rows' part) + G̃_PP·x_P (strictly lower).
+        // s_P = (finished rows' part) + G̃_PP·u_P (strictly lower).
         if (i < e) {
             float sv = sp[ri][cc];
             for (int j = 0; j < ri; ++j) sv = fmaf(gp[ri][j], us[(a + j) * CW + cc], sv);

@@ -345,8 +345,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
         cvec: a.r(&*cvec),
         minv: a.w(&mut *minv),
         s: a.w(&mut *s),
-        // Fused: P left h = G̃·v̄ out, and the causal solve puts it back (reduced.cu).
-        vbar: if plan.fused { a.r(&*vbar) } else { 0 },
         m: mi,
         dv: dvi,
         gamma,
@@ -435,8 +433,6 @@ pub fn resolvent_attention_device<T: GpuElement>(
             b: bi,
             m: mi,
             gamma,
-            // reduced_causal hands over s = γ·G̃·u, the bidirectional apply G̃·u.
-            sg: if cfg.causal { 1.0 } else { gamma },
         };
         let blocks = plan::combine_blocks(n, dv, std::mem::size_of::<T>());
         launch(

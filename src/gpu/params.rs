@@ -101,8 +101,6 @@ pub(crate) struct ReducedParams {
     pub cvec: Ptr,
     pub minv: Ptr,
     pub s: Ptr,
-    /// `reduced_causal`: v̄ where the local kernel left h = G̃·v̄ out of P (fused), else 0.
-    pub vbar: Ptr,
     pub m: i32,
     pub dv: i32,
     pub gamma: f32,
@@ -123,8 +121,6 @@ pub(crate) struct CombineParams {
     pub b: i32,
     pub m: i32,
     pub gamma: f32,
-    /// The factor on s: 1 where it holds γ·G̃·u already (causal), γ where G̃·u.
-    pub sg: f32,
 }
 
 /// `DecodeParams`: `decode_{keys,step,prefill}_*` (cuda/decode.cu). A pointer a kernel
@@ -217,7 +213,7 @@ mod tests {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
         assert_eq!(size_of::<LocalParams>(), 160);
-        assert_eq!(size_of::<ReducedParams>(), 64);
+        assert_eq!(size_of::<ReducedParams>(), 56);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
         assert_eq!(align_of::<LocalParams>(), 8);

@@ -32,22 +32,16 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 
 /// Blocks per head up to which the causal tensor-core local kernel also does the means
 /// and coarse stages (`Plan::fused`). Each CTA then forms its own row of the coarse
-/// matrix from every earlier block's k̄ (read from L2, after their CTAs' flags): O(m·dk)
-/// dependent work per CTA, in series with the rest of the CTA, where the separate coarse
-/// kernel shares its reads over 8 rows; h = G̃·v̄ is left to the reduced solve. Measured
-/// on the H100 in one call (B = 1, H = 16, d = 64, bf16, automatic b, `results/v37`):
-/// fused for every m ≤ 1024 against the separate kernels, ms: 0.128–0.140 / 0.130–0.135
-/// at n = 8192 (m = 128), 0.251–0.258 / 0.240–0.244 at 16384 (m = 256), 0.483–0.486 /
-/// 0.459–0.460 at 32768 (m = 256, whose fused local kernel took 405 µs where the
-/// separate means, coarse and local kernels took 79 + 34 + 254); at m ≤ 64 fused
-/// is ahead (0.041–0.050 / 0.049–0.063 at 2048).
+/// matrix, reading every earlier block's k̄ and v̄ from L2: O(m) dependent work per CTA,
+/// in series with the rest of the CTA, which the separate coarse kernel shares over 8
+/// rows. Measured on the H100 in one call (B = 1, H = 16, d = 64, bf16, automatic b,
+/// `results/v31_mode*.txt`), fused against separate, ms: 0.043 / 0.049 at n = 2048 (m =
+/// 32), 0.069–0.075 / 0.077 at 4096 (m = 64), 0.136 / 0.131 at 8192 (m = 128), 0.270 /
+/// 0.239 at 16384, 0.506 / 0.476 at 32768. Measured again with a lighter prologue (h =
+/// G̃·v̄ left to the reduced solve, so only k̄ read from L2; `results/v37_*`): still
+/// 0.483–0.486 / 0.459–0.460 at 32768, where the fused local kernel took 405 µs against
+/// 79 + 34 + 254 for the separate means, coarse and local kernels.
 pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
-
-/// The most blocks per head the fused prologue of local_tc with `warps` warps at most
-/// and dk, dv ≤ `d` can hold (`fused_max` in cuda/local_tc.cu: its `part` region).
-pub(crate) const fn fused_max(warps: usize, d: usize) -> usize {
-    warps * (384 + d + 8)
-}
 
 /// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
 /// d = max(dk, dv): 64 up to n = 24,576, then 128 at d ≤ 64 and 96 at d > 64 (the
@@ -384,13 +378,7 @@ impl Plan {
                  dk = {dk}, dv = {dv}; this GPU allows {smem}"
             ));
         }
-        let fused = match local {
-            Local::Tc { variant, .. } => {
-                let (wmax, dmax) = LOCAL_TC_VARIANTS[variant];
-                fuse && m <= FUSED_MAX_BLOCKS.min(fused_max(wmax, dmax))
-            }
-            _ => false,
-        };
+        let fused = fuse && matches!(local, Local::Tc { .. }) && m <= FUSED_MAX_BLOCKS;
         let kvm = if fused { bh } else { bhkv } * m;
         let scratch = [
             bh * m * dk,
@@ -620,13 +608,6 @@ mod tests {
         assert!(5 * (local_tc_smem(4, 64) + 1024) <= 228 * 1024);
         assert!(3 * (local_tc_smem(4, 128) + 1024) <= 228 * 1024);
         assert!(2 * (local_tc_smem(6, 128) + 1024) <= 228 * 1024);
-    }
-
-    #[test]
-    fn every_local_tc_variant_holds_the_fused_row() {
-        for (w, d) in LOCAL_TC_VARIANTS {
-            assert!(FUSED_MAX_BLOCKS <= fused_max(w, d), "{w} warps, d ≤ {d}");
-        }
     }
 
     #[test]
