@@ -14,7 +14,8 @@
 # BASE), PART=5 the causal block sizes 64, 96, 128 at d = 64 and 128, PART=6 the fused
 # causal path (n ≤ 64·b) against the separate means and coarse kernels, PART=7 the local
 # kernel's instruction cuts against BASE (with per-kernel instruction counts), PART=8 this
-# build, fused and separate, against BASE and ALT; unset, 123.
+# build, fused and separate, against BASE and ALT (lengths N8), PART=9 only the tests of
+# both paths; unset, 123.
 # PDL=1 adds a timing with programmatic dependent launch. DEADLINE=s skips the optional
 # steps once s seconds have passed, so a short device budget still ends with the summary
 # and the archive; LITE=1 runs only the default kernels' tests. Everything written to
@@ -171,7 +172,7 @@ if [[ $PART == *8* ]]; then
 # alternated twice, up to n = 65536; d = 128 both ways; SDPA; per-kernel times of one call at 4096
 # and 32768, fused and separate.
 tests_both_paths
-N="2048 4096 8192 16384 32768 65536"
+N=${N8:-2048 4096 8192 16384 32768 65536}
 for r in 1 2; do
   timeout 60 "$bin/$BASE" $N > "$OUT/base$r.txt" 2>&1
   [ -z "${ALT:-}" ] || timeout 60 "$bin/$ALT" $N > "$OUT/alt$r.txt" 2>&1
@@ -187,6 +188,10 @@ for n in 4096 32768; do
   more && BLOCKRES_GPU_FUSED=0 timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
     --launch-count 6 --metrics $MI --csv "$bin/gpu_bench" $n > "$OUT/ncu_${n}_unfused.csv" 2>> "$OUT/ncu.err"
 done
+fi
+
+if [[ $PART == *9* ]]; then
+tests_both_paths  # the tests alone (both paths) and the decoder's
 fi
 
 if [[ $PART == *3* ]]; then
