@@ -29,15 +29,22 @@ mkdir -p "$OUT"
 PART=${PART:-123}
 more() { [ -z "${DEADLINE:-}" ] || (( SECONDS < DEADLINE )); }
 # The GPU tests, the 16-bit ones also with the separate means and coarse kernels, and the
-# decoder's (PART=6 and 7).
+# decoder's (PART=6 to 9).
 tests_both_paths() {
   timeout 120 "$bin/gpu_test" --test-threads=1 --nocapture > "$OUT/gpu_tests.txt" 2>&1
   BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_test" f16_matches bf16_matches small_mixed non_finite \
     --test-threads=1 > "$OUT/gpu_tests_unfused.txt" 2>&1
   timeout 60 "$bin/gpu_decode" --test-threads=1 > "$OUT/gpu_decode_tests.txt" 2>&1
 }
-# Per-kernel metrics of the Nsight Compute runs (PART=2, 4, 6, 7).
+# Per-kernel metrics of one call after warm-up (Nsight Compute) into $OUT/ncu_NAME.csv:
+# prof NAME SKIP COUNT BINARY ARGS... (PART=2, 4, 6, 7, 8; an environment assignment
+# before it reaches the profiled binary).
 MI=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
+prof() {
+  local name=$1 skip=$2 count=$3; shift 3
+  timeout 90 ncu --clock-control none --cache-control none --launch-skip "$skip" --launch-count "$count" \
+    --metrics $MI --csv "$@" > "$OUT/ncu_$name.csv" 2>> "$OUT/ncu.err"
+}
 if [[ $PART == *1* ]]; then
 # Start-up with the driver's JIT cache off: this build loads the embedded SASS; BASE
 # (before SASS was embedded) compiles its PTX.
@@ -76,12 +83,6 @@ more && timeout 40 "$bin/gpu_bench" --bidirectional --d 128 4096 16384 > "$OUT/b
 fi
 
 if [[ $PART == *2* ]]; then
-
-prof() {  # NAME SKIP COUNT BINARY ARGS...: per-kernel metrics of one call, after warm-up
-  local name=$1 skip=$2 count=$3; shift 3
-  timeout 90 ncu --clock-control none --cache-control none --launch-skip "$skip" --launch-count "$count" \
-    --metrics $MI --csv "$@" > "$OUT/ncu_$name.csv" 2>> "$OUT/ncu.err"
-}
 prof causal_4096 30 6 "$bin/gpu_bench" 4096
 prof causal_32768 30 6 "$bin/gpu_bench" 32768
 [ -n "${BASE:-}" ] && prof causal_32768_base 30 6 "$bin/$BASE" 32768
@@ -101,8 +102,7 @@ if [[ $PART == *4* ]] && more; then
 # Per-kernel times of one causal d = 128 call at 32768 (b = 64: the 4-warp local kernel),
 # this build and BASE.
 for b in gpu_bench ${BASE:-}; do
-  timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
-    --metrics $MI --csv "$bin/$b" --d 128 --blocks 64 32768 > "$OUT/ncu_d128_32768_$b.csv" 2>> "$OUT/ncu.err"
+  prof "d128_32768_$b" 30 6 "$bin/$b" --d 128 --blocks 64 32768
 done
 fi
 
@@ -129,8 +129,7 @@ done
 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/fused_d128.txt" 2>&1
 BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_bench" --d 128 $N > "$OUT/unfused_d128.txt" 2>&1
 more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 > "$OUT/sdpa.txt" 2>&1
-more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
-  --metrics $MI --csv "$bin/gpu_bench" 4096 > "$OUT/ncu_fused_4096.csv" 2>> "$OUT/ncu.err"
+more && prof fused_4096 20 4 "$bin/gpu_bench" 4096
 fi
 
 if [[ $PART == *7* ]]; then
@@ -149,10 +148,8 @@ timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/d128.txt" 2>&1
 timeout 90 "$bin/$BASE" --d 128 4096 32768 > "$OUT/d128_base.txt" 2>&1
 more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > "$OUT/sdpa.txt" 2>&1
 for x in gpu_bench $BASE; do
-  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
-    --metrics $MI --csv "$bin/$x" 4096 > "$OUT/ncu_4096_$x.csv" 2>> "$OUT/ncu.err"
-  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
-    --metrics $MI --csv "$bin/$x" 32768 > "$OUT/ncu_32768_$x.csv" 2>> "$OUT/ncu.err"
+  more && prof "4096_$x" 20 4 "$bin/$x" 4096
+  more && prof "32768_$x" 30 6 "$bin/$x" 32768
 done
 if more; then
   timeout 120 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
@@ -169,8 +166,8 @@ fi
 if [[ $PART == *8* ]]; then
 # This build as the plan runs it against the separate means and coarse kernels
 # (BLOCKRES_GPU_FUSED=0, same binary), BASE and ALT (another gpu_bench_<commit>, if set),
-# alternated twice, up to n = 65536; d = 128 both ways; SDPA; per-kernel times of one call at 4096
-# and 32768, fused and separate.
+# alternated twice at the lengths N8 (default up to 65536); d = 128 both ways; SDPA;
+# per-kernel times of one call at 4096 and 32768, fused and separate.
 tests_both_paths
 N=${N8:-2048 4096 8192 16384 32768 65536}
 for r in 1 2; do
@@ -183,10 +180,8 @@ timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/fused_d128.txt" 2>&1
 BLOCKRES_GPU_FUSED=0 timeout 90 "$bin/gpu_bench" --d 128 4096 32768 > "$OUT/unfused_d128.txt" 2>&1
 more && timeout 90 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > "$OUT/sdpa.txt" 2>&1
 for n in 4096 32768; do
-  more && timeout 60 ncu --clock-control none --cache-control none --launch-skip 20 --launch-count 4 \
-    --metrics $MI --csv "$bin/gpu_bench" $n > "$OUT/ncu_${n}_fused.csv" 2>> "$OUT/ncu.err"
-  more && BLOCKRES_GPU_FUSED=0 timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 \
-    --launch-count 6 --metrics $MI --csv "$bin/gpu_bench" $n > "$OUT/ncu_${n}_unfused.csv" 2>> "$OUT/ncu.err"
+  more && prof "${n}_fused" 20 4 "$bin/gpu_bench" $n
+  more && BLOCKRES_GPU_FUSED=0 prof "${n}_unfused" 30 6 "$bin/gpu_bench" $n
 done
 fi
 
