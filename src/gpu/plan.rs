@@ -38,9 +38,10 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 /// `results/v31_mode*.txt`), fused against separate, ms: 0.043 / 0.049 at n = 2048 (m =
 /// 32), 0.069–0.075 / 0.077 at 4096 (m = 64), 0.136 / 0.131 at 8192 (m = 128), 0.270 /
 /// 0.239 at 16384, 0.506 / 0.476 at 32768. Measured again with a lighter prologue (h =
-/// G̃·v̄ left to the reduced solve, so only k̄ read from L2; `results/v37_*`, BENCHMARKS.md):
-/// 0.128–0.129 / 0.131–0.134 at 8192, 0.251–0.262 / 0.239–0.246 at 16384, 0.460–0.469 /
-/// 0.451–0.463 at 32768, 0.957–0.969 / 0.891–0.900 at 65536.
+/// G̃·v̄ left to the reduced solve, so only k̄ read from L2; `results/v37_*`, BENCHMARKS.md),
+/// against these kernels in the same call: 0.128–0.129 / 0.131–0.133 at 8192, 0.251–0.262
+/// / 0.239–0.240 at 16384, 0.460–0.469 / 0.451–0.454 at 32768, 0.957–0.969 / 0.891–0.900
+/// at 65536.
 pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 
 /// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
