@@ -27,13 +27,12 @@
 // NWM: warps (16-row panels) at most, 4, 6 or 8 (b ≤ 64, ≤ 96, ≤ 128); DM: bound of dk and dv,
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K (later R_p lo) and V tiles
-// (16·NWM × (DM + 8) 16-bit each), the diagonal blocks and then their inverses (NWM × DWS
+// (16·NWM × (DM + 8) 16-bit each), the inverses of the diagonal blocks (NWM × DWS
 // f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and 2·NWM + 2
 // mbarriers.
 #include "common.cuh"
 
-#define DSTR 20  // column stride (floats) of a 16×16 diagonal block, stored by columns
-#define DWS 384  // floats per warp for it, later for its inverse as 16-bit hi, lo tiles
+#define DWS 384  // floats per warp for the inverse of its diagonal block: 16-bit hi, lo tiles
 #define LIS 24   // row stride (16-bit) of those tiles: 48 bytes, an odd number of 16-byte units
 #define FUSED_MAX 64  // the most blocks per head the plan fuses (plan::FUSED_MAX_BLOCKS)
 
@@ -48,6 +47,12 @@ __device__ __forceinline__ void ldsm_x4_t(u32* r, u32 a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
+}
+// The transpose of an 8×8 16-bit matrix held as one fragment register per lane (sm_75+).
+__device__ __forceinline__ u32 movmatrix_t(u32 a) {
+    u32 d;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(d) : "r"(a));
+    return d;
 }
 __device__ __forceinline__ void ldsm_x2_t(u32* r, u32 a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
@@ -132,7 +137,7 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
 //   J ≥ I), gsum_I and h_I = Σ_J G̃_IJ v̄_J (into hs).
 //
 // Every thread returns σ_I and gsum_I. `red`: 32 floats of shared memory; `part`: the
-// dws region, NWM·(DWS + DM + 8) floats, free until the diagonal blocks go there.
+// dws region, NWM·(DWS + DM + 8) floats, free until the inverses go there.
 __device__ __forceinline__ void flag_release(u64* f) {
     asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(f), "l"(1ull) : "memory");
 }
@@ -501,9 +506,10 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     const bool live[2] = {la, lb};
     quad_normalizer(lsum, mx, sig, gs, live, invz, zr);
     // D, as A fragments, one per 16-key step (the m16n8 accumulator pair is the k16 A);
-    // the diagonal 16×16 block also to shared memory (f32) for its inverse.
+    // the diagonal 16×16 block also in f32 (dg) for its inverse.
     float* dw = dws + w * DWS;
     u32 da[NWM][4];
+    float dg[2][4];
 #pragma unroll
     for (int j = 0; j < NWM; ++j) {
         if (j <= w) {
@@ -515,8 +521,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
                 for (int hh = 0; hh < 2; ++hh)
 #pragma unroll
-                    for (int e = 0; e < 4; ++e)
-                        dw[(hh * 8 + 2 * t + (e & 1)) * DSTR + g + (e >> 1) * 8] = s[2 * j + hh][e];
+                    for (int e = 0; e < 4; ++e) dg[hh][e] = s[2 * j + hh][e];
             }
         }
         da[j][0] = pack2<T>(s[2 * j][0], s[2 * j][1]);
@@ -556,43 +561,91 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 #pragma unroll
     for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
 
-    // Inverse of the diagonal block L = I − γ·D_ww: lane c (and c + 16, unused) solves
-    // L·x = e_c by forward substitution, then the columns replace D_ww in shared memory.
-    // By columns: once x_j is known, every later row's sum takes D_ij·x_j, independent
-    // FMAs, so the dependent chain is 16 steps long instead of 120 (one sum per row).
-    __syncwarp();
+    // Inverse of the diagonal block L = I − γ·D_ww on the tensor cores, from the warp's
+    // own fragments. With Δ = diag(L) and M = γ·Δ⁻¹·(D_ww below the diagonal), L =
+    // Δ·(I − M) and M¹⁶ = 0, so L⁻¹ = (I + M)(I + M²)(I + M⁴)(I + M⁸)·Δ⁻¹: six 16×16
+    // products (three squarings, three updates S += S·M^(2^k)), each as hi + lo pairs
+    // (three mma per 8 columns), so about twice T's significand as before. (A lane per
+    // column solving by substitution took 16% of the kernel's instructions, ncu v40.)
+    // The accumulator layout is the A layout; movmatrix transposes A fragments into B.
+    u32 lh[4], ll[4];  // the warp's own L⁻¹ as A fragments, hi and lo
     {
-        const int c = lane & 15;
-        float xv[16], acc[16];
+        // The diagonal: D_rr for the lane's rows g, g + 8 and its columns 2t, 2t + 1,
+        // 8 + 2t, 9 + 2t, each from the lane that holds it (row r < 8: lane 4r + r/2).
+        const float o0 = (g & 1) ? dg[0][1] : dg[0][0], o1 = (g & 1) ? dg[1][3] : dg[1][2];
+        const int src = 4 * g + (g >> 1);
+        const float ir[2] = {rcp_approx(1.0f - gamma * __shfl_sync(0xffffffffu, o0, src)),
+                             rcp_approx(1.0f - gamma * __shfl_sync(0xffffffffu, o1, src))};
+        float ic[2][2];
 #pragma unroll
-        for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            // Column j from row 4⌊j/4⌋ on, four rows a load (every lane reads the same
-            // address: a broadcast): 40 loads for the block instead of 136.
-            float col[16];
-#pragma unroll
-            for (int q4 = j / 4; q4 < 4; ++q4) {
-                const float4 v4 = *reinterpret_cast<const float4*>(dw + j * DSTR + 4 * q4);
-                col[4 * q4] = v4.x;
-                col[4 * q4 + 1] = v4.y;
-                col[4 * q4 + 2] = v4.z;
-                col[4 * q4 + 3] = v4.w;
-            }
-            const float dj = rcp_approx(1.0f - gamma * col[j]);  // in [1, 1/(1−γ)]
-            xv[j] = ((j == c ? 1.0f : 0.0f) + gamma * acc[j]) * dj;
-#pragma unroll
-            for (int i = j + 1; i < 16; ++i) acc[i] = fmaf(col[i], xv[j], acc[i]);
+        for (int u = 0; u < 2; ++u) {
+            const int cl = 8 * t + 4 * u + t;  // the holder of column 2t + u (and 8 + 2t + u)
+            ic[0][u] = rcp_approx(1.0f - gamma * __shfl_sync(0xffffffffu, o0, cl));
+            ic[1][u] = rcp_approx(1.0f - gamma * __shfl_sync(0xffffffffu, o1, cl));
         }
-        // L⁻¹ as 16-bit hi (lanes < 16) and lo (lanes ≥ 16) tiles over D_ww, row-major,
-        // for ldmatrix: the A operand here, the B operand of C_wp in later warps.
-        __syncwarp();
-        u16* li = reinterpret_cast<u16*>(dw) + (lane >> 4) * 16 * LIS;
+        float pm[2][4], sm[2][4];  // M^(2^k) and the partial product S, accumulator layout
 #pragma unroll
-        for (int i = 0; i < 16; ++i) {
-            u32 hi, lo;
-            split2<T>(xv[i], 0.0f, hi, lo);
-            li[i * LIS + c] = (u16)((lane < 16 ? hi : lo) & 0xffffu);
+        for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int row = g + 8 * (e >> 1), col = 8 * hh + 2 * t + (e & 1);
+                pm[hh][e] = col < row ? gamma * dg[hh][e] * ir[e >> 1] : 0.0f;
+                sm[hh][e] = pm[hh][e] + (col == row ? 1.0f : 0.0f);
+            }
+        auto to_a = [&](const float (*c)[4], u32* hi, u32* lo) {
+            split2<T>(c[0][0], c[0][1], hi[0], lo[0]);
+            split2<T>(c[0][2], c[0][3], hi[1], lo[1]);
+            split2<T>(c[1][0], c[1][1], hi[2], lo[2]);
+            split2<T>(c[1][2], c[1][3], hi[3], lo[3]);
+        };
+        // B of 8 columns nt: the transposes of A's blocks (rows 0–7 | 8–15, those columns).
+        auto to_b = [&](const u32* a, u32 (*bt)[2]) {
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                bt[nt][0] = movmatrix_t(a[2 * nt]);
+                bt[nt][1] = movmatrix_t(a[2 * nt + 1]);
+            }
+        };
+        auto mul = [&](float (*acc)[4], const u32* ah, const u32* al, u32 (*bh)[2], u32 (*bl)[2]) {
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                Mma<T>::run(acc[nt], ah, bh[nt]);
+                Mma<T>::run(acc[nt], ah, bl[nt]);
+                Mma<T>::run(acc[nt], al, bh[nt]);
+            }
+        };
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            u32 ph4[4], pl4[4], pbh[2][2], pbl[2][2];
+            to_a(pm, ph4, pl4);
+            to_b(ph4, pbh);
+            to_b(pl4, pbl);
+            if (k > 0) {  // S += S·M^(2^k)
+                u32 sh4[4], sl4[4];
+                to_a(sm, sh4, sl4);
+                mul(sm, sh4, sl4, pbh, pbl);
+            }
+            if (k < 3) {  // M^(2^(k+1))
+                float q[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+                mul(q, ph4, pl4, pbh, pbl);
+#pragma unroll
+                for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) pm[hh][e] = q[hh][e];
+            }
+        }
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) sm[hh][e] *= ic[hh][e & 1];
+        to_a(sm, lh, ll);
+        // The hi and lo tiles, row-major (ldmatrix), for the later warps' C_wp.
+        u16* li = reinterpret_cast<u16*>(dw);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const int off = (g + 8 * (q & 1)) * LIS + 8 * (q >> 1) + 2 * t;
+            *reinterpret_cast<u32*>(li + off) = lh[q];
+            *reinterpret_cast<u32*>(li + 16 * LIS + off) = ll[q];
         }
         __syncwarp();
     }
@@ -600,9 +653,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // Lane addresses of the hi and lo tiles of panel p's L⁻¹.
     auto lih = [&](int p) { return smem_addr(reinterpret_cast<u16*>(dws + p * DWS) + lr * LIS + lc); };
     const u32 lio = 2 * 16 * LIS;  // bytes from hi to lo
-    u32 lh[4], ll[4];  // the warp's own L⁻¹ as A fragments, hi and lo
-    ldsm_x4(lh, lih(w));
-    ldsm_x4(ll, lih(w) + lio);
     // C_wp = γ·D_wp·L_p⁻¹ for the earlier panels p < w, as A fragments: with them the
     // update from panel p needs only p's right side R_p (P_p = L_p⁻¹·R_p), so the chain
     // below publishes each panel once and its step is one product deep. Computed here,

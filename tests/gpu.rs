@@ -507,7 +507,9 @@ fn small_mixed_case() {
     // short last block; element copies (dk = 5) with 2 warps; 8 warps, dv > 64; 4 and 5 (of
     // 6) warps at d = 128; whole 128-row blocks at dk = dv = 64 and a short last one (with
     // BLOCKRES_GPU_FUSED=0 the whole ones wait for V on its mbarrier: cuda/perf_run.sh
-    // runs the sanitizers that way too).
+    // runs the sanitizers that way too), whose heavy panels are all padding; 7 warps
+    // (the middle one unpaired in the balanced kernel) with whole panels, dk ≠ dv, and
+    // with the last panel 4 rows short.
     let tiles = [
         (48, 40, 24, 13),
         (20, 5, 24, 14),
@@ -515,6 +517,8 @@ fn small_mixed_case() {
         (64, 128, 96, 16),
         (80, 96, 128, 17),
         (128, 64, 64, 18),
+        (112, 64, 48, 20),
+        (100, 64, 64, 21),
     ];
     for (block, dk, dv, seed) in tiles {
         let c = Case { block, dk, dv, ..c };
