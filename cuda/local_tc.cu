@@ -59,6 +59,40 @@ __device__ __forceinline__ void ldsm_x2_t(u32* r, u32 a) {
                  : "=r"(r[0]), "=r"(r[1])
                  : "r"(a));
 }
+// A warp's 16-row panel from fragments to shared memory (row stride LD): r0[nt], r1[nt]
+// hold rows g and g + 8, columns 8nt + 2t, 2t + 1, of the value tiles nt < nvt and, with
+// wcol, of tile VT (the w column). `a`: the lane's ldmatrix-style address of the panel
+// (row lr, column lc). sm_90: stmatrix, one instruction per four 8×8 blocks instead of
+// one store per register.
+__device__ __forceinline__ void stsm_x4(u32 a, u32 r0, u32 r1, u32 r2, u32 r3) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};" ::"r"(a), "r"(r0),
+                 "r"(r1), "r"(r2), "r"(r3)
+                 : "memory");
+}
+__device__ __forceinline__ void stsm_x2(u32 a, u32 r0, u32 r1) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x2.shared.b16 [%0], {%1,%2};" ::"r"(a), "r"(r0), "r"(r1)
+                 : "memory");
+}
+template <class T, int VT>
+__device__ __forceinline__ void store_tiles(u16* panel, u32 a, const u32* r0, const u32* r1, int nvt,
+                                            bool wcol, int g, int t) {
+#if __CUDA_ARCH__ >= 900
+#pragma unroll
+    for (int np = 0; np < VT / 2; ++np)
+        if (2 * np < nvt) stsm_x4(a + 2 * 16 * np, r0[2 * np], r1[2 * np], r0[2 * np + 1], r1[2 * np + 1]);
+    if (wcol) stsm_x2(a + 2 * 8 * VT, r0[VT], r1[VT]);
+#else
+#pragma unroll
+    for (int nt = 0; nt <= VT; ++nt) {
+        if (nt < nvt || (wcol && nt == VT)) {
+            const int c = nt * 8 + 2 * t;
+            *reinterpret_cast<u32*>(&panel[g * (8 * VT + 8) + c]) = r0[nt];
+            *reinterpret_cast<u32*>(&panel[(g + 8) * (8 * VT + 8) + c]) = r1[nt];
+        }
+    }
+#endif
+}
+
 // mbarrier (sm_80+): one-shot "panel p is ready" signals between warps, so a warp waits
 // only for the panels it needs instead of for the whole CTA.
 __device__ __forceinline__ void mbar_init(u64* bar, int count) {
@@ -728,21 +762,17 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             product(pha + 2 * p * 16 * LD, pla + 2 * p * 16 * LD, ca[p], nullptr, false);
         }
     }
-    u16* myh = ph + r0 * LD;
-    u16* myl = pl + r0 * LD;
     mbar_wait(&mbar[2 * NWM]);  // R_w lo overwrites K rows later warps' logits read
+    {
+        // Rows 0–7 (h0, l0) and 8–15 (h1, l1) of each tile.
+        u32 h0[XT], l0[XT], h1[XT], l1[XT];
 #pragma unroll
-    for (int nt = 0; nt < XT; ++nt) {
-        if (nt < nvt || nt == VT) {
-            u32 h0, l0, h1, l1;
-            split2<T>(x[nt][0], x[nt][1], h0, l0);
-            split2<T>(x[nt][2], x[nt][3], h1, l1);
-            const int c = nt * 8 + 2 * t;
-            *reinterpret_cast<u32*>(&myh[g * LD + c]) = h0;
-            *reinterpret_cast<u32*>(&myl[g * LD + c]) = l0;
-            *reinterpret_cast<u32*>(&myh[(g + 8) * LD + c]) = h1;
-            *reinterpret_cast<u32*>(&myl[(g + 8) * LD + c]) = l1;
+        for (int nt = 0; nt < XT; ++nt) {
+            split2<T>(x[nt][0], x[nt][1], h0[nt], l0[nt]);
+            split2<T>(x[nt][2], x[nt][3], h1[nt], l1[nt]);
         }
+        store_tiles<T, VT>(ph + r0 * LD, pha + 2 * r0 * LD, h0, h1, nvt, true, g, t);
+        store_tiles<T, VT>(pl + r0 * LD, pla + 2 * r0 * LD, l0, l1, nvt, true, g, t);
     }
     __syncwarp();
     if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
@@ -771,13 +801,14 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     }
     __syncthreads();
     u16* st = ph + r0 * LD;
+    {
+        u32 p0[XT], p1[XT];
 #pragma unroll
-    for (int nt = 0; nt < VT; ++nt) {
-        if (nt < nvt) {
-            const int c = nt * 8 + 2 * t;
-            *reinterpret_cast<u32*>(&st[g * LD + c]) = pack2<T>(x[nt][0], x[nt][1]);
-            *reinterpret_cast<u32*>(&st[(g + 8) * LD + c]) = pack2<T>(x[nt][2], x[nt][3]);
+        for (int nt = 0; nt < XT; ++nt) {
+            p0[nt] = pack2<T>(x[nt][0], x[nt][1]);
+            p1[nt] = pack2<T>(x[nt][2], x[nt][3]);
         }
+        store_tiles<T, VT>(st, pha + 2 * r0 * LD, p0, p1, nvt, false, g, t);
     }
     __syncwarp();
     T* yh = y + ((long long)bh * n + base + r0) * dv;
