@@ -861,8 +861,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
 // warps per SM at d ≤ 64 (69 KB of shared memory each); 5 of 4 warps at d ≤ 64 (96
 // registers, 35 KB each; a cap of 6 spilled 48 bytes), 3 at d ≤ 128 (168 registers, 60 KB
 // each); 2 of 6 warps at d ≤ 128 (168 registers, 89 KB each); 1 of 8 warps at d ≤ 128
-// (119 KB: 2 would need ≤ 128 registers). Stack frames (cuobjdump -res-usage, 2026-12-06):
-// 8 bytes at d ≤ 64, none at d ≤ 128.
+// (119 KB: 2 would need ≤ 128 registers; it uses 180). Stack frames (cuobjdump
+// -res-usage, 2026-12-06, bf16 / f16): 8 / 16 bytes for 4 warps at d ≤ 64, none elsewhere.
 #define LOCAL_TC(T, S, W, D, MINB)                                                            \
     extern "C" __global__ void __launch_bounds__(32 * W, MINB)                                \
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
