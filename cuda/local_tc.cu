@@ -73,7 +73,7 @@ __device__ __forceinline__ void stsm_x2(u32 a, u32 r0, u32 r1) {
     asm volatile("stmatrix.sync.aligned.m8n8.x2.shared.b16 [%0], {%1,%2};" ::"r"(a), "r"(r0), "r"(r1)
                  : "memory");
 }
-template <class T, int VT>
+template <int VT, int LD>
 __device__ __forceinline__ void store_tiles(u16* panel, u32 a, const u32* r0, const u32* r1, int nvt,
                                             bool wcol, int g, int t) {
 #if __CUDA_ARCH__ >= 900
@@ -86,8 +86,8 @@ __device__ __forceinline__ void store_tiles(u16* panel, u32 a, const u32* r0, co
     for (int nt = 0; nt <= VT; ++nt) {
         if (nt < nvt || (wcol && nt == VT)) {
             const int c = nt * 8 + 2 * t;
-            *reinterpret_cast<u32*>(&panel[g * (8 * VT + 8) + c]) = r0[nt];
-            *reinterpret_cast<u32*>(&panel[(g + 8) * (8 * VT + 8) + c]) = r1[nt];
+            *reinterpret_cast<u32*>(&panel[g * LD + c]) = r0[nt];
+            *reinterpret_cast<u32*>(&panel[(g + 8) * LD + c]) = r1[nt];
         }
     }
 #endif
@@ -543,7 +543,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     quad_normalizer(lsum, mx, sig, gs, live, invz, zr);
     // D, as A fragments, one per 16-key step (the m16n8 accumulator pair is the k16 A);
     // the diagonal 16×16 block also in f32 (dg) for its inverse.
-    float* dw = dws + w * DWS;
     u32 da[NWM][4];
     float dg[2][4];
 #pragma unroll
@@ -676,7 +675,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             for (int e = 0; e < 4; ++e) sm[hh][e] *= ic[hh][e & 1];
         to_a(sm, lh, ll);
         // The hi and lo tiles, row-major (ldmatrix), for the later warps' C_wp.
-        u16* li = reinterpret_cast<u16*>(dw);
+        u16* li = reinterpret_cast<u16*>(dws + w * DWS);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
             const int off = (g + 8 * (q & 1)) * LIS + 8 * (q >> 1) + 2 * t;
@@ -771,8 +770,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             split2<T>(x[nt][0], x[nt][1], h0[nt], l0[nt]);
             split2<T>(x[nt][2], x[nt][3], h1[nt], l1[nt]);
         }
-        store_tiles<T, VT>(ph + r0 * LD, pha + 2 * r0 * LD, h0, h1, nvt, true, g, t);
-        store_tiles<T, VT>(pl + r0 * LD, pla + 2 * r0 * LD, l0, l1, nvt, true, g, t);
+        store_tiles<VT, LD>(ph + r0 * LD, pha + 2 * r0 * LD, h0, h1, nvt, true, g, t);
+        store_tiles<VT, LD>(pl + r0 * LD, pla + 2 * r0 * LD, l0, l1, nvt, true, g, t);
     }
     __syncwarp();
     if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
@@ -808,7 +807,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             p0[nt] = pack2<T>(x[nt][0], x[nt][1]);
             p1[nt] = pack2<T>(x[nt][2], x[nt][3]);
         }
-        store_tiles<T, VT>(st, pha + 2 * r0 * LD, p0, p1, nvt, false, g, t);
+        store_tiles<VT, LD>(st, pha + 2 * r0 * LD, p0, p1, nvt, false, g, t);
     }
     __syncwarp();
     T* yh = y + ((long long)bh * n + base + r0) * dv;
