@@ -14,7 +14,8 @@
 // dk, added by a shuffle), ig dot products in float4 steps. Max and sum: warp r takes
 // row r. h: 4 groups of 64 threads over J, ig rows each. The ig rows of G̃ live in
 // shared memory (ig·m floats). (256-row chunks, one thread per J, took 70 KB of staging:
-// two CTAs per SM, 23% of warps active at n = 16384 on the H200.)
+// two CTAs per SM, 23% of warps active at n = 16384 on the H200.) At most 64 registers,
+// so four CTAs fit an SM (79 left three: 396 places for the 512 CTAs of n = 32768, H = 16).
 #include "common.cuh"
 
 #define IGMAX 8
@@ -38,7 +39,7 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
     asm volatile("cp.async.commit_group;");
 }
 
-extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
+extern "C" __global__ void __launch_bounds__(256, 4) coarse(const CoarseParams p) {
     pdl_trigger();
     pdl_wait();
     const float* __restrict__ qbar = p.qbar;
@@ -56,7 +57,9 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
     // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
     // CH × 64 (v̄) floats. Mirrored by coarse_stage() in src/gpu/plan.rs.
     extern __shared__ __align__(16) float grow[];
-    const int I0 = blockIdx.x * ig;
+    // Causal rows do work in proportion to I: the heaviest groups start first, so the
+    // last CTAs to start are short ones.
+    const int I0 = (p.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x) * ig;
     const int bh = blockIdx.y;
     const int nI = min(ig, m - I0);
     const long long kvh = kv_head(bh, H, Hkv);

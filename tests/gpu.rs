@@ -265,6 +265,11 @@ fn cases() -> Vec<Case> {
         c(1, 2, 1, 1000, 32, 32, 17, 0.6, 1.0),
         c(1, 2, 2, 1024, 16, 16, 16, 0.5, 1.0),
         c(1, 1, 1, 4200, 64, 64, 64, 0.5, 1.0),
+        // More blocks than the reduced solve's 256 threads: its update takes two rows a
+        // thread (m = 300, GQA, dk ≠ dv, last panel 12 rows) and, with m not a multiple
+        // of 4, the scalar loads of G̃ (m = 286).
+        c(1, 2, 1, 2400, 16, 24, 8, 0.7, 1.0),
+        c(1, 1, 1, 2000, 32, 32, 7, 0.5, 1.0),
         // coarse_query = first: GQA, dk ≠ dv, short last block; B = 2, odd dk;
         // bidirectional; f16/bf16 tensor-core widths.
         first(c(1, 4, 2, 200, 32, 48, 64, 0.5, 1.0)),
@@ -502,6 +507,21 @@ fn small_mixed_case() {
     let e32 = run_case::<f32>(&g, c, 11);
     let e16 = run_case::<bf16>(&g, c, 12);
     println!("small case: f32 {e32:.3e}, bf16 {e16:.3e}");
+    assert!(e32 <= 1e-4 && e16 <= 1e-2, "f32 {e32:e}, bf16 {e16:e}");
+    // m = 300 blocks of 2 rows: the causal reduced solve's inverses kernel, ten panels
+    // (the last one 12 rows) and two rows a thread in its update.
+    let many = Case {
+        n: 600,
+        block: 2,
+        dk: 8,
+        dv: 12,
+        ..c
+    };
+    let (e32, e16) = (
+        run_case::<f32>(&g, many, 22),
+        run_case::<bf16>(&g, many, 23),
+    );
+    println!("small case m = 300: f32 {e32:.3e}, bf16 {e16:.3e}");
     assert!(e32 <= 1e-4 && e16 <= 1e-2, "f32 {e32:e}, bf16 {e16:e}");
     // The tensor-core block kernel (f16/bf16, b ≤ 128): 16-byte copies with 3 warps and a
     // short last block; element copies (dk = 5) with 2 warps; 8 warps, dv > 64; 4 and 5 (of
