@@ -14,32 +14,41 @@
 // dk, added by a shuffle), ig dot products in float4 steps. Max and sum: warp r takes
 // row r. h: 4 groups of 64 threads over J, ig rows each. The ig rows of G̃ live in
 // shared memory (ig·m floats). (256-row chunks, one thread per J, took 70 KB of staging:
-// two CTAs per SM, 23% of warps active at n = 16384 on the H200.) At most 64 registers,
-// so four CTAs fit an SM (79 left three: 396 places for the 512 CTAs of n = 32768, H = 16).
+// two CTAs per SM, 23% of warps active at n = 16384 on the H200.)
 #include "common.cuh"
 
 #define IGMAX 8
 #define CH 128  // rows of k̄ / v̄ per staged chunk
 
 // Rows [0, nj) × columns [c0, c0 + w4·4) of a row-major f32 matrix of width d into `dst`
-// (row stride ld), zero past d. Asynchronous when d allows 16-byte copies; the caller
-// waits (cp.async.wait_group) and synchronizes.
+// (row stride ld), zero past d; w4 ≤ 32 (d ≤ 128, the plan's limit). Asynchronous when
+// d allows 16-byte copies; the caller waits (cp.async.wait_group) and synchronizes. A
+// power of two of threads per row and the addresses stepped, not recomputed: with a flat
+// index divided by w4 each copy took about 45 instructions, and staging was most of the
+// kernel's.
 __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int d, int c0, int w4,
                                       int ld) {
-    for (int idx = threadIdx.x; idx < nj * w4; idx += blockDim.x) {
-        const int jl = idx / w4, c = c0 + (idx - jl * w4) * 4;
-        float* o = dst + jl * ld + (c - c0);
+    const int tl = w4 <= 1 ? 0 : 32 - __clz(w4 - 1);  // log2 of threads per row
+    const int q = threadIdx.x & ((1 << tl) - 1), rpp = blockDim.x >> tl;
+    const int c = c0 + 4 * q;
+    int jl = threadIdx.x >> tl;
+    if (q < w4) {
+        const float* sr = src + (long long)jl * d + c;
+        float* o = dst + jl * ld + 4 * q;
         if (d % 4 == 0 && c + 4 <= d) {
-            cp_async16(o, src + (long long)jl * d + c);
+            u32 oa = smem_addr(o);
+            for (; jl < nj; jl += rpp, sr += (long long)rpp * d, oa += 4 * rpp * ld)
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(oa), "l"(sr));
         } else {
+            for (; jl < nj; jl += rpp, sr += (long long)rpp * d, o += rpp * ld)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) o[u] = c + u < d ? src[(long long)jl * d + c + u] : 0.0f;
+                for (int u = 0; u < 4; ++u) o[u] = c + u < d ? sr[u] : 0.0f;
         }
     }
     asm volatile("cp.async.commit_group;");
 }
 
-extern "C" __global__ void __launch_bounds__(256, 4) coarse(const CoarseParams p) {
+extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
     pdl_trigger();
     pdl_wait();
     const float* __restrict__ qbar = p.qbar;
@@ -57,9 +66,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) coarse(const CoarseParams p
     // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
     // CH × 64 (v̄) floats. Mirrored by coarse_stage() in src/gpu/plan.rs.
     extern __shared__ __align__(16) float grow[];
-    // Causal rows do work in proportion to I: the heaviest groups start first, so the
-    // last CTAs to start are short ones.
-    const int I0 = (p.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x) * ig;
+    const int I0 = blockIdx.x * ig;
     const int bh = blockIdx.y;
     const int nI = min(ig, m - I0);
     const long long kvh = kv_head(bh, H, Hkv);

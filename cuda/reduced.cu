@@ -72,6 +72,39 @@ extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedP
                   threadIdx.x, gp, cp, p.minv + ((long long)bh * np + P) * PANEL * PANEL, PANEL);
 }
 
+// The update of the rows after a panel (rows [e, m), the panel's columns [a, e)): each
+// row split over tpr threads (1, 2, 4 or 8, as many as 256 threads allow), thread part
+// pt taking the panel's columns [a + pt·32/tpr, +32/tpr) of G̃, all CW columns of u.
+struct Split {
+    int tpr, row, pt;  // threads a row; this thread's first row (≥ m: none); its part
+};
+__device__ __forceinline__ Split split_rows(int e, int m, int tid) {
+    const int left = m - e;
+    const int tpr = left <= 32 ? 8 : left <= 64 ? 4 : left <= 128 ? 2 : 1;
+    return {tpr, e + tid / tpr, tid % tpr};
+}
+// Row r's weights G̃_{r, a + pt·32/tpr + 0..}, zero past e, as float4 (w[q], q < 8/tpr).
+__device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, int a, int e, int r,
+                                             const Split& sp) {
+    const int c0 = a + sp.pt * (PANEL / sp.tpr);
+    const float* gr = gh + (long long)r * m + c0;
+#pragma unroll
+    for (int q = 0; q < PANEL / 4; ++q) {
+        w[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (q < PANEL / 4 / sp.tpr && r < m) {
+            const int c = c0 + 4 * q;
+            if ((m & 3) == 0 && c + 4 <= e) {
+                w[q] = *reinterpret_cast<const float4*>(gr + 4 * q);
+            } else {
+                if (c < e) w[q].x = gr[4 * q];
+                if (c + 1 < e) w[q].y = gr[4 * q + 1];
+                if (c + 2 < e) w[q].z = gr[4 * q + 2];
+                if (c + 3 < e) w[q].w = gr[4 * q + 3];
+            }
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
     pdl_trigger();
     pdl_wait();
@@ -83,8 +116,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     const int m = p.m, dv = p.dv;
     const float gamma = p.gamma;
     // m × CW: for the rows not yet solved, Σ_j G̃_ij·u_j over the finished panels
-    // (right-looking: each finished panel is added to every later row at once, so a
-    // panel's step needs no load that depends on u).
+    // (right-looking: each finished panel is added to every later row at once, with
+    // weights loaded a panel ahead, so no load waits on u).
     extern __shared__ __align__(16) float fin[];
     require_smem(4ll * m * CW);
     __shared__ float gp[PANEL][PANEL + 1];          // G̃_PP
@@ -106,10 +139,6 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     const int ri = tid >> 3, cc = tid & 7;  // row of the panel; column
     const bool small = m <= SMALL_M;
     for (int idx = tid; idx < m * CW; idx += blockDim.x) fin[idx] = 0.0f;
-    if (small) {
-        const int wp = tid >> 5;
-        if (wp < np) panel_inverse(gh, ch, m, wp * PANEL, gamma, tid & 31, &mis[wp][0][0], cps[wp], &mis[wp][0][0], PANEL + 1);
-    }
     // The next panel's own blocks, p̄ and c in registers, loaded one step ahead.
     constexpr int PB = PANEL * PANEL / 256;
     float gt[PB], mt[PB], pv, cv;
@@ -126,29 +155,19 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
         }
     };
     prefetch(0);
+    float4 wn[PANEL / 4];  // the weights of this thread's first row in the next update
+    {
+        const Split s0 = split_rows(min(PANEL, m), m, tid);
+        load_weights(wn, gh, m, 0, min(PANEL, m), s0.row, s0);
+    }
+    if (small) {
+        const int wp = tid >> 5;
+        if (wp < np) panel_inverse(gh, ch, m, wp * PANEL, gamma, tid & 31, &mis[wp][0][0], cps[wp], &mis[wp][0][0], PANEL + 1);
+    }
     __syncthreads();  // fin zeroed, the small path's inverses formed
     for (int a = 0; a < m; a += PANEL) {
         const int e = min(a + PANEL, m);
         const int i = a + ri;
-        // This thread's first later row for the update below: its 32 weights G̃_{r,P}
-        // now, so their latency overlaps the panel's solve.
-        const int r1 = e + tid;
-        float4 gu[PANEL / 4];
-#pragma unroll
-        for (int q = 0; q < PANEL / 4; ++q) {
-            gu[q] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (r1 < m) {
-                const float* gr = gh + (long long)r1 * m + a + 4 * q;
-                if ((m & 3) == 0 && a + 4 * q + 4 <= e)
-                    gu[q] = *reinterpret_cast<const float4*>(gr);
-                else {
-                    if (a + 4 * q < e) gu[q].x = gr[0];
-                    if (a + 4 * q + 1 < e) gu[q].y = gr[1];
-                    if (a + 4 * q + 2 < e) gu[q].z = gr[2];
-                    if (a + 4 * q + 3 < e) gu[q].w = gr[3];
-                }
-            }
-        }
 #pragma unroll
         for (int u = 0; u < PB; ++u) {
             const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
@@ -158,7 +177,16 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
         const float fi = i < e ? fin[i * CW + cc] : 0.0f;
         ep[ri][cc] = pv + gamma * cv * fi;
         __syncthreads();
-        if (a + PANEL < m) prefetch(a + PANEL);
+        const Split sp = split_rows(e, m, tid);
+        float4 w[PANEL / 4];
+#pragma unroll
+        for (int q = 0; q < PANEL / 4; ++q) w[q] = wn[q];
+        if (e < m) {
+            const int e2 = min(e + PANEL, m);
+            prefetch(e);
+            const Split s2 = split_rows(e2, m, tid);
+            load_weights(wn, gh, m, e, e2, s2.row, s2);
+        }
         // u_P = M_P⁻¹·e_P (lower triangular).
         const float(*mp)[PANEL + 1] = small ? mis[a / PANEL] : mi;
         float u = 0.0f;
@@ -171,48 +199,42 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
             for (int j = 0; j < ri; ++j) sv = fmaf(gp[ri][j], up[j][cc], sv);
             if (c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = sv;
         }
-        // Every later row r: fin_r += G̃_{r,P}·u_P, one row a thread, all CW columns.
-        for (int r = r1; r < m; r += blockDim.x) {
-            if (r != r1) {
-                const float* gr = gh + (long long)r * m + a;
+        // Every later row r: fin_r += G̃_{r,P}·u_P.
+        const int nq = PANEL / 4 / sp.tpr, j0 = sp.pt * (PANEL / sp.tpr);
+        for (int r = sp.row; r - tid / sp.tpr < m; r += 256 / sp.tpr) {
+            if (r != sp.row) load_weights(w, gh, m, a, e, r, sp);
+            float acc[CW];
 #pragma unroll
-                for (int q = 0; q < PANEL / 4; ++q) {
-                    if ((m & 3) == 0 && a + 4 * q + 4 <= e)
-                        gu[q] = *reinterpret_cast<const float4*>(gr + 4 * q);
-                    else {
-                        gu[q].x = a + 4 * q < e ? gr[4 * q] : 0.0f;
-                        gu[q].y = a + 4 * q + 1 < e ? gr[4 * q + 1] : 0.0f;
-                        gu[q].z = a + 4 * q + 2 < e ? gr[4 * q + 2] : 0.0f;
-                        gu[q].w = a + 4 * q + 3 < e ? gr[4 * q + 3] : 0.0f;
+            for (int k = 0; k < CW; ++k) acc[k] = 0.0f;
+#pragma unroll
+            for (int q = 0; q < PANEL / 4; ++q) {
+                if (q < nq) {
+                    const float gw[4] = {w[q].x, w[q].y, w[q].z, w[q].w};
+#pragma unroll
+                    for (int l = 0; l < 4; ++l) {
+                        const float4 u0 = lds4(&up[j0 + 4 * q + l][0]);
+                        const float4 u1 = lds4(&up[j0 + 4 * q + l][4]);
+                        acc[0] = fmaf(gw[l], u0.x, acc[0]);
+                        acc[1] = fmaf(gw[l], u0.y, acc[1]);
+                        acc[2] = fmaf(gw[l], u0.z, acc[2]);
+                        acc[3] = fmaf(gw[l], u0.w, acc[3]);
+                        acc[4] = fmaf(gw[l], u1.x, acc[4]);
+                        acc[5] = fmaf(gw[l], u1.y, acc[5]);
+                        acc[6] = fmaf(gw[l], u1.z, acc[6]);
+                        acc[7] = fmaf(gw[l], u1.w, acc[7]);
                     }
                 }
             }
-            float acc[CW];
-            {
-                const float4 f0 = *reinterpret_cast<const float4*>(&fin[r * CW]);
-                const float4 f1 = *reinterpret_cast<const float4*>(&fin[r * CW + 4]);
-                acc[0] = f0.x, acc[1] = f0.y, acc[2] = f0.z, acc[3] = f0.w;
-                acc[4] = f1.x, acc[5] = f1.y, acc[6] = f1.z, acc[7] = f1.w;
-            }
+            // The parts of a row are adjacent lanes of one warp.
+            for (int off = 1; off < sp.tpr; off <<= 1)
 #pragma unroll
-            for (int q = 0; q < PANEL / 4; ++q) {
-                const float gw[4] = {gu[q].x, gu[q].y, gu[q].z, gu[q].w};
-#pragma unroll
-                for (int l = 0; l < 4; ++l) {
-                    const float4 u0 = lds4(&up[4 * q + l][0]);
-                    const float4 u1 = lds4(&up[4 * q + l][4]);
-                    acc[0] = fmaf(gw[l], u0.x, acc[0]);
-                    acc[1] = fmaf(gw[l], u0.y, acc[1]);
-                    acc[2] = fmaf(gw[l], u0.z, acc[2]);
-                    acc[3] = fmaf(gw[l], u0.w, acc[3]);
-                    acc[4] = fmaf(gw[l], u1.x, acc[4]);
-                    acc[5] = fmaf(gw[l], u1.y, acc[5]);
-                    acc[6] = fmaf(gw[l], u1.z, acc[6]);
-                    acc[7] = fmaf(gw[l], u1.w, acc[7]);
-                }
+                for (int k = 0; k < CW; ++k) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], off);
+            if (sp.pt == 0 && r < m) {
+                float4* f = reinterpret_cast<float4*>(&fin[r * CW]);
+                const float4 f0 = f[0], f1 = f[1];
+                f[0] = make_float4(f0.x + acc[0], f0.y + acc[1], f0.z + acc[2], f0.w + acc[3]);
+                f[1] = make_float4(f1.x + acc[4], f1.y + acc[5], f1.z + acc[6], f1.w + acc[7]);
             }
-            *reinterpret_cast<float4*>(&fin[r * CW]) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-            *reinterpret_cast<float4*>(&fin[r * CW + 4]) = make_float4(acc[4], acc[5], acc[6], acc[7]);
         }
         __syncthreads();
     }
