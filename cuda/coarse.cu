@@ -14,7 +14,9 @@
 // dk, added by a shuffle), ig dot products in float4 steps. Max and sum: warp r takes
 // row r. h: 4 groups of 64 threads over J, ig rows each. The ig rows of G̃ live in
 // shared memory (ig·m floats). (256-row chunks, one thread per J, took 70 KB of staging:
-// two CTAs per SM, 23% of warps active at n = 16384 on the H200.)
+// two CTAs per SM, 23% of warps active at n = 16384 on the H200.) At most 64 registers
+// and the largest shared-memory carveout (module.rs), so four CTAs fit an SM: the 512
+// CTAs of n = 32768, H = 16 in one wave (with 79 registers, three: 1.29 waves, ncu v47).
 #include "common.cuh"
 
 #define IGMAX 8
@@ -48,7 +50,7 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
     asm volatile("cp.async.commit_group;");
 }
 
-extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
+extern "C" __global__ void __launch_bounds__(256, 4) coarse(const CoarseParams p) {
     pdl_trigger();
     pdl_wait();
     const float* __restrict__ qbar = p.qbar;
@@ -62,7 +64,6 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
     const float scale = p.scale;
     const int causal = p.causal, ig = p.ig;
     __shared__ __align__(16) float qrows[IGMAX][128];
-    __shared__ float hpart[4][IGMAX][64];
     // ig × m floats of G̃ rows (rounded up to 4), then the staging area: CH × ks (k̄) or
     // CH × 64 (v̄) floats. Mirrored by coarse_stage() in src/gpu/plan.rs.
     extern __shared__ __align__(16) float grow[];
@@ -92,8 +93,11 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
         stage(stg, kb + (long long)J0 * dk, nj, dk, 0, dk4, ks);
         asm volatile("cp.async.wait_group 0;" ::: "memory");
         __syncthreads();
-        // Thread (jl, half): row jl of the chunk, float4 columns [c4a, c4b) of dk.
-        const int jl = tid >> 1, half = tid & 1, J = J0 + jl;
+        // Thread (jl, half): row jl of the chunk, float4 columns [c4a, c4b) of dk. Each
+        // 8-lane phase of a 16-byte load takes one half and 8 consecutive rows (odd
+        // row stride in 16-byte units): no bank conflict, and one q̄ address a phase
+        // (lanes of both halves in a phase conflicted: 33% excess wavefronts, ncu v47).
+        const int jl = (tid >> 4) * 8 + (tid & 7), half = (tid >> 3) & 1, J = J0 + jl;
         const int c4a = half ? (dk4 + 1) / 2 : 0, c4b = half ? dk4 : (dk4 + 1) / 2;
         float acc[IGMAX];
 #pragma unroll
@@ -110,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
             }
         }
 #pragma unroll
-        for (int r = 0; r < IGMAX; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 1);
+        for (int r = 0; r < IGMAX; ++r) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], 8);
         if (jl < nj && half == 0) {
             const float lnj = J == m - 1 ? ln_last : ln_b;
 #pragma unroll
@@ -147,36 +151,57 @@ extern "C" __global__ void __launch_bounds__(256) coarse(const CoarseParams p) {
         float* gout = g + ((long long)bh * m + I0 + r) * m;
         for (int J = tid; J < m; J += blockDim.x) gout[J] = J < jend ? grow[r * m + J] : 0.0f;
     }
-    // h_I = Σ_J G̃_IJ v̄_J: v̄ staged 256 rows × 64 columns at a time; thread (part, c)
-    // sums J ≡ part (mod 4) for every row.
-    const int part = tid >> 6, c = tid & 63;
+    // h_I = Σ_J G̃_IJ v̄_J: v̄ staged 128 rows × 64 columns at a time. Lane (half, c4) of
+    // warp wp takes 4 columns and J ≡ 2·wp + half (mod 16) for every row: per J a 16-byte
+    // load of v̄, ig broadcast loads of G̃ and 4·ig FMAs (one column a thread took 9 loads
+    // for 8 FMAs). The halves add by a shuffle, the warps through the free staging area.
+    const int half = lane >> 4, c4 = lane & 15, part = 2 * warp + half;
+    float* hpart = stg;  // 8 warps × IGMAX × 64, after the last chunk
     for (int c0 = 0; c0 < dv; c0 += 64) {
-        float acc[IGMAX];
+        float4 acc[IGMAX];
 #pragma unroll
-        for (int r = 0; r < IGMAX; ++r) acc[r] = 0.0f;
+        for (int r = 0; r < IGMAX; ++r) acc[r] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int J0 = 0; J0 < jend; J0 += CH) {
             const int nj = min(CH, jend - J0);
             __syncthreads();
             stage(stg, vb + (long long)J0 * dv, nj, dv, c0, 16, 64);
             asm volatile("cp.async.wait_group 0;" ::: "memory");
             __syncthreads();
-#pragma unroll 4
-            for (int jl = part; jl < nj; jl += 4) {
-                const float vv = stg[jl * 64 + c];
+#pragma unroll 2
+            for (int jl = part; jl < nj; jl += 16) {
+                const float4 vv = *reinterpret_cast<const float4*>(&stg[jl * 64 + 4 * c4]);
 #pragma unroll
-                for (int r = 0; r < IGMAX; ++r)
-                    if (r < nI) acc[r] = fmaf(grow[r * m + J0 + jl], vv, acc[r]);
+                for (int r = 0; r < IGMAX; ++r) {
+                    if (r < nI) {
+                        const float gv = grow[r * m + J0 + jl];
+                        acc[r].x = fmaf(gv, vv.x, acc[r].x);
+                        acc[r].y = fmaf(gv, vv.y, acc[r].y);
+                        acc[r].z = fmaf(gv, vv.z, acc[r].z);
+                        acc[r].w = fmaf(gv, vv.w, acc[r].w);
+                    }
+                }
             }
         }
 #pragma unroll
-        for (int r = 0; r < IGMAX; ++r) hpart[part][r][c] = acc[r];
+        for (int r = 0; r < IGMAX; ++r) {
+            acc[r].x += __shfl_xor_sync(0xffffffffu, acc[r].x, 16);
+            acc[r].y += __shfl_xor_sync(0xffffffffu, acc[r].y, 16);
+            acc[r].z += __shfl_xor_sync(0xffffffffu, acc[r].z, 16);
+            acc[r].w += __shfl_xor_sync(0xffffffffu, acc[r].w, 16);
+        }
+        __syncthreads();  // every warp is done with the staged v̄
+        if (half == 0) {
+#pragma unroll
+            for (int r = 0; r < IGMAX; ++r)
+                *reinterpret_cast<float4*>(&hpart[(warp * IGMAX + r) * 64 + 4 * c4]) = acc[r];
+        }
         __syncthreads();
         for (int idx = tid; idx < nI * 64; idx += blockDim.x) {
             const int r = idx >> 6, cc = idx & 63;
-            if (c0 + cc < dv)
-                h[((long long)bh * m + I0 + r) * dv + c0 + cc] =
-                    hpart[0][r][cc] + hpart[1][r][cc] + hpart[2][r][cc] + hpart[3][r][cc];
+            float hv = 0.0f;
+#pragma unroll
+            for (int wq = 0; wq < 8; ++wq) hv += hpart[(wq * IGMAX + r) * 64 + cc];
+            if (c0 + cc < dv) h[((long long)bh * m + I0 + r) * dv + c0 + cc] = hv;
         }
-        __syncthreads();
     }
 }

@@ -335,6 +335,15 @@ impl Kernels {
         ] = load(ctx, u, &LOCAL_TC)?;
         let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
+        // Four of its CTAs fit an SM only with the largest shared-memory carveout; the
+        // driver's own choice (200 KiB on the H200) left three and a second wave at
+        // n = 32768 (ncu, results/v47_*).
+        coarse
+            .set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                100,
+            )
+            .map_err(|e| dev_err("preferring shared memory for coarse", e))?;
         let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11] = load(ctx, u, &LOCAL_BIDIR)?;
         let [t0, t1, t2, t3, t4, t5, t6, t7] = load(ctx, u, &LOCAL_BIDIR_TC)?;
         Ok(Self {
