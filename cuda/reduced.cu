@@ -1,17 +1,20 @@
 // SPEC §2 step 6, causal: the m×m reduced system (I − γ·diag(c)·G̃)·u = p̄ by blocked
 // forward substitution, and s = G̃·u (what step 7 needs).
 //
-// Rows go in panels of 32. With e_P = p̄_P + γ·c_P ⊙ (G̃_{P,<P}·u_{<P}) (the finished
-// rows' part), the panel's own rows satisfy M_P·u_P = e_P with M_P = I − γ·diag(c_P)·G̃_PP,
-// unit lower triangular. `reduced_inverses` forms every M_P⁻¹ first, all panels of all
-// heads in parallel (one warp per panel, a column per lane), so the sequential part of
-// `reduced_causal` is, per panel, one product with the finished rows and two 32-deep
-// products (u_P = M_P⁻¹·e_P, s_P += G̃_PP·u_P) spread over all 256 threads, instead of a
-// 32-step substitution by a few threads.
+// Rows go in panels of 32. With f_P = G̃_{P,<P}·u_{<P} (the finished panels' part) and
+// e_P = p̄_P + γ·c_P ⊙ f_P, the panel's own rows satisfy M_P·u_P = e_P with M_P =
+// I − γ·diag(c_P)·G̃_PP, unit lower triangular, and s_P = f_P + G̃_PP·u_P.
+// `reduced_inverses` forms every M_P⁻¹ first, all panels of all heads in parallel (one
+// warp per panel, a column per lane), so per panel `reduced_causal` does two 32-deep
+// products over all 256 threads instead of a 32-step substitution by a few. f is
+// right-looking: once u_P is known every later row adds G̃_{r,P}·u_P, with weights loaded
+// a panel ahead, so no load waits on u (left-looking, each panel first read its rows of
+// G̃ up to the diagonal from L2: 28.0 µs at n = 32768 in v45's profile, the first
+// right-looking form 24.6 in v46's; H100, two calls, BENCHMARKS.md).
 //
 // Columns of u are independent, so the grid of `reduced_causal` is (column group of 8,
-// head): enough CTAs to fill the GPU at B·H = 16. The CTA's 8 columns of u live in
-// shared memory (m×8 floats).
+// head): enough CTAs to fill the GPU at B·H = 16. The CTA's f lives in shared memory
+// (m × 8 floats).
 #include "common.cuh"
 
 #define PANEL 32
