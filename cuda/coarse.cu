@@ -50,7 +50,13 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
     asm volatile("cp.async.commit_group;");
 }
 
-extern "C" __global__ void __launch_bounds__(256, 4) coarse(const CoarseParams p) {
+// sm_90 only: an A100's 164 KiB hold three CTAs whatever their registers.
+#if __CUDA_ARCH__ >= 900
+#define COARSE_MIN_CTAS 4
+#else
+#define COARSE_MIN_CTAS 1
+#endif
+extern "C" __global__ void __launch_bounds__(256, COARSE_MIN_CTAS) coarse(const CoarseParams p) {
     pdl_trigger();
     pdl_wait();
     const float* __restrict__ qbar = p.qbar;
