@@ -12,11 +12,12 @@
 // a time with asynchronous 16-byte copies, all in flight at once (one dependent L2 load
 // per element made this kernel latency-bound). Logits: two threads per J (the halves of
 // dk, added by a shuffle), ig dot products in float4 steps. Max and sum: warp r takes
-// row r. h: 4 groups of 64 threads over J, ig rows each. The ig rows of G̃ live in
-// shared memory (ig·m floats). (256-row chunks, one thread per J, took 70 KB of staging:
-// two CTAs per SM, 23% of warps active at n = 16384 on the H200.) At most 64 registers
-// and the largest shared-memory carveout (module.rs), so four CTAs fit an SM: the 512
-// CTAs of n = 32768, H = 16 in one wave (with 79 registers, three: 1.29 waves, ncu v47).
+// row r. h: 16 groups of 16 threads over J, four columns a thread, ig rows each. The ig
+// rows of G̃ live in shared memory (ig·m floats). (256-row chunks, one thread per J, took
+// 70 KB of staging: two CTAs per SM, 23% of warps active at n = 16384 on the H200.) On
+// sm_90 at most 64 registers and the largest shared-memory carveout (module.rs), so four
+// CTAs fit an SM: the 512 CTAs of n = 32768, H = 16 in one wave (with 79 registers,
+// three: 1.29 waves, ncu v47).
 #include "common.cuh"
 
 #define IGMAX 8
@@ -40,7 +41,7 @@ __device__ __forceinline__ void stage(float* dst, const float* src, int nj, int 
         if (d % 4 == 0 && c + 4 <= d) {
             u32 oa = smem_addr(o);
             for (; jl < nj; jl += rpp, sr += (long long)rpp * d, oa += 4 * rpp * ld)
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(oa), "l"(sr));
+                cp_async16(oa, sr);
         } else {
             for (; jl < nj; jl += rpp, sr += (long long)rpp * d, o += rpp * ld)
 #pragma unroll

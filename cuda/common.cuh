@@ -205,9 +205,12 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 }
 
 // 16-byte asynchronous copy global → shared (sm_80+); completes at cp.async.wait_group.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src));
+// `dst` as a shared-memory address, for loops that step it instead of converting a
+// pointer per copy.
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src));
 }
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) { cp_async16(smem_addr(dst), src); }
 
 // Fast exponentials and reciprocals for the softmax and the diagonal solves, one
 // instruction each (the IEEE-rounded reciprocal and __expf's denormal handling cost a

@@ -528,8 +528,7 @@ fn small_mixed_case() {
     // 6) warps at d = 128; whole 128-row blocks at dk = dv = 64 and a short last one (with
     // BLOCKRES_GPU_FUSED=0 the whole ones wait for V on its mbarrier: cuda/perf_run.sh
     // runs the sanitizers that way too), whose heavy panels are all padding; 7 warps
-    // (the middle one unpaired in the balanced kernel) with whole panels, dk ≠ dv, and
-    // with the last panel 4 rows short.
+    // (an odd count) with whole panels, dk ≠ dv, and with the last panel 4 rows short.
     let tiles = [
         (48, 40, 24, 13),
         (20, 5, 24, 14),
