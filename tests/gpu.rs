@@ -337,6 +337,72 @@ fn gpu_matches_cpu_path() {
     assert!(err < 1e-4, "GPU vs CPU relative error {err:e}");
 }
 
+/// A call large enough to be split into groups of query heads on their own streams
+/// (`plan::head_groups`: b = 128, B·H·m = 16·256), with GQA (four query heads a K/V
+/// head: one K/V head a group). Against the CPU path on the same inputs (bf16 there, f32
+/// here), and the non-finite record's indices from the groups past the first.
+#[test]
+fn split_by_heads_matches_cpu_path() {
+    let mut rng = Rng::new(91);
+    let (h, hkv, n, d) = (16, 4, 32768, 16);
+    assert_eq!(gpu::auto_block_size(n, d), 128);
+    let q: Vec<bf16> = rand_vec(&mut rng, h * n * d, 1.0);
+    let k: Vec<bf16> = rand_vec(&mut rng, hkv * n * d, 1.0);
+    let v: Vec<bf16> = rand_vec(&mut rng, hkv * n * d, 1.0);
+    let tq = |x| TensorRef::new(x, [1, h, n, d]).unwrap();
+    let tk = |x| TensorRef::new(x, [1, hkv, n, d]).unwrap();
+    let yg = gpu::resolvent_attention_host(tq(&q), tk(&k), tk(&v), &Config::default()).unwrap();
+    let f = |x: &[bf16]| x.iter().map(|e| e.to_f32()).collect::<Vec<f32>>();
+    let (qf, kf, vf) = (f(&q), f(&k), f(&v));
+    let cfg = Config {
+        block_size: 128,
+        ..Config::default()
+    };
+    let (sq, sk) = ([1, h, n, d], [1, hkv, n, d]);
+    let yc = blockres::resolvent_attention_alloc(
+        TensorRef::new(&qf, sq).unwrap(),
+        TensorRef::new(&kf, sk).unwrap(),
+        TensorRef::new(&vf, sk).unwrap(),
+        &cfg,
+        blockres::Par::Seq,
+    )
+    .unwrap();
+    let num: f64 = yg
+        .iter()
+        .zip(&yc)
+        .map(|(a, b)| ((a.to_f32() - b) as f64).powi(2))
+        .sum();
+    let den: f64 = yc.iter().map(|b| (*b as f64).powi(2)).sum();
+    let err = (num / den).sqrt();
+    println!("split call, gpu (bf16) vs cpu (f32): {err:.3e}");
+    assert!(err < 1e-2, "relative error {err:e}");
+    // Per head, too: a group with the wrong offsets would be off by O(1) in its heads.
+    for hd in 0..h {
+        let r = hd * n * d..(hd + 1) * n * d;
+        let e: f64 = yg[r.clone()]
+            .iter()
+            .zip(&yc[r.clone()])
+            .map(|(a, b)| ((a.to_f32() - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / yc[r]
+                .iter()
+                .map(|b| (*b as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+        assert!(e < 2e-2, "head {hd}: relative error {e:e}");
+    }
+    // Non-finite values in the later groups: the index is into the whole tensor.
+    for (tensor, first, second) in [
+        ("Q", 13 * n * d + 777, 14 * n * d + 5),
+        ("K", 2 * n * d + 4321, 3 * n * d + 1),
+        ("V", 3 * n * d + 99, 3 * n * d + 100),
+    ] {
+        let x = [q.clone(), k.clone(), v.clone()];
+        assert_reports_first_non_finite(x, [sq, sk, sk], tensor, first, second);
+    }
+}
+
 #[test]
 fn constant_values_pass_through() {
     // SPEC §2: if every v_i = c then every y_i = c.
@@ -362,6 +428,32 @@ fn constant_values_pass_through() {
     );
 }
 
+/// NaN at `first` and ∞ at `second` of one of Q, K, V: the GPU path must report `first`.
+fn assert_reports_first_non_finite(
+    mut x: [Vec<bf16>; 3],
+    shapes: [[usize; 4]; 3],
+    tensor: &'static str,
+    first: usize,
+    second: usize,
+) {
+    let i = ["Q", "K", "V"].iter().position(|&t| t == tensor).unwrap();
+    x[i][second] = bf16::INFINITY;
+    x[i][first] = bf16::NAN;
+    let [q, k, v] = &x;
+    let e = gpu::resolvent_attention_host(
+        TensorRef::new(q, shapes[0]).unwrap(),
+        TensorRef::new(k, shapes[1]).unwrap(),
+        TensorRef::new(v, shapes[2]).unwrap(),
+        &Config::default(),
+    )
+    .unwrap_err();
+    let want = Error::NonFinite {
+        tensor,
+        index: first,
+    };
+    assert_eq!(e, want, "{tensor}");
+}
+
 #[test]
 fn non_finite_input_is_reported() {
     let (h, n, d) = (2, 100, 16);
@@ -383,30 +475,13 @@ fn non_finite_input_is_reported() {
     // time, the smaller of two indices, in a block past the first.
     let (hkv, dk, dv) = (1, 16, 24);
     for (tensor, first, second) in [("Q", 2800, 3000), ("K", 1234, 1300), ("V", 1900, 2390)] {
-        let mut x = [
+        let x = [
             vec![bf16::from_f32(0.1); h * n * dk],
             vec![bf16::from_f32(0.2); hkv * n * dk],
             vec![bf16::from_f32(0.3); hkv * n * dv],
         ];
-        let i = ["Q", "K", "V"].iter().position(|&t| t == tensor).unwrap();
-        x[i][second] = bf16::INFINITY;
-        x[i][first] = bf16::NAN;
-        let [q, k, v] = &x;
-        let e = gpu::resolvent_attention_host(
-            TensorRef::new(q, [1, h, n, dk]).unwrap(),
-            TensorRef::new(k, [1, hkv, n, dk]).unwrap(),
-            TensorRef::new(v, [1, hkv, n, dv]).unwrap(),
-            &Config::default(),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            Error::NonFinite {
-                tensor,
-                index: first
-            },
-            "{tensor}"
-        );
+        let shapes = [[1, h, n, dk], [1, hkv, n, dk], [1, hkv, n, dv]];
+        assert_reports_first_non_finite(x, shapes, tensor, first, second);
     }
 }
 

@@ -1,7 +1,10 @@
 //! The launcher: [`resolvent_attention_device`] enqueues the launches of one call (means,
 //! coarse, local, two reduced, combine; three where the plan fuses the first two into the
 //! local kernel and the reduced solve forms its own panel inverses, m ≤ 64) as [`Plan`]
-//! decided them, each with its family's parameter struct (`params.rs`).
+//! decided them, each with its family's parameter struct (`params.rs`). Large causal
+//! calls are split into groups of query heads on the workspace's own streams
+//! (`plan::head_groups`), so that one group's short and bandwidth-bound stages overlap
+//! another's local kernel; the call stays ordered as one unit on the caller's stream.
 
 use std::sync::OnceLock;
 
@@ -11,7 +14,9 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig, PushKernelArg, sys,
 };
 
-use super::params::{Args, CoarseParams, CombineParams, LocalParams, MeansParams, ReducedParams};
+use super::params::{
+    Args, CoarseParams, CombineParams, LocalParams, MeansParams, Ptr, ReducedParams,
+};
 use super::plan::{self, Local, Plan};
 use super::{Gpu, GpuElement, GpuWorkspace, dev_err};
 use crate::attention::Dims;
@@ -176,13 +181,95 @@ pub fn resolvent_attention_device<T: GpuElement>(
         local_tc_allowed(),
         fused_allowed(),
     )?;
+    let r = heads / kv_heads;
+    let eligible = cfg.causal && !plan.fused && matches!(plan.local, Local::Tc { .. });
+    let groups = plan::head_groups(bh, r, plan.m, plan.b, eligible, groups_forced());
+    let st = &gpu.stream;
+    // The tensors' addresses, taken once on the call's stream: with cudarc's event
+    // tracking that orders the call after their pending work on other streams, and the
+    // guards, dropped after the groups' join, record the whole call as their latest use.
+    let mut a = Args::new(st);
+    let t = [a.r(q), a.r(k), a.r(v), a.w(&mut *y)];
+    if groups.len() == 1 {
+        ws.parts_used = 0;
+        let res = enqueue_heads::<T>(gpu, st, t, dims, cfg, &plan, ws);
+        drop(a);
+        return res;
+    }
+    ws.ensure_parts(gpu, groups.len())?;
+    let fork = ws.fork.as_ref().expect("ensure_parts made the fork event");
+    fork.record(st)
+        .map_err(|e| dev_err("recording the call's start", e))?;
+    let es = std::mem::size_of::<T>();
+    let mut res = Ok(());
+    for (part, &(h0, h1)) in ws.parts.iter_mut().zip(&groups) {
+        let dg = Dims {
+            batch: 1,
+            heads: h1 - h0,
+            kv_heads: (h1 - h0) / r,
+            ..*dims
+        };
+        let off = [h0 * n * dk, h0 / r * n * dk, h0 / r * n * dv, h0 * n * dv];
+        part.offsets = [off[0], off[1], off[2]];
+        let tg = [0, 1, 2, 3].map(|j| t[j] + (off[j] * es) as u64);
+        res = part
+            .stream
+            .wait(fork)
+            .map_err(|e| dev_err("ordering a head group after the call's stream", e))
+            .and_then(|_| {
+                let pg = Plan::new(&dg, cfg, T::INDEX, gpu.smem, local_tc_allowed(), false)?;
+                enqueue_heads::<T>(gpu, &part.stream, tg, &dg, cfg, &pg, &mut part.ws)
+            });
+        // Joined even after a failure: whatever the group enqueued must finish before
+        // the guards below let the tensors be reused or freed.
+        let joined = part
+            .join
+            .record(&part.stream)
+            .and_then(|_| st.wait(&part.join))
+            .map_err(|e| dev_err("joining a head group", e));
+        res = res.and(joined);
+        if res.is_err() {
+            break;
+        }
+    }
+    ws.parts_used = groups.len();
+    drop(a);
+    res
+}
+
+/// Split calls (`plan::head_groups`): `BLOCKRES_GPU_GROUPS=N` asks for N groups of query
+/// heads wherever the path allows a split (1: never split), for tests and comparisons;
+/// unset, the plan's rule decides.
+fn groups_forced() -> Option<usize> {
+    static A: OnceLock<Option<usize>> = OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("BLOCKRES_GPU_GROUPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// The kernels of one call, or of one head group of a split one, on `st`: `t` holds the
+/// addresses of Q, K, V, Y for `dims`' heads, which `plan` was made for.
+fn enqueue_heads<T: GpuElement>(
+    gpu: &Gpu,
+    st: &Arc<CudaStream>,
+    t: [Ptr; 4],
+    dims: &Dims,
+    cfg: &Config,
+    plan: &Plan,
+    ws: &mut GpuWorkspace,
+) -> Result<()> {
+    let (n, dk, dv) = (dims.n, dims.dk, dims.dv);
+    let (heads, kv_heads) = (dims.heads, dims.kv_heads);
+    let (bh, bhkv) = (dims.batch * heads, dims.batch * kv_heads);
+    let [q, k, v, y] = t;
     let (b, m) = (plan.b, plan.m);
     ws.ensure(gpu, &plan.scratch, plan.record)?;
     let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
         unreachable!("ensure made 12 buffers")
     };
     let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
-    let st = &gpu.stream;
     st.memset_zeros(&mut bad.slice_mut(..plan.record))
         .map_err(|e| dev_err("clearing the non-finite record", e))?;
     let (ni, dki, dvi, bi, mi) = (
@@ -207,7 +294,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     if !plan.fused {
         let mut a = Args::new(st);
         let p = MeansParams {
-            x: [a.r(q), a.r(k), a.r(v)],
+            x: [q, k, v],
             out: [a.w(&mut *qbar), a.w(&mut *kbar), a.w(&mut *vbar)],
             bad: a.w(bad),
             heads: [
@@ -287,10 +374,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
         kx.allow_smem(f, smem)?;
         let mut a = Args::new(st);
         let p = LocalParams {
-            q: a.r(q),
-            k: a.r(k),
-            v: a.r(v),
-            y: a.w(&mut *y),
+            q,
+            k,
+            v,
+            y,
             w: a.w(&mut *w),
             pbar: a.w(&mut *pbar),
             cvec: a.w(&mut *cvec),
@@ -425,7 +512,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     {
         let mut a = Args::new(st);
         let p = CombineParams {
-            y: a.w(&mut *y),
+            y,
             w: a.r(&*w),
             s: a.r(&*s),
             n: ni,

@@ -44,7 +44,7 @@ mod plan;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -209,7 +209,9 @@ impl Gpu {
 }
 
 /// Device scratch memory of [`resolvent_attention_device`], grown on demand and kept,
-/// plus the record of non-finite inputs of the last call.
+/// plus the record of non-finite inputs of the last call. Large causal calls also keep
+/// here the streams and events of their head groups (see the launcher), so a workspace
+/// serves one call at a time, as its `&mut` in the call says.
 ///
 /// ```no_run
 /// use blockres::gpu::{Gpu, GpuWorkspace};
@@ -226,6 +228,21 @@ pub struct GpuWorkspace {
     /// this crate does not own (see `external`): the host may destroy its stream while
     /// the buffers live on. `None`: on the calling [`Gpu`]'s stream.
     alloc: Option<Arc<CudaStream>>,
+    /// The head groups of a split call (`plan::head_groups`), each with its own stream,
+    /// scratch and join event; `fork` orders them after the call's stream.
+    parts: Vec<Part>,
+    fork: Option<CudaEvent>,
+    /// How many of `parts` the last call used (0: it ran on this workspace's own buffers).
+    parts_used: usize,
+}
+
+/// One head group's stream and scratch; `offsets`: where its heads start in Q, K, V
+/// (elements), for the non-finite record's indices.
+struct Part {
+    ws: GpuWorkspace,
+    stream: Arc<CudaStream>,
+    join: CudaEvent,
+    offsets: [usize; 3],
 }
 
 impl std::fmt::Debug for GpuWorkspace {
@@ -301,18 +318,63 @@ impl GpuWorkspace {
     /// V as [`Error::NonFinite`] (flat index into that tensor); `Ok` when all were
     /// finite. The output of a call with non-finite input is not meaningful.
     pub fn check_finite(&self, gpu: &Gpu) -> Result<()> {
-        let Some(bad) = &self.bad else { return Ok(()) };
-        let v = gpu
-            .stream
-            .clone_dtoh(&bad.slice(..3))
-            .map_err(|e| dev_err("copying from the device", e))?;
-        for (name, &f) in ["Q", "K", "V"].iter().zip(&v) {
-            if f != 0 {
+        // Per tensor, the smallest flagged index over the call's groups (one: this one).
+        let mut first: [Option<usize>; 3] = [None; 3];
+        let mut note = |bad: &Option<CudaSlice<u64>>, st: &Arc<CudaStream>, off: [usize; 3]| {
+            let Some(bad) = bad else { return Ok(()) };
+            let v = st
+                .clone_dtoh(&bad.slice(..3))
+                .map_err(|e| dev_err("copying from the device", e))?;
+            for ((f, &x), o) in first.iter_mut().zip(&v).zip(off) {
+                if x != 0 {
+                    let i = o + (FLAG - x) as usize;
+                    *f = Some(f.map_or(i, |j| j.min(i)));
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        if self.parts_used == 0 {
+            note(&self.bad, &gpu.stream, [0; 3])?;
+        }
+        for p in &self.parts[..self.parts_used] {
+            note(&p.ws.bad, &p.stream, p.offsets)?;
+        }
+        for (name, f) in ["Q", "K", "V"].iter().zip(first) {
+            if let Some(index) = f {
                 return Err(Error::NonFinite {
                     tensor: name,
-                    index: (FLAG - f) as usize,
+                    index,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// `count` head-group parts, with streams and events of `gpu`'s context.
+    fn ensure_parts(&mut self, gpu: &Gpu, count: usize) -> Result<()> {
+        if self.fork.is_none() {
+            self.fork = Some(
+                gpu.ctx
+                    .new_event(None)
+                    .map_err(|e| dev_err("creating an event", e))?,
+            );
+        }
+        while self.parts.len() < count {
+            self.parts.push(Part {
+                ws: GpuWorkspace {
+                    alloc: self.alloc.clone(),
+                    ..GpuWorkspace::default()
+                },
+                stream: gpu
+                    .ctx
+                    .new_stream()
+                    .map_err(|e| dev_err("creating a stream", e))?,
+                join: gpu
+                    .ctx
+                    .new_event(None)
+                    .map_err(|e| dev_err("creating an event", e))?,
+                offsets: [0; 3],
+            });
         }
         Ok(())
     }

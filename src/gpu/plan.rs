@@ -44,6 +44,45 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 /// at 65536.
 pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 
+/// Heads per call from which a causal call is split into [`HEAD_GROUPS`] groups of query
+/// heads, each enqueued on its own stream (launch.rs): `B·H·m ≥ HEAD_GROUP_MIN_BLOCKS`
+/// with the 8-warp local kernel (`b ≥ 128`), and the means and coarse stages separate.
+/// A group's means (bandwidth-bound) and coarse and reduced stages (one partial wave of
+/// small CTAs) then run beside another group's local kernel instead of leaving most of
+/// the GPU idle. Measured on the H100 (B = 1, H = 16, d = 64, bf16, automatic b, one
+/// call alternating the forms twice, `results/v54_head_groups.txt`), ms, one stream / 2
+/// / 4 / 8 groups: n = 32768 0.411 / 0.404–0.405 / 0.393 / 0.442–0.445, 65536 0.822–0.824 /
+/// 0.792–0.797 / 0.777–0.784 / 0.804–0.807; at 16384 (b = 64) 0.227 / 0.224–0.227 /
+/// 0.238–0.240 and at 4096 (fused) 0.064 / 0.066 / 0.075–0.076: there the groups'
+/// shorter launches cost more than the overlap gives, so no split.
+pub(crate) const HEAD_GROUPS: usize = 4;
+/// See [`HEAD_GROUPS`].
+pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 4096;
+
+/// The query-head ranges `[h0, h1)` of `B·H = bh` heads a call is split into (one range:
+/// no split). Groups take whole sets of `r = H/Hkv` query heads, so each reads a
+/// contiguous range of K and V heads. `eligible`: causal, separate means and coarse
+/// stages; `forced`: `BLOCKRES_GPU_GROUPS` (tests, comparisons), any size then.
+pub(crate) fn head_groups(
+    bh: usize,
+    r: usize,
+    m: usize,
+    b: usize,
+    eligible: bool,
+    forced: Option<usize>,
+) -> Vec<(usize, usize)> {
+    let units = (bh / r.max(1)).max(1);
+    let want = match forced {
+        Some(g) => g,
+        None if b >= 128 && bh * m >= HEAD_GROUP_MIN_BLOCKS => HEAD_GROUPS,
+        None => 1,
+    };
+    let g = if eligible { want.clamp(1, units) } else { 1 };
+    (0..g)
+        .map(|i| (i * units / g * r, (i + 1) * units / g * r))
+        .collect()
+}
+
 /// The GPU's automatic block size for causal attention (`block_size = 0`), from n and
 /// d = max(dk, dv): 64 up to n = 24,576, then 128 at d ≤ 64 and 96 at d > 64 (the
 /// 6-warp tiles, two CTAs per SM, where the 8-warp ones run one); above 128·4096 tokens
@@ -660,5 +699,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!((d.b, d.m), (100, 1));
+    }
+
+    #[test]
+    fn head_groups_take_whole_kv_sets_and_only_large_causal_calls() {
+        // H = 16, n = 32768, b = 128: four groups of four heads.
+        assert_eq!(
+            head_groups(16, 1, 256, 128, true, None),
+            vec![(0, 4), (4, 8), (8, 12), (12, 16)]
+        );
+        // b = 64 (n = 16384), too few blocks, or not eligible: one.
+        assert_eq!(head_groups(16, 1, 256, 64, true, None).len(), 1);
+        assert_eq!(head_groups(8, 1, 256, 128, true, None).len(), 1);
+        assert_eq!(head_groups(16, 1, 256, 128, false, None).len(), 1);
+        assert_eq!(head_groups(16, 1, 256, 128, false, Some(4)).len(), 1);
+        // GQA r = 4 over 24 heads, forced 4: six K/V heads shared 1-2-1-2.
+        let g = head_groups(24, 4, 3, 16, true, Some(4));
+        assert_eq!(g, vec![(0, 4), (4, 12), (12, 16), (16, 24)]);
+        // Never more groups than K/V heads, never an empty one.
+        let g = head_groups(6, 3, 3, 16, true, Some(5));
+        assert_eq!(g, vec![(0, 3), (3, 6)]);
+        for (bh, r, f) in [(7, 7, 3), (5, 1, 4), (12, 3, 2), (1, 1, 8)] {
+            let g = head_groups(bh, r, 1, 16, true, Some(f));
+            assert_eq!(g.first().unwrap().0, 0);
+            assert_eq!(g.last().unwrap().1, bh);
+            assert!(g.windows(2).all(|w| w[0].1 == w[1].0));
+            assert!(g.iter().all(|&(a, b)| b > a && a % r == 0 && b % r == 0));
+        }
     }
 }
