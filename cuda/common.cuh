@@ -43,7 +43,7 @@ struct CoarseParams {
     int H, Hkv, n, dk, dv, b, m;
     float scale;
     int causal;
-    int ig;  // block rows per CTA
+    int nbuf;  // staging buffers, 1 or 2
 };
 
 // local_causal_*, local_tc_*, local_bidir_*: the within-block stage. With `fused` (the

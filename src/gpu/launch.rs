@@ -324,11 +324,9 @@ fn enqueue_heads<T: GpuElement>(
             "launching block_means",
         )?;
     }
-    // 1b. Coarse logits, G̃, σ, gsum, h: up to 8 block rows per CTA, their rows of G̃
-    // in shared memory.
+    // 1b. Coarse logits, G̃, σ, gsum, h: plan::COARSE_ROWS block rows per CTA.
     if !plan.fused {
-        // ig rows of G̃ per CTA in shared memory next to the k̄/v̄ staging (plan.rs).
-        let (ig, smem) = (plan.coarse_rows, plan.coarse_smem);
+        let smem = plan.coarse_smem;
         kx.allow_smem(&kx.coarse, smem)?;
         let mut a = Args::new(st);
         let p = CoarseParams {
@@ -348,15 +346,15 @@ fn enqueue_heads<T: GpuElement>(
             m: mi,
             scale,
             causal,
-            ig: ig as i32,
+            nbuf: plan.coarse_bufs as i32,
         };
         launch(
             // SAFETY: `coarse` (cuda/coarse.cu) takes one CoarseParams; the scratch
             // buffers hold at least the plan's sizes for these dims; `smem` is the plan's
-            // coarse_smem for `ig` rows, within the device limit the plan checked and
-            // allowed above; 256 threads as its launch bounds.
+            // coarse_smem, within the device limit the plan checked and allowed above;
+            // 256 threads as its launch bounds.
             unsafe {
-                let c = cfg1((m.div_ceil(ig) as u32, bh as u32), 256, smem as u32);
+                let c = cfg1((m.div_ceil(plan::COARSE_ROWS) as u32, bh as u32), 256, smem as u32);
                 enqueue(st, &kx.coarse, c, &p, pdl)
             },
             "launching coarse",

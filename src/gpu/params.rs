@@ -52,7 +52,7 @@ pub(crate) struct CoarseParams {
     pub m: i32,
     pub scale: f32,
     pub causal: i32,
-    pub ig: i32,
+    pub nbuf: i32,
 }
 
 /// `LocalParams`: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),

@@ -231,13 +231,18 @@ pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     3 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + (2 * warps + 2) * 8 + 32 * 4 + 8
 }
 
-/// Bytes of the coarse kernel's staging area (mirrors cuda/coarse.cu): CH = 128 rows of
-/// k̄ with row stride `dk` rounded up to 4 and to an odd number of float4s, or 64
-/// columns of v̄.
-pub(crate) fn coarse_stage(dk: usize) -> usize {
-    let dk4 = dk.div_ceil(4);
-    let ks = if dk4.is_multiple_of(2) { dk4 + 1 } else { dk4 } * 4;
-    128 * ks.max(64) * 4
+/// Block rows per CTA of the coarse kernel (RG in cuda/coarse.cu).
+pub(crate) const COARSE_ROWS: usize = 32;
+
+/// Shared memory of the coarse kernel (mirrors cuda/coarse.cu): RG rows of q̄ and `nbuf`
+/// staging tiles of 64 rows of k̄ or v̄, each with its row stride rounded up to an odd
+/// number of float4s, and a 64 × 36 tile of G̃.
+pub(crate) fn coarse_smem(dk: usize, dv: usize, nbuf: usize) -> usize {
+    let odd = |d: usize| {
+        let d4 = d.div_ceil(4);
+        (if d4.is_multiple_of(2) { d4 + 1 } else { d4 }) * 4
+    };
+    4 * (COARSE_ROWS * odd(dk) + nbuf * 64 * odd(dk).max(odd(dv)) + 64 * 36)
 }
 
 /// The local kernel of a call.
@@ -266,8 +271,9 @@ pub(crate) struct Plan {
     /// the reduced system's panel inverses (causal) or augmented matrices and side buffers
     /// (bidirectional).
     pub scratch: [usize; 12],
-    /// Block rows per CTA of the coarse kernel, and its shared memory.
-    pub coarse_rows: usize,
+    /// Staging buffers of the coarse kernel (2: copies overlap products; 1 where shared
+    /// memory is short) and its shared memory.
+    pub coarse_bufs: usize,
     pub coarse_smem: usize,
     pub local: Local,
     pub local_threads: u32,
@@ -365,15 +371,14 @@ impl Plan {
         if m > 65535 {
             return unsupported(format!("n/b = {m} blocks exceed the GPU grid limit 65535"));
         }
-        // The coarse kernel stages 128 rows of k̄ (or 64 columns of v̄) next to at least
-        // one row of G̃ (m floats); the reduced solve keeps REDUCED_CW columns of m rows.
-        let stage = coarse_stage(dk);
-        if m * REDUCED_CW * 4 > smem || stage + 4 * m.next_multiple_of(4) > smem {
+        // The reduced solve keeps REDUCED_CW columns of m rows in shared memory (the
+        // coarse kernel's shared memory does not depend on m).
+        if m * REDUCED_CW * 4 > smem {
             return unsupported(format!(
-                "n/b = {m} blocks: on this GPU ({} KiB of shared memory per block) the coarse and \
-                 reduced stages take at most {} blocks at dk = {dk}; use a larger block_size",
+                "n/b = {m} blocks: on this GPU ({} KiB of shared memory per block) the reduced \
+                 stage takes at most {} blocks; use a larger block_size",
                 smem / 1024,
-                ((smem / (REDUCED_CW * 4)).min(smem.saturating_sub(stage) / 4) / 4) * 4
+                smem / (REDUCED_CW * 4)
             ));
         }
         if n * dv.max(dk) >= i32::MAX as usize {
@@ -382,8 +387,8 @@ impl Plan {
                 n * dv.max(dk)
             ));
         }
-        let coarse_rows = ((smem - stage) / (4 * m)).clamp(1, 8);
-        let coarse_smem = (coarse_rows * m).div_ceil(4) * 16 + stage;
+        let coarse_bufs = if coarse_smem(dk, dv, 2) <= smem { 2 } else { 1 };
+        let coarse_smem = coarse_smem(dk, dv, coarse_bufs);
         let (local, local_threads, local_smem) = if !cfg.causal {
             // Both bidirectional kernels run 2·B threads for their variant's B rows.
             let (variant, bm, _) = bidir_variant(b, dv);
@@ -442,7 +447,7 @@ impl Plan {
             b,
             m,
             scratch,
-            coarse_rows,
+            coarse_bufs,
             coarse_smem,
             local,
             local_threads,
@@ -513,7 +518,6 @@ mod tests {
                                     assert!(p.reduced_smem <= smem, "{what}: reduced");
                                 }
                                 assert_eq!(p.m, n.div_ceil(p.b), "{what}");
-                                assert!((1..=8).contains(&p.coarse_rows), "{what}");
                             }
                         }
                     }
