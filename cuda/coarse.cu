@@ -173,7 +173,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
                 const float* vr = st + jl * ldv + lane;
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
-                    if (32 * u < dv) {
+                    // Only the lane's own columns: a read past dv would reach the other
+                    // buffer (being staged) or gT (being written by other warps).
+                    if (lane + 32 * u < dv) {
                         const float v = vr[32 * u];
                         hacc[0][u] = fmaf(gv.x, v, hacc[0][u]);
                         hacc[1][u] = fmaf(gv.y, v, hacc[1][u]);

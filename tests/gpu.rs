@@ -338,13 +338,13 @@ fn gpu_matches_cpu_path() {
 }
 
 /// A call large enough to be split into groups of query heads on their own streams
-/// (`plan::head_groups`: b = 128, B·H·m = 16·256), with GQA (four query heads a K/V
-/// head: one K/V head a group). Against the CPU path on the same inputs (bf16 there, f32
+/// (`plan::head_groups`: b = 128, B·H·m = 32·256), with GQA (four query heads a K/V
+/// head: two K/V heads a group). Against the CPU path on the same inputs (bf16 there, f32
 /// here), and the non-finite record's indices from the groups past the first.
 #[test]
 fn split_by_heads_matches_cpu_path() {
     let mut rng = Rng::new(91);
-    let (h, hkv, n, d) = (16, 4, 32768, 16);
+    let (h, hkv, n, d) = (32, 8, 32768, 16);
     assert_eq!(gpu::auto_block_size(n, d), 128);
     let q: Vec<bf16> = rand_vec(&mut rng, h * n * d, 1.0);
     let k: Vec<bf16> = rand_vec(&mut rng, hkv * n * d, 1.0);

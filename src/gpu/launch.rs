@@ -354,7 +354,11 @@ fn enqueue_heads<T: GpuElement>(
             // coarse_smem, within the device limit the plan checked and allowed above;
             // 256 threads as its launch bounds.
             unsafe {
-                let c = cfg1((m.div_ceil(plan::COARSE_ROWS) as u32, bh as u32), 256, smem as u32);
+                let c = cfg1(
+                    (m.div_ceil(plan::COARSE_ROWS) as u32, bh as u32),
+                    256,
+                    smem as u32,
+                );
                 enqueue(st, &kx.coarse, c, &p, pdl)
             },
             "launching coarse",

@@ -335,9 +335,9 @@ impl Kernels {
         ] = load(ctx, u, &LOCAL_TC)?;
         let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
-        // Four of its CTAs fit an SM only with the largest shared-memory carveout; the
-        // driver's own choice (200 KiB on the H200) left three and a second wave at
-        // n = 32768 (ncu, results/v47_*).
+        // The largest shared-memory carveout, so that its CTAs (53 KB at d = 64, 94 KB
+        // at d = 128) are not held back by the driver's own choice, which for the
+        // previous kernel left a second wave at n = 32768 (ncu, results/v47_*).
         coarse
             .set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,

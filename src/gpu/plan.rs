@@ -57,7 +57,7 @@ pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 /// shorter launches cost more than the overlap gives, so no split.
 pub(crate) const HEAD_GROUPS: usize = 4;
 /// See [`HEAD_GROUPS`].
-pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 4096;
+pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 8192;
 
 /// The query-head ranges `[h0, h1)` of `B·H = bh` heads a call is split into (one range:
 /// no split). Groups take whole sets of `r = H/Hkv` query heads, so each reads a
@@ -707,13 +707,14 @@ mod tests {
 
     #[test]
     fn head_groups_take_whole_kv_sets_and_only_large_causal_calls() {
-        // H = 16, n = 32768, b = 128: four groups of four heads.
+        // H = 16, n = 65536, b = 128: four groups of four heads.
         assert_eq!(
-            head_groups(16, 1, 256, 128, true, None),
+            head_groups(16, 1, 512, 128, true, None),
             vec![(0, 4), (4, 8), (8, 12), (12, 16)]
         );
-        // b = 64 (n = 16384), too few blocks, or not eligible: one.
-        assert_eq!(head_groups(16, 1, 256, 64, true, None).len(), 1);
+        // n = 32768 (B·H·m = 4096), b = 64, too few blocks, or not eligible: one.
+        assert_eq!(head_groups(16, 1, 256, 128, true, None).len(), 1);
+        assert_eq!(head_groups(16, 1, 512, 64, true, None).len(), 1);
         assert_eq!(head_groups(8, 1, 256, 128, true, None).len(), 1);
         assert_eq!(head_groups(16, 1, 256, 128, false, None).len(), 1);
         assert_eq!(head_groups(16, 1, 256, 128, false, Some(4)).len(), 1);
