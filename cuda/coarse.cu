@@ -15,10 +15,12 @@
 // (through shared memory, transposed) by the staged v̄ tile into h. k̄ and v̄ tiles run
 // through a two-deep cp.async pipeline, so a tile's copy overlaps the previous tile's
 // products (p.nbuf = 2; one buffer, copies and products in turn, where shared memory is
-// short: dk = dv = 128 on sm_86/89). (The earlier kernel, 8 rows a CTA with its G̃ rows in shared memory, read
-// each k̄_J and v̄_J once per 8 rows: 33 µs at n = 32768, H = 16 on the H100, ncu v53,
-// latency-bound; and its shared memory grew with m.) Causal row groups run heaviest
-// first (blockIdx.x reversed), so the CTAs with the most tiles are not the last wave.
+// short: dk = dv = 128 on sm_86/89). Causal row groups run heaviest first (blockIdx.x
+// reversed), so the CTAs with the most tiles are not the last to start. The earlier
+// kernel (8 rows a CTA, their G̃ rows in shared memory, so its shared memory grew with
+// m) read each k̄_J and v̄_J once per 8 rows: 33.6 µs at n = 32768, H = 16 on the H100
+// against 28.2 for this one (ncu, one call, results/v56_ncu.txt). Still latency-bound:
+// one 8-warp CTA an SM at 128 registers, and the last row group's 4 + 4 tiles in series.
 #include "common.cuh"
 
 #define RG 32  // block rows per CTA: 8 warps × 4

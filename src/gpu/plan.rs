@@ -49,12 +49,13 @@ pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 /// with the 8-warp local kernel (`b ≥ 128`), and the means and coarse stages separate.
 /// A group's means (bandwidth-bound) and coarse and reduced stages (one partial wave of
 /// small CTAs) then run beside another group's local kernel instead of leaving most of
-/// the GPU idle. Measured on the H100 (B = 1, H = 16, d = 64, bf16, automatic b, one
-/// call alternating the forms twice, `results/v54_head_groups.txt`), ms, one stream / 2
-/// / 4 / 8 groups: n = 32768 0.411 / 0.404–0.405 / 0.393 / 0.442–0.445, 65536 0.822–0.824 /
-/// 0.792–0.797 / 0.777–0.784 / 0.804–0.807; at 16384 (b = 64) 0.227 / 0.224–0.227 /
-/// 0.238–0.240 and at 4096 (fused) 0.064 / 0.066 / 0.075–0.076: there the groups'
-/// shorter launches cost more than the overlap gives, so no split.
+/// the GPU idle. Measured on the H100 with the library split (B = 1, H = 16, d = 64,
+/// bf16, automatic b, `BLOCKRES_GPU_GROUPS` = 1 / 2 / 4 alternated twice in one call,
+/// `results/v56_groups_sweep.txt`), ms: n = 65536 0.804–0.806 / 0.791–0.796 / 0.762–0.763;
+/// n = 32768 (B·H·m = 4096) 0.401–0.414 / 0.399–0.403 / 0.426–0.433; n = 16384 (b = 64)
+/// 0.222–0.226 / 0.219–0.220 / 0.278–0.335. Below 8192 blocks the groups' shorter
+/// launches cost more than the overlap gives, so no split. (A gpu_bench prototype with
+/// the previous coarse kernel had found 4 groups 1.05× faster at 32768 too, v54.)
 pub(crate) const HEAD_GROUPS: usize = 4;
 /// See [`HEAD_GROUPS`].
 pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 8192;
