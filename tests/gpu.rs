@@ -339,8 +339,8 @@ fn gpu_matches_cpu_path() {
 
 /// A call large enough to be split into groups of query heads on their own streams
 /// (`plan::head_groups`: b = 128, B·H·m = 32·256), with GQA (four query heads a K/V
-/// head: two K/V heads a group). Against the CPU path on the same inputs (bf16 there, f32
-/// here), and the non-finite record's indices from the groups past the first.
+/// head: two K/V heads a group). Against the CPU path on the same values (the GPU in bf16,
+/// the CPU in f32), and the non-finite record's indices from the groups past the first.
 #[test]
 fn split_by_heads_matches_cpu_path() {
     let mut rng = Rng::new(91);
@@ -367,29 +367,22 @@ fn split_by_heads_matches_cpu_path() {
         blockres::Par::Seq,
     )
     .unwrap();
-    let num: f64 = yg
-        .iter()
-        .zip(&yc)
-        .map(|(a, b)| ((a.to_f32() - b) as f64).powi(2))
-        .sum();
-    let den: f64 = yc.iter().map(|b| (*b as f64).powi(2)).sum();
-    let err = (num / den).sqrt();
+    let rel = |g: &[bf16], c: &[f32]| {
+        let num: f64 = g
+            .iter()
+            .zip(c)
+            .map(|(a, b)| ((a.to_f32() - b) as f64).powi(2))
+            .sum();
+        let den: f64 = c.iter().map(|b| (*b as f64).powi(2)).sum();
+        (num / den).sqrt()
+    };
+    let err = rel(&yg, &yc);
     println!("split call, gpu (bf16) vs cpu (f32): {err:.3e}");
     assert!(err < 1e-2, "relative error {err:e}");
     // Per head, too: a group with the wrong offsets would be off by O(1) in its heads.
     for hd in 0..h {
         let r = hd * n * d..(hd + 1) * n * d;
-        let e: f64 = yg[r.clone()]
-            .iter()
-            .zip(&yc[r.clone()])
-            .map(|(a, b)| ((a.to_f32() - b) as f64).powi(2))
-            .sum::<f64>()
-            .sqrt()
-            / yc[r]
-                .iter()
-                .map(|b| (*b as f64).powi(2))
-                .sum::<f64>()
-                .sqrt();
+        let e = rel(&yg[r.clone()], &yc[r]);
         assert!(e < 2e-2, "head {hd}: relative error {e:e}");
     }
     // Non-finite values in the later groups: the index is into the whole tensor.

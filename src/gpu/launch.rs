@@ -202,7 +202,10 @@ pub fn resolvent_attention_device<T: GpuElement>(
         .map_err(|e| dev_err("recording the call's start", e))?;
     let es = std::mem::size_of::<T>();
     let mut res = Ok(());
+    // The groups that enqueued anything: only their records are this call's.
+    let mut used = 0;
     for (part, &(h0, h1)) in ws.parts.iter_mut().zip(&groups) {
+        used += 1;
         let dg = Dims {
             batch: 1,
             heads: h1 - h0,
@@ -232,7 +235,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             break;
         }
     }
-    ws.parts_used = groups.len();
+    ws.parts_used = used;
     drop(a);
     res
 }

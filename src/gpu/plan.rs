@@ -44,9 +44,9 @@ pub(crate) const STATIC_SMEM: usize = 27 * 1024;
 /// at 65536.
 pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 
-/// Heads per call from which a causal call is split into [`HEAD_GROUPS`] groups of query
-/// heads, each enqueued on its own stream (launch.rs): `B·H·m ≥ HEAD_GROUP_MIN_BLOCKS`
-/// with the 8-warp local kernel (`b ≥ 128`), and the means and coarse stages separate.
+/// Groups of query heads a large causal call is split into, each enqueued on its own
+/// stream (launch.rs): when `B·H·m ≥ HEAD_GROUP_MIN_BLOCKS` with the 8-warp local kernel
+/// (`b ≥ 128`), and the means and coarse stages separate.
 /// A group's means (bandwidth-bound) and coarse and reduced stages (one partial wave of
 /// small CTAs) then run beside another group's local kernel instead of leaving most of
 /// the GPU idle. Measured on the H100 with the library split (B = 1, H = 16, d = 64,
