@@ -31,21 +31,13 @@ for tool in memcheck racecheck; do
 done
 timeout 40 $bin/gpu_bench --blocks 64,96,128 16384 32768 65536 > $OUT/blocks.txt 2>&1
 timeout 100 python3 cuda/bench_torch.py --sdpa 4096 32768 > $OUT/sdpa.txt 2>&1
+# Per kernel of one call at 32768 into $OUT/ncu_32768_LABEL.csv, the metrics and table
+# of cuda/perf_run.sh (perf_summary.py's kernels()).
+MI=gpu__time_duration.sum,launch__registers_per_thread,launch__grid_size,dram__bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum
 for spec in "base $BASE" "new gpu_bench" "new64 gpu_bench --block 64"; do
   set -- $spec; label=$1; b=$2; shift 2
   BLOCKRES_GPU_GROUPS=1 timeout 60 ncu --clock-control none --launch-skip 30 --launch-count 6 \
-    --metrics gpu__time_duration.sum,smsp__inst_executed.sum,launch__grid_size,launch__registers_per_thread --csv \
-    "$bin/$b" "$@" 32768 2>/dev/null | grep '^"' | python3 -c "
-import csv,sys
-r=csv.reader(sys.stdin); h=next(r); i=h.index('Kernel Name'); j=h.index('Metric Name'); k=h.index('Metric Value'); ids=h.index('ID')
-d={}
-for x in r: d.setdefault((x[ids],x[i]),{})[x[j]]=x[k].replace(',','')
-tot=0
-for (idn,kn),v in d.items():
-    t=float(v.get('gpu__time_duration.sum',0))/1000; tot+=t
-    print(f'$label 32768 {kn[:28]:28s} {t:7.1f} us {float(v.get(\"smsp__inst_executed.sum\",0))/1e6:6.2f} Minst grid {v.get(\"launch__grid_size\")} regs {v.get(\"launch__registers_per_thread\")}')
-print(f'$label 32768 total {tot:.1f} us')
-" >> $OUT/ncu.txt
+    --metrics $MI --csv "$bin/$b" "$@" 32768 > $OUT/ncu_32768_$label.csv 2>> $OUT/ncu.err
 done
 echo "== summary"; cat $OUT/machine.txt
 for f in tests tests_decode tests_split3; do echo "$f: $(grep -h "test result" $OUT/$f.txt | paste -sd' ')"; grep -h "FAILED\|panicked" $OUT/$f.txt | head -3; done
@@ -53,4 +45,4 @@ grep -E "^---|ERROR SUMMARY|RACECHECK SUMMARY" $OUT/san.txt | paste -sd' ' | sed
 for r in 1 2; do for b in $BENCHES; do echo "$b.$r: $(grep -E "^\| +[0-9]" $OUT/$b.$r.txt | awk -F"|" "{printf \"%s:%s \", \$2, \$5}")"; done; done
 grep -E "^\|" $OUT/blocks.txt | head -14
 grep -iE "sdpa|^ *[0-9]" $OUT/sdpa.txt | head -8
-cat $OUT/ncu.txt
+python3 -c "import pathlib, sys; sys.path.insert(0, 'cuda'); import perf_summary; perf_summary.kernels(pathlib.Path(sys.argv[1]))" $OUT
