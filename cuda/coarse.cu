@@ -8,24 +8,32 @@
 // adds no cross-block mass.
 //
 // Two small matrix products per head, register-tiled: one CTA (8 warps) per (group of
-// RG = 32 block rows, query head), warp w owning rows 4w..4w+3 and lane l columns l and
-// l + 32 of each 64-wide tile of J. Pass A: L tiles from q̄ (kept in shared memory) and
-// staged k̄, written to g, with each row's running max. Pass B: each thread reads back
-// its own L, writes G̃ over it, sums its rows, and the warp multiplies its 4 rows of G̃
-// (through shared memory, transposed) by the staged v̄ tile into h. k̄ and v̄ tiles run
-// through a two-deep cp.async pipeline, so a tile's copy overlaps the previous tile's
+// RG = 16 block rows, query head), warp w owning rows 2w, 2w + 1 (RPW = 2) and lane l
+// columns l and l + 32 of each 64-wide tile of J. Pass A: L tiles from q̄ (kept in shared
+// memory) and staged k̄, written to g, with each row's running max. Pass B: each thread
+// reads back its own L, writes G̃ over it, sums its rows, and the warp multiplies its rows
+// of G̃ (through shared memory, transposed) by the staged v̄ tile into h. k̄ and v̄ tiles
+// run through a two-deep cp.async pipeline, so a tile's copy overlaps the previous tile's
 // products (p.nbuf = 2; one buffer, copies and products in turn, where shared memory is
 // short: dk = dv = 128 on sm_86/89). Causal row groups run heaviest first (blockIdx.x
-// reversed), so the CTAs with the most tiles are not the last to start. The earlier
-// kernel (8 rows a CTA, their G̃ rows in shared memory, so its shared memory grew with
-// m) read each k̄_J and v̄_J once per 8 rows: 33.6 µs at n = 32768, H = 16 on the H100
-// against 28.2 for this one (ncu, one call, results/v56_ncu.txt). Still latency-bound:
-// one 8-warp CTA an SM at 128 registers, and the last row group's 4 + 4 tiles in series.
+// reversed), so the CTAs with the most tiles are not the last to start. Still
+// latency-bound, at 128 registers; 16 rows a CTA instead of 32 give twice the CTAs (256
+// at n = 32768, H = 16, so two an SM instead of one) for twice the k̄, v̄ reads from L2:
+// on the H100 (results/v59_*), 28.1–28.4 µs against 30.4 (ncu, 32768) and the call
+// 0.403–0.404 against 0.405 ms at d = 64 in one call, 0.696–0.697 against 0.720–0.721 at
+// d = 128 in the next, on the same machine. (The kernel before, 8 rows a CTA with their G̃ rows in shared memory, so its
+// shared memory grew with m, took 33.6 µs: results/v56_ncu.txt.)
 #include "common.cuh"
 
-#define RG 32  // block rows per CTA: 8 warps × 4
+#define RPW 2          // block rows per warp
+#define RG (8 * RPW)   // block rows per CTA
 #define TJ 64  // columns J per tile
-#define GT 36  // row stride of the transposed G̃ tile (an odd number of float4s)
+#define GT (32 + RPW)  // row stride of the transposed G̃ tile: RPW-float accesses by 32 lanes, no bank conflict
+
+template <int R> struct RowVec;
+template <> struct RowVec<2> { using T = float2; };
+template <> struct RowVec<4> { using T = float4; };
+using Rows = RowVec<RPW>::T;  // a warp's RPW rows of one column of gT
 
 // Rows [0, nj) × columns [0, w4·4) of a row-major f32 matrix of width d into `dst` (row
 // stride ld), zero past d; w4 ≤ 32 (d ≤ 128, the plan's limit). Asynchronous when d
@@ -99,10 +107,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
     issue(0);  // in the same group as q̄
     const float ln_b = logf((float)b);
     const float ln_last = logf((float)(n - (m - 1) * b));
-    const int r0 = 4 * warp;  // the warp's first row in the group
-    float mx[4], sum[4], hacc[4][4];
+    const int r0 = RPW * warp;  // the warp's first row in the group
+    float mx[RPW], sum[RPW], hacc[RPW][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < RPW; ++i) {
         mx[i] = neg_inf();
         sum[i] = 0.0f;
 #pragma unroll
@@ -119,24 +127,24 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
         const float* st = slot(s);
         const int t = s < T ? s : s - T, J0 = t * TJ, nj = min(TJ, jend - J0);
         if (s < T) {
-            // Pass A: L for rows r0..r0+3, columns lane and lane + 32.
-            float acc[4][2];
+            // Pass A: L for rows r0..r0+RPW−1, columns lane and lane + 32.
+            float acc[RPW][2];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = 0.0f;
+            for (int i = 0; i < RPW; ++i) acc[i][0] = acc[i][1] = 0.0f;
             const float* k0 = st + lane * ldk;
             const float* k1 = k0 + 32 * ldk;
             for (int c4 = 0; c4 < dk4; ++c4) {
                 const float4 ka = *reinterpret_cast<const float4*>(k0 + 4 * c4);
                 const float4 kc = *reinterpret_cast<const float4*>(k1 + 4 * c4);
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
+                for (int i = 0; i < RPW; ++i) {
                     const float4 q = *reinterpret_cast<const float4*>(qs + (r0 + i) * ldk + 4 * c4);
                     acc[i][0] = fmaf(q.x, ka.x, fmaf(q.y, ka.y, fmaf(q.z, ka.z, fmaf(q.w, ka.w, acc[i][0]))));
                     acc[i][1] = fmaf(q.x, kc.x, fmaf(q.y, kc.y, fmaf(q.z, kc.z, fmaf(q.w, kc.w, acc[i][1]))));
                 }
             }
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
+            for (int i = 0; i < RPW; ++i) {
                 const int I = I0 + r0 + i;
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
@@ -149,7 +157,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
             }
             if (s == T - 1) {
 #pragma unroll
-                for (int i = 0; i < 4; ++i) mx[i] = warp_max(mx[i]);
+                for (int i = 0; i < RPW; ++i) mx[i] = warp_max(mx[i]);
             }
         } else {
             // Pass B: G̃ over this thread's own L (no other thread wrote it), the tile
@@ -157,9 +165,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
                 const int jl = lane + 32 * c, J = J0 + jl;
-                float e[4];
+                Rows ev;
+                float* e = reinterpret_cast<float*>(&ev);
 #pragma unroll
-                for (int i = 0; i < 4; ++i) {
+                for (int i = 0; i < RPW; ++i) {
                     const int I = I0 + r0 + i;
                     const bool in = I < m && J < m;
                     const float l = in && jl < nj ? gh[(long long)I * m + J] : neg_inf();
@@ -167,11 +176,12 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
                     sum[i] += e[i];
                     if (in) gh[(long long)I * m + J] = e[i];
                 }
-                *reinterpret_cast<float4*>(gT + jl * GT + r0) = make_float4(e[0], e[1], e[2], e[3]);
+                *reinterpret_cast<Rows*>(gT + jl * GT + r0) = ev;
             }
             __syncwarp();
             for (int jl = 0; jl < nj; ++jl) {
-                const float4 gv = *reinterpret_cast<const float4*>(gT + jl * GT + r0);
+                const Rows gvv = *reinterpret_cast<const Rows*>(gT + jl * GT + r0);
+                const float* gv = reinterpret_cast<const float*>(&gvv);
                 const float* vr = st + jl * ldv + lane;
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
@@ -179,10 +189,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
                     // buffer (being staged) or gT (being written by other warps).
                     if (lane + 32 * u < dv) {
                         const float v = vr[32 * u];
-                        hacc[0][u] = fmaf(gv.x, v, hacc[0][u]);
-                        hacc[1][u] = fmaf(gv.y, v, hacc[1][u]);
-                        hacc[2][u] = fmaf(gv.z, v, hacc[2][u]);
-                        hacc[3][u] = fmaf(gv.w, v, hacc[3][u]);
+#pragma unroll
+                        for (int i = 0; i < RPW; ++i) hacc[i][u] = fmaf(gv[i], v, hacc[i][u]);
                     }
                 }
             }
@@ -192,7 +200,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
     }
     asm volatile("cp.async.wait_group 0;" ::: "memory");
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < RPW; ++i) {
         const int I = I0 + r0 + i;
         if (I >= m) continue;
         const float gs = warp_sum(sum[i]);

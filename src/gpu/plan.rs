@@ -233,17 +233,17 @@ pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
 }
 
 /// Block rows per CTA of the coarse kernel (RG in cuda/coarse.cu).
-pub(crate) const COARSE_ROWS: usize = 32;
+pub(crate) const COARSE_ROWS: usize = 16;
 
 /// Shared memory of the coarse kernel (mirrors cuda/coarse.cu): RG rows of q̄ and `nbuf`
 /// staging tiles of 64 rows of k̄ or v̄, each with its row stride rounded up to an odd
-/// number of float4s, and a 64 × 36 tile of G̃.
+/// number of float4s, and a 64 × (32 + rows per warp) tile of G̃.
 pub(crate) fn coarse_smem(dk: usize, dv: usize, nbuf: usize) -> usize {
     let odd = |d: usize| {
         let d4 = d.div_ceil(4);
         (if d4.is_multiple_of(2) { d4 + 1 } else { d4 }) * 4
     };
-    4 * (COARSE_ROWS * odd(dk) + nbuf * 64 * odd(dk).max(odd(dv)) + 64 * 36)
+    4 * (COARSE_ROWS * odd(dk) + nbuf * 64 * odd(dk).max(odd(dv)) + 64 * (32 + COARSE_ROWS / 8))
 }
 
 /// The local kernel of a call.
