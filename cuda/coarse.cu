@@ -21,8 +21,9 @@
 // at n = 32768, H = 16, so two an SM instead of one) for twice the k̄, v̄ reads from L2:
 // on the H100 (results/v59_*), 28.1–28.4 µs against 30.4 (ncu, 32768) and the call
 // 0.403–0.404 against 0.405 ms at d = 64 in one call, 0.696–0.697 against 0.720–0.721 at
-// d = 128 in the next, on the same machine. (The kernel before, 8 rows a CTA with their G̃ rows in shared memory, so its
-// shared memory grew with m, took 33.6 µs: results/v56_ncu.txt.)
+// d = 128 in the next, on the same machine. (The kernel before, 8 rows a CTA with their
+// G̃ rows in shared memory, so its shared memory grew with m, took 33.6 µs:
+// results/v56_ncu.txt.)
 #include "common.cuh"
 
 #define RPW 2          // block rows per warp
@@ -30,10 +31,10 @@
 #define TJ 64  // columns J per tile
 #define GT (32 + RPW)  // row stride of the transposed G̃ tile: RPW-float accesses by 32 lanes, no bank conflict
 
-template <int R> struct RowVec;
-template <> struct RowVec<2> { using T = float2; };
-template <> struct RowVec<4> { using T = float4; };
-using Rows = RowVec<RPW>::T;  // a warp's RPW rows of one column of gT
+// A lane's RPW rows of one column of gT, moved as one RPW-float access.
+struct alignas(4 * RPW) Rows {
+    float v[RPW];
+};
 
 // Rows [0, nj) × columns [0, w4·4) of a row-major f32 matrix of width d into `dst` (row
 // stride ld), zero past d; w4 ≤ 32 (d ≤ 128, the plan's limit). Asynchronous when d
@@ -166,7 +167,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
             for (int c = 0; c < 2; ++c) {
                 const int jl = lane + 32 * c, J = J0 + jl;
                 Rows ev;
-                float* e = reinterpret_cast<float*>(&ev);
+                float* e = ev.v;
 #pragma unroll
                 for (int i = 0; i < RPW; ++i) {
                     const int I = I0 + r0 + i;
@@ -180,8 +181,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
             }
             __syncwarp();
             for (int jl = 0; jl < nj; ++jl) {
-                const Rows gvv = *reinterpret_cast<const Rows*>(gT + jl * GT + r0);
-                const float* gv = reinterpret_cast<const float*>(&gvv);
+                const Rows gv = *reinterpret_cast<const Rows*>(gT + jl * GT + r0);
                 const float* vr = st + jl * ldv + lane;
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
@@ -190,7 +190,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
                     if (lane + 32 * u < dv) {
                         const float v = vr[32 * u];
 #pragma unroll
-                        for (int i = 0; i < RPW; ++i) hacc[i][u] = fmaf(gv[i], v, hacc[i][u]);
+                        for (int i = 0; i < RPW; ++i) hacc[i][u] = fmaf(gv.v[i], v, hacc[i][u]);
                     }
                 }
             }
