@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# v59 (device), written 2026-12-06/07 and NOT run (no device machine could be started in
-# that session): results/v57_coarse16.patch and results/v58_reduced512.patch, each alone
+# v59 (device), written 2026-12-06/07, run 2026-12-07 03:44 UTC on an H100 (results/v59_*,
+# BENCHMARKS.md; its "new64" profile caught the automatic b: `--block 64` adds b = 64 after
+# it): results/v57_coarse16.patch and results/v58_reduced512.patch, each alone
 # and together, against main in the same call. Here, from main (M = its short hash):
 #   for p in v57_coarse16:t57 v58_reduced512:t58; do git branch -f ${p#*:} main;
 #     git checkout -q ${p#*:}; git apply results/${p%:*}.patch; git commit -qam ${p#*:}; done

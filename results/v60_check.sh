@@ -2,16 +2,16 @@
 # v60 (device), written 2026-12-07 and NOT run (the session's device time was spent on v59):
 # block sizes of main's kernels at d = 128 and at the short lengths, the bidirectional
 # standing, and the coarse kernel at 8 block rows a CTA (results/v60_coarse8.patch, RPW = 1)
-# against main, alternated, with ncu of the coarse kernel at 32768. Staging, here, from main
-# (M = its short hash, P = the patched commit's):
+# against main, alternated, with ncu of the coarse kernel at 32768, and the GPU tests of the
+# patched build. Staging, here, from main (M = its short hash, P = the patched commit's):
 #   git branch -f t60 main; git checkout -q t60; git apply results/v60_coarse8.patch
-#   git commit -qam t60; git checkout -q main; bash cuda/stage_bins.sh .dev/chk main t60
+#   git commit -qam t60; bash cuda/stage_bins.sh .dev/chk main t60; git checkout -q main
 #   cp results/v60_check.sh .dev/chk/v60.sh
-# There (carry [".dev/chk"]): BASE=gpu_bench_M NEW=gpu_bench_P bash .dev/chk/v60.sh
-# (about 3 minutes). The unnamed gpu_test of stage_bins is t60's, if it is checked out
-# instead when staging: then add its GPU tests before keeping it.
+# (stage_bins builds gpu_test from the checkout, t60.) There (carry [".dev/chk"]):
+#   BASE=gpu_bench_M NEW=gpu_bench_P bash .dev/chk/v60.sh      (about 4 minutes)
 bin=$(bash cuda/unpack_bins.sh .dev/chk)
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+echo "--- tests (t60)"; timeout 100 $bin/gpu_test --test-threads=1 2>&1 | grep -E "test result|FAILED|panicked"
 echo "--- d128 blocks"; timeout 60 $bin/$BASE --d 128 --blocks 0,64,96,128 16384 32768 65536 | grep -E "^\|"
 echo "--- short blocks"; timeout 40 $bin/$BASE --blocks 0,32,48,64 4096 8192 | grep -E "^\|"
 echo "--- bidirectional"; timeout 60 $bin/$BASE --bidirectional 4096 16384 65536 | grep -E "^\|"
