@@ -24,9 +24,8 @@ H, D, GAMMA = 16, 64, 0.5
 dev = "cuda"
 
 
-def auto_block_size(n):  # same rule as blockres::gpu::auto_block_size
-    # np.cbrt is exact on cubes and floor(x + 0.5) rounds halves up, as Rust does.
-    b = min(max(int(math.floor(float(np.cbrt(n)) / 16.0 + 0.5)) * 64, 64), 128)
+def auto_block_size(n, d=D):  # same rule as blockres::gpu::auto_block_size (src/gpu/plan.rs)
+    b = 64 if n <= 24_576 else (128 if d <= 64 else 96)
     per = -(-n // 4096)  # ceil(n / 4096): m stays ≤ 4096
     b = max(b, -(-per // 16) * 16)
     return min(b, max(n, 1))
