@@ -32,3 +32,11 @@ echo "--- ncu coarse at 32768"
 for b in $BASE $NEW; do
   echo "$b: $(BLOCKRES_GPU_GROUPS=1 timeout 40 ncu --clock-control none -k regex:coarse --launch-skip 3 --launch-count 3 --metrics gpu__time_duration.sum --csv $bin/$b 32768 2>/dev/null | grep gpu__time | awk -F'","' '{print $NF}' | tr -d '"' | paste -sd' ')"
 done
+# Where the fused causal local kernel's cycles go at 4096 (the 2.5x-SDPA bar's length).
+timeout 90 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
+  --import-source no -o "$OUT/local_tc_4096" "$bin/$BASE" 4096 > "$OUT/ncu_local_tc.log" 2>&1
+timeout 40 ncu -i "$OUT/local_tc_4096.ncu-rep" --section WarpStateStats --section SchedulerStats \
+  --section Occupancy --section LaunchStats --print-details all > "$OUT/ncu_local_tc_4096_stalls.txt" 2>&1
+timeout 40 ncu -i "$OUT/local_tc_4096.ncu-rep" --page source --print-source sass --csv \
+  > "$OUT/ncu_local_tc_4096_sass.csv" 2>&1; gzip -f "$OUT/ncu_local_tc_4096_sass.csv"; rm -f "$OUT"/*.ncu-rep
+grep -E "Warp Cycles Per Issued|Issued Warp|Eligible Warps|Active Warps Per|Achieved Occupancy|Waves Per SM|Block Limit" "$OUT/ncu_local_tc_4096_stalls.txt"
