@@ -9,13 +9,13 @@
 #   cp results/v60_check.sh .dev/chk/v60.sh
 # (stage_bins builds gpu_test from the checkout, t60.) There (carry [".dev/chk"]):
 #   BASE=gpu_bench_M NEW=gpu_bench_P bash .dev/chk/call.sh 330 bash .dev/chk/v60.sh  (about 5 minutes)
+# Most telling first (the probe, the A/B, SDPA, the profiles), in case the limit cuts it short.
 # It also times SDPA in the same call and profiles every kernel of main at 4096 and 32768.
 bin=$(bash cuda/unpack_bins.sh .dev/chk)
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-echo "--- tests (t60)"; timeout 100 $bin/gpu_test --test-threads=1 2>&1 | grep -E "test result|FAILED|panicked"
-echo "--- d128 blocks"; timeout 60 $bin/$BASE --d 128 --blocks 0,64,96,128 16384 32768 65536 | grep -E "^\|"
-echo "--- short blocks"; timeout 40 $bin/$BASE --blocks 0,32,48,96,128 4096 8192 | grep -E "^\|"
-echo "--- bidirectional"; timeout 60 $bin/$BASE --bidirectional 4096 16384 65536 | grep -E "^\|"
+echo "--- wgmma probe (cuda/probes/wgmma_probe.cu)"
+timeout 120 nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a cuda/probes/wgmma_probe.cu -o /tmp/wgmma_probe 2>&1 | tail -5
+timeout 30 /tmp/wgmma_probe 2>&1 | tail -12
 echo "--- coarse 8 rows a CTA against main, alternated"
 for r in 1 2; do for b in $BASE $NEW; do
   echo "$b.$r: $(timeout 30 $bin/$b 4096 16384 32768 65536 | grep -E '^\| +[0-9]' | awk -F'|' '{printf "%s:%s ", $2, $5}')"
@@ -32,6 +32,10 @@ echo "--- ncu coarse at 32768"
 for b in $BASE $NEW; do
   echo "$b: $(BLOCKRES_GPU_GROUPS=1 timeout 40 ncu --clock-control none -k regex:coarse --launch-skip 3 --launch-count 3 --metrics gpu__time_duration.sum --csv $bin/$b 32768 2>/dev/null | grep gpu__time | awk -F'","' '{print $NF}' | tr -d '"' | paste -sd' ')"
 done
+echo "--- tests (t60)"; timeout 100 $bin/gpu_test --test-threads=1 2>&1 | grep -E "test result|FAILED|panicked"
+echo "--- d128 blocks"; timeout 60 $bin/$BASE --d 128 --blocks 0,64,96,128 16384 32768 65536 | grep -E "^\|"
+echo "--- short blocks"; timeout 40 $bin/$BASE --blocks 0,32,48,96,128 4096 8192 | grep -E "^\|"
+echo "--- bidirectional"; timeout 60 $bin/$BASE --bidirectional 4096 16384 65536 | grep -E "^\|"
 # Where the fused causal local kernel's cycles go at 4096 (the 2.5x-SDPA bar's length).
 timeout 90 ncu --clock-control none -k regex:local_tc --launch-skip 5 --launch-count 1 --set full \
   --import-source no -o "$OUT/local_tc_4096" "$bin/$BASE" 4096 > "$OUT/ncu_local_tc.log" 2>&1
