@@ -58,6 +58,20 @@ def test_tensor_core_instructions_present(tmp_path):
         assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, unit
 
 
+def test_wgmma_probe_compiles_for_sm_90a(tmp_path):
+    # cuda/probes/wgmma_probe.cu runs only on the device machine (nvcc, sm_90a); its
+    # kernels (the host part is hidden from NVRTC) must keep assembling, wgmma included,
+    # so that what it checks there is still the code here.
+    probe = CUDA / "probes" / "wgmma_probe.cu"
+    r = subprocess.run([sys.executable, str(CUDA / "compile_ptx.py"), "--arch", "compute_90a",
+                        "--cubin", str(tmp_path), str(probe)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ptx = (tmp_path / "wgmma_probe.ptx").read_text()
+    assert ".target sm_90a" in ptx
+    assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16" in ptx
+    assert (tmp_path / "wgmma_probe.cubin").stat().st_size > 0
+
+
 def test_broken_source_fails(tmp_path):
     bad = tmp_path / "broken.cu"
     bad.write_text('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }\n')
