@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# v60 (device), written 2026-12-07 (the session's device time was spent on v59, so it ran the next session):
+# v60 (device), written 2026-12-07. Its first half ran as v60s (results/v60_perf.log: the probe
+# passed, the 8-row coarse kernel was slower); the rest (from "ncu coarse" on, the profiles at
+# 32768, the sweeps, bidirectional, the full 4096 profile) has not run yet.
+# Originally:
 # block sizes of main's kernels at d = 128 and at the short lengths, the bidirectional
 # standing, and the coarse kernel at 8 block rows a CTA (results/v60_coarse8.patch, RPW = 1)
 # against main, alternated, with ncu of the coarse kernel at 32768, and the GPU tests of the
