@@ -22,8 +22,9 @@
 // on the H100 (results/v59_*), 28.1–28.4 µs against 30.4 (ncu, 32768) and the call
 // 0.403–0.404 against 0.405 ms at d = 64 in one call, 0.696–0.697 against 0.720–0.721 at
 // d = 128 in the next, on the same machine. Halving again, 8 rows a CTA (RPW = 1), was
-// slower: 0.416–0.418 against 0.406–0.408 ms at 32768 (results/v60_perf.log). (The kernel before, 8 rows a CTA with their
-// G̃ rows in shared memory, so its shared memory grew with m, took 33.6 µs:
+// slower: 0.416–0.418 against 0.406–0.408 ms at 32768 (results/v60_perf.log). (The
+// kernel before this one, 8 rows a CTA with their G̃ rows in shared memory, so its shared
+// memory grew with m, took 33.6 µs:
 // results/v56_ncu.txt.)
 #include "common.cuh"
 
