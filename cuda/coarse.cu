@@ -17,15 +17,9 @@
 // products (p.nbuf = 2; one buffer, copies and products in turn, where shared memory is
 // short: dk = dv = 128 on sm_86/89). Causal row groups run heaviest first (blockIdx.x
 // reversed), so the CTAs with the most tiles are not the last to start. Still
-// latency-bound, at 128 registers; 16 rows a CTA instead of 32 give twice the CTAs (256
-// at n = 32768, H = 16, so two an SM instead of one) for twice the k̄, v̄ reads from L2:
-// on the H100 (results/v59_*), 28.1–28.4 µs against 30.4 (ncu, 32768) and the call
-// 0.403–0.404 against 0.405 ms at d = 64 in one call, 0.696–0.697 against 0.720–0.721 at
-// d = 128 in the next, on the same machine. Halving again, 8 rows a CTA (RPW = 1), was
-// slower: 0.416–0.418 against 0.406–0.408 ms at 32768 (results/v60_perf.log). (The
-// kernel before this one, 8 rows a CTA with their G̃ rows in shared memory, so its shared
-// memory grew with m, took 33.6 µs:
-// results/v56_ncu.txt.)
+// latency-bound, at 128 registers. 16 rows a CTA (twice the CTAs of 32: two an SM at
+// n = 32768, H = 16, each rereading k̄ and v̄ from L2) measured faster than 32, and 8
+// slower than 16 (BENCHMARKS.md, v59 and v60).
 #include "common.cuh"
 
 #define RPW 2          // block rows per warp
