@@ -268,12 +268,26 @@ fn enqueue_heads<T: GpuElement>(
     let (bh, bhkv) = (dims.batch * heads, dims.batch * kv_heads);
     let [q, k, v, y] = t;
     let (b, m) = (plan.b, plan.m);
-    ws.ensure(gpu, &plan.scratch, plan.record)?;
-    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = &mut ws.bufs[..] else {
+    ws.ensure(gpu, st, &plan.scratch, plan.record)?;
+    // The workspace's own buffers go to the kernels as the addresses `ensure` took, not
+    // through cudarc's per-use events: `ensure` allocates them on this stream (a head
+    // group's own, joined back into the call's by an event), where they are used and
+    // later freed, and makes a call on another stream wait for the last one first. The
+    // events ordered nothing more, and their waits before each launch (a driver call a
+    // buffer, eleven before the first kernel) delayed the call's start: 0.063–0.065 ms
+    // against 0.071–0.073 at n = 4096 (H100, results/v66_perf.log).
+    let [qbar, kbar, vbar, g, sigma, gsum, h, w, pbar, cvec, s, minv] = ws.ptrs[..] else {
         unreachable!("ensure made 12 buffers")
     };
-    let bad = ws.bad.as_mut().expect("ensure made the flag buffer");
-    st.memset_zeros(&mut bad.slice_mut(..plan.record))
+    let bad = ws.bad_ptr;
+    st.context()
+        .bind_to_thread()
+        // SAFETY: `bad` is the workspace's record buffer of at least `plan.record` u64s
+        // (ensure), alive while the workspace is; the memset is ordered on `st` like the
+        // kernels that use it.
+        .and_then(|_| unsafe {
+            cudarc::driver::result::memset_d8_async(bad, 0, plan.record * 8, st.cu_stream())
+        })
         .map_err(|e| dev_err("clearing the non-finite record", e))?;
     let (ni, dki, dvi, bi, mi) = (
         to_i32(n, "n")?,
@@ -295,11 +309,10 @@ fn enqueue_heads<T: GpuElement>(
     // 1. Block means (and the non-finite scan) of Q, K, V, in one launch. (Fused: in the
     // local kernel, with the coarse stage.)
     if !plan.fused {
-        let mut a = Args::new(st);
         let p = MeansParams {
             x: [q, k, v],
-            out: [a.w(&mut *qbar), a.w(&mut *kbar), a.w(&mut *vbar)],
-            bad: a.w(bad),
+            out: [qbar, kbar, vbar],
+            bad,
             heads: [
                 to_i32(bh, "B·H")?,
                 to_i32(bhkv, "B·Hkv")?,
@@ -331,15 +344,14 @@ fn enqueue_heads<T: GpuElement>(
     if !plan.fused {
         let smem = plan.coarse_smem;
         kx.allow_smem(&kx.coarse, smem)?;
-        let mut a = Args::new(st);
         let p = CoarseParams {
-            qbar: a.r(&*qbar),
-            kbar: a.r(&*kbar),
-            vbar: a.r(&*vbar),
-            g: a.w(&mut *g),
-            sigma: a.w(&mut *sigma),
-            gsum: a.w(&mut *gsum),
-            h: a.w(&mut *h),
+            qbar,
+            kbar,
+            vbar,
+            g,
+            sigma,
+            gsum,
+            h,
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -377,22 +389,21 @@ fn enqueue_heads<T: GpuElement>(
         };
         let (threads, smem) = (plan.local_threads, plan.local_smem);
         kx.allow_smem(f, smem)?;
-        let mut a = Args::new(st);
         let p = LocalParams {
             q,
             k,
             v,
             y,
-            w: a.w(&mut *w),
-            pbar: a.w(&mut *pbar),
-            cvec: a.w(&mut *cvec),
-            sigma: a.r(&*sigma),
-            gsum: a.r(&*gsum),
-            h: a.r(&*h),
-            kbar: a.w(&mut *kbar),
-            vbar: a.w(&mut *vbar),
-            g: a.w(&mut *g),
-            bad: a.w(&mut *bad),
+            w,
+            pbar,
+            cvec,
+            sigma,
+            gsum,
+            h,
+            kbar,
+            vbar,
+            g,
+            bad,
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -430,13 +441,12 @@ fn enqueue_heads<T: GpuElement>(
     // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
     // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (one launch
     // per panel of BIDIR_PANEL pivots), then s = G̃·u. All take one ReducedParams.
-    let mut a = Args::new(st);
     let mut rp = ReducedParams {
-        g: a.r(&*g),
-        pbar: a.r(&*pbar),
-        cvec: a.r(&*cvec),
-        minv: a.w(&mut *minv),
-        s: a.w(&mut *s),
+        g,
+        pbar,
+        cvec,
+        minv,
+        s,
         m: mi,
         dv: dvi,
         gamma,
@@ -512,14 +522,12 @@ fn enqueue_heads<T: GpuElement>(
             "launching reduced_causal",
         )?;
     }
-    drop(a);
     // 7. Combine in place.
     {
-        let mut a = Args::new(st);
         let p = CombineParams {
             y,
-            w: a.r(&*w),
-            s: a.r(&*s),
+            w,
+            s,
             n: ni,
             dv: dvi,
             b: bi,

@@ -44,7 +44,9 @@ mod plan;
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits,
+};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -56,6 +58,7 @@ pub use launch::resolvent_attention_device;
 use launch::{cfg1, to_i32};
 use module::Kernels;
 pub use module::ptx_tool;
+use params::Ptr;
 use plan::STATIC_SMEM;
 pub use plan::{
     MAX_BIDIRECTIONAL_BLOCKS, MAX_BIDIRECTIONAL_GAMMA, MAX_HEAD_DIM, auto_block_size,
@@ -211,7 +214,9 @@ impl Gpu {
 /// Device scratch memory of [`resolvent_attention_device`], grown on demand and kept,
 /// plus the record of non-finite inputs of the last call. Large causal calls also keep
 /// here the streams and events of their head groups (see the launcher), so a workspace
-/// serves one call at a time, as its `&mut` in the call says.
+/// serves one call at a time, as its `&mut` in the call says. Its buffers live on the
+/// stream of the [`Gpu`] that last used it: a call with a `Gpu` on another stream first
+/// waits (on the host) for the previous one's work; keep one workspace per stream.
 ///
 /// ```no_run
 /// use blockres::gpu::{Gpu, GpuWorkspace};
@@ -224,6 +229,13 @@ impl Gpu {
 pub struct GpuWorkspace {
     bufs: Vec<CudaSlice<f32>>,
     bad: Option<CudaSlice<u64>>,
+    /// The device addresses of `bufs` and `bad`, taken when they were allocated (the
+    /// kernels get these; launch.rs says why not through cudarc's per-use events).
+    ptrs: Vec<Ptr>,
+    bad_ptr: Ptr,
+    /// The stream of the last call: a call on another stream first waits for it, since
+    /// no per-use events order the buffers' uses across streams.
+    last: Option<Arc<CudaStream>>,
     /// Where buffers are allocated (and later freed) when the calls run on a stream
     /// this crate does not own (see `external`): the host may destroy its stream while
     /// the buffers live on. `None`: on the calling [`Gpu`]'s stream.
@@ -263,8 +275,24 @@ impl GpuWorkspace {
         Self::default()
     }
 
-    /// Buffers of at least `sizes` f32s and a record buffer of at least `record` u64s.
-    fn ensure(&mut self, gpu: &Gpu, sizes: &[usize], record: usize) -> Result<()> {
+    /// Buffers of at least `sizes` f32s and a record buffer of at least `record` u64s,
+    /// for a call on `st`.
+    fn ensure(
+        &mut self,
+        gpu: &Gpu,
+        st: &Arc<CudaStream>,
+        sizes: &[usize],
+        record: usize,
+    ) -> Result<()> {
+        if let Some(prev) = self
+            .last
+            .as_ref()
+            .filter(|p| p.cu_stream() != st.cu_stream())
+        {
+            prev.synchronize()
+                .map_err(|e| dev_err("waiting for the workspace's last call", e))?;
+        }
+        self.last = Some(st.clone());
         let grows = self.bufs.len() != sizes.len()
             || self.bad.as_ref().is_none_or(|b| b.len() < record)
             || sizes
@@ -274,7 +302,9 @@ impl GpuWorkspace {
         if !grows {
             return Ok(());
         }
-        let alloc = self.alloc.clone().unwrap_or_else(|| gpu.stream.clone());
+        // On the call's stream (a head group's own), so the new buffers are ready in its
+        // order: the kernels take their addresses without cudarc's events.
+        let alloc = self.alloc.clone().unwrap_or_else(|| st.clone());
         if self.alloc.is_some() {
             // The old buffers may still be read by work queued on the caller's stream,
             // and the allocation stream is not ordered with it: wait for both sides.
@@ -306,6 +336,8 @@ impl GpuWorkspace {
                     .map_err(|e| dev_err("allocating device memory", e))?,
             );
         }
+        self.ptrs = self.bufs.iter().map(|b| b.device_ptr(&alloc).0).collect();
+        self.bad_ptr = self.bad.as_ref().map_or(0, |b| b.device_ptr(&alloc).0);
         if self.alloc.is_some() {
             alloc
                 .synchronize()
