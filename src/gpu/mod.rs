@@ -305,10 +305,18 @@ impl GpuWorkspace {
         // On the call's stream (a head group's own), so the new buffers are ready in its
         // order: the kernels take their addresses without cudarc's events.
         let alloc = self.alloc.clone().unwrap_or_else(|| st.clone());
+        let other = |b: &Arc<CudaStream>| b.cu_stream() != st.cu_stream();
+        let elsewhere = self.bufs.iter().any(|b| other(b.stream()))
+            || self.bad.as_ref().is_some_and(|b| other(b.stream()));
         if self.alloc.is_some() {
             // The old buffers may still be read by work queued on the caller's stream,
             // and the allocation stream is not ordered with it: wait for both sides.
             gpu.synchronize()?;
+        } else if elsewhere {
+            // Buffers from a stream this workspace left are freed on that stream, not in
+            // the order of this one's calls since, which no event records: wait for them.
+            st.synchronize()
+                .map_err(|e| dev_err("waiting for the workspace's last call", e))?;
         }
         let zeros = |len: usize| {
             alloc
