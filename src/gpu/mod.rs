@@ -216,7 +216,8 @@ impl Gpu {
 /// here the streams and events of their head groups (see the launcher), so a workspace
 /// serves one call at a time, as its `&mut` in the call says. Its buffers live on the
 /// stream of the [`Gpu`] that last used it: a call with a `Gpu` on another stream first
-/// waits (on the host) for the previous one's work; keep one workspace per stream.
+/// waits (on the host) for the previous one's work and allocates them anew; keep one
+/// workspace per stream.
 ///
 /// ```no_run
 /// use blockres::gpu::{Gpu, GpuWorkspace};
@@ -233,9 +234,6 @@ pub struct GpuWorkspace {
     /// kernels get these; launch.rs says why not through cudarc's per-use events).
     ptrs: Vec<Ptr>,
     bad_ptr: Ptr,
-    /// The stream of the last call: a call on another stream first waits for it, since
-    /// no per-use events order the buffers' uses across streams.
-    last: Option<Arc<CudaStream>>,
     /// Where buffers are allocated (and later freed) when the calls run on a stream
     /// this crate does not own (see `external`): the host may destroy its stream while
     /// the buffers live on. `None`: on the calling [`Gpu`]'s stream.
@@ -284,15 +282,22 @@ impl GpuWorkspace {
         sizes: &[usize],
         record: usize,
     ) -> Result<()> {
-        if let Some(prev) = self
-            .last
-            .as_ref()
-            .filter(|p| p.cu_stream() != st.cu_stream())
-        {
-            prev.synchronize()
+        // The buffers belong to the stream of the calls that use them (no per-use events
+        // order them across streams): a workspace moving to another stream waits for the
+        // old one's work and allocates anew on this one.
+        let moved = self.alloc.is_none()
+            && self
+                .bufs
+                .first()
+                .is_some_and(|b| b.stream().cu_stream() != st.cu_stream());
+        if moved {
+            self.bufs[0]
+                .stream()
+                .synchronize()
                 .map_err(|e| dev_err("waiting for the workspace's last call", e))?;
+            self.bufs.clear();
+            self.bad = None;
         }
-        self.last = Some(st.clone());
         let grows = self.bufs.len() != sizes.len()
             || self.bad.as_ref().is_none_or(|b| b.len() < record)
             || sizes
@@ -305,18 +310,10 @@ impl GpuWorkspace {
         // On the call's stream (a head group's own), so the new buffers are ready in its
         // order: the kernels take their addresses without cudarc's events.
         let alloc = self.alloc.clone().unwrap_or_else(|| st.clone());
-        let other = |b: &Arc<CudaStream>| b.cu_stream() != st.cu_stream();
-        let elsewhere = self.bufs.iter().any(|b| other(b.stream()))
-            || self.bad.as_ref().is_some_and(|b| other(b.stream()));
         if self.alloc.is_some() {
             // The old buffers may still be read by work queued on the caller's stream,
             // and the allocation stream is not ordered with it: wait for both sides.
             gpu.synchronize()?;
-        } else if elsewhere {
-            // Buffers from a stream this workspace left are freed on that stream, not in
-            // the order of this one's calls since, which no event records: wait for them.
-            st.synchronize()
-                .map_err(|e| dev_err("waiting for the workspace's last call", e))?;
         }
         let zeros = |len: usize| {
             alloc
