@@ -375,7 +375,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
                          int b, int m, float scale, float gamma, float* __restrict__ kbar,
                          float* __restrict__ vbar, float* __restrict__ gout, u64* bad, int first,
-                         int fused) {
+                         int fused, u64* ready) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
@@ -853,6 +853,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         else
             cvec[bi] = sum * inv;
     }
+    if (ready) ready_signal(ready + bh);  // block I of head bh is done (common.cuh)
 }
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
@@ -867,7 +868,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.kbar, p.vbar, p.g, p.bad, p.first,     \
-                          p.fused);                                                           \
+                          p.fused, p.ready);                                                  \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)
