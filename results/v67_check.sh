@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # v67 (device), written 2026-12-07 (fourth session): the reduced solve and the combine
 # wait for their own head (readiness counters, cuda/common.cuh) instead of the whole
-# kernel before, against main 1b0b075 and the same binary with BLOCKRES_GPU_READY=0,
-# alternated, SDPA in the same call; the GPU tests (head groups included), memcheck.
+# kernel before. That overlap needs programmatic dependent launch (BLOCKRES_GPU_PDL=1,
+# off by default since v26), so the forms timed, alternated three times: main 1b0b075
+# without and with PDL, this build without PDL, with PDL, and with PDL but
+# BLOCKRES_GPU_READY=0; SDPA in the same call; the GPU tests both ways, memcheck with PDL.
 # Staging, here: bash cuda/stage_bins.sh .dev/chk 1b0b075; cp results/v67_check.sh .dev/chk/v67.sh.
 # There (carry [".dev/chk"]): BASE=gpu_bench_1b0b075 OUT=$OUT bash .dev/chk/call.sh 560 bash .dev/chk/v67.sh
 bin=$(bash cuda/unpack_bins.sh .dev/chk)
 B=$bin/gpu_bench; O=$bin/$BASE
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 row() { grep -E '^\| +[0-9]' | awk -F'|' '{printf "%s:%s/%s ", $2, $5, $6}'; }
-echo "--- tests"; timeout 150 $bin/gpu_test --test-threads=1 > $OUT/tests.txt 2>&1
-grep -E "test result|FAILED|panicked" $OUT/tests.txt | head -8
-for r in 1 2; do echo "split.$r: $(timeout 40 $bin/gpu_test split --nocapture 2>&1 | grep -E 'test result' | paste -sd' ')"; done
-echo "--- base / new / new READY=0, alternated (n: median/best ms)"
+echo "--- tests (PDL=1 twice, then without)"
+for r in 1 2; do BLOCKRES_GPU_PDL=1 timeout 100 $bin/gpu_test --test-threads=1 > $OUT/tests_pdl$r.txt 2>&1
+  echo "pdl.$r: $(grep -E 'test result|FAILED|panicked' $OUT/tests_pdl$r.txt | head -6 | paste -sd' ')"; done
+timeout 100 $bin/gpu_test --test-threads=1 > $OUT/tests.txt 2>&1
+echo "plain: $(grep -E 'test result|FAILED|panicked' $OUT/tests.txt | head -6 | paste -sd' ')"
+N="2048 4096 8192 16384 32768"
+echo "--- alternated (n: median/best ms)"
 for r in 1 2 3; do
-  echo "base.$r:  $(timeout 40 $O 2048 4096 8192 16384 32768 | row)"
-  echo "new.$r:   $(timeout 40 $B 2048 4096 8192 16384 32768 | row)"
-  echo "ready0.$r: $(BLOCKRES_GPU_READY=0 timeout 40 $B 2048 4096 8192 16384 32768 | row)"
+  echo "base.$r:        $(timeout 40 $O $N | row)"
+  echo "base.pdl.$r:    $(BLOCKRES_GPU_PDL=1 timeout 40 $O $N | row)"
+  echo "new.$r:         $(timeout 40 $B $N | row)"
+  echo "new.pdl.$r:     $(BLOCKRES_GPU_PDL=1 timeout 40 $B $N | row)"
+  echo "new.pdl.r0.$r:  $(BLOCKRES_GPU_PDL=1 BLOCKRES_GPU_READY=0 timeout 40 $B $N | row)"
 done
 for r in 1 2; do
-  echo "base.$r d128: $(timeout 40 $O --d 128 4096 32768 | row)"
-  echo "new.$r d128:  $(timeout 40 $B --d 128 4096 32768 | row)"
+  echo "base.$r d128:     $(timeout 40 $O --d 128 4096 32768 | row)"
+  echo "new.pdl.$r d128:  $(BLOCKRES_GPU_PDL=1 timeout 40 $B --d 128 4096 32768 | row)"
 done
 echo "--- SDPA"; timeout 120 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > $OUT/sdpa.txt 2>&1
 grep -E "^\| +[0-9]|SDPA" $OUT/sdpa.txt | head -6
-echo "--- memcheck"; timeout 120 compute-sanitizer --tool memcheck $bin/gpu_test small_mixed_case non_finite split --test-threads=1 2>&1 | tee $OUT/san.txt | grep -E 'ERROR SUMMARY|test result' | paste -sd' '
+echo "--- memcheck (PDL=1)"; BLOCKRES_GPU_PDL=1 timeout 120 compute-sanitizer --tool memcheck $bin/gpu_test small_mixed_case non_finite split --test-threads=1 2>&1 | tee $OUT/san.txt | grep -E 'ERROR SUMMARY|test result' | paste -sd' '
 tar czf /tmp/all.tgz -C $OUT . && find $OUT -mindepth 1 ! -name perf.log -delete && mv /tmp/all.tgz $OUT/
