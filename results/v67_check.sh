@@ -28,6 +28,8 @@ done
 for r in 1 2; do
   echo "base.$r d128:     $(timeout 40 $O --d 128 4096 32768 | row)"
   echo "new.pdl.$r d128:  $(BLOCKRES_GPU_PDL=1 timeout 40 $B --d 128 4096 32768 | row)"
+  echo "new.$r bidir:      $(timeout 40 $B --bidirectional 4096 16384 | row)"
+  echo "new.pdl.$r bidir:  $(BLOCKRES_GPU_PDL=1 timeout 40 $B --bidirectional 4096 16384 | row)"
 done
 echo "--- SDPA"; timeout 120 python3 cuda/bench_torch.py --sdpa 2048 4096 32768 > $OUT/sdpa.txt 2>&1
 grep -E "^\| +[0-9]|SDPA" $OUT/sdpa.txt | head -6
