@@ -264,6 +264,14 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Publishing what a CTA wrote to other CTAs, after a __syncthreads: an acquire-release
+// fence at GPU scope, then a relaxed atomic (the pattern of CUTLASS's barriers). The
+// fence is cumulative over the writes the barrier ordered before it; __threadfence()
+// would be a sequentially consistent fence, more than the other CTA's acquire needs.
+__device__ __forceinline__ void gpu_release_add(u64* c) {
+    asm volatile("fence.acq_rel.gpu;\n\tred.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(c) : "memory");
+}
+
 // Readiness counters (causal calls on the tensor-core path): instead of waiting at
 // pdl_wait for the whole kernel before it, a CTA of the reduced solve or the combine
 // waits only for its own head. ready[0, BH): local blocks finished; [BH, 2BH): panel
@@ -276,10 +284,7 @@ __device__ __forceinline__ void pdl_wait() {
 // the combine has finished, every CTA of the call has done all its writes.
 __device__ __forceinline__ void ready_signal(u64* c) {
     __syncthreads();  // the CTA's writes before thread 0's release
-    if (threadIdx.x == 0) {
-        __threadfence();
-        asm volatile("red.release.gpu.global.add.u64 [%0], 1;" ::"l"(c) : "memory");
-    }
+    if (threadIdx.x == 0) gpu_release_add(c);
 }
 // Waits until counter c reaches want (then reads of what the counted CTAs wrote go
 // through L2, ld.global.cg: L1 is not coherent with other SMs' stores), or, with no
