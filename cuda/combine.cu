@@ -1,6 +1,4 @@
 // SPEC §2 step 7: Y_I = (1−γ)·(P_I + γ·w_I ⊗ s_I), in place over y (which holds P).
-// With readiness counters (common.cuh) a CTA waits only for its head's reduced solve;
-// P, w and s are then read through L2.
 // Grid (row chunks, head); each thread walks elements of one head with 32-bit
 // indices (a head holds n·dv < 2^31 elements, checked on the host); 16-byte accesses
 // when dv is a multiple of 16 bytes' worth of elements.
@@ -22,11 +20,11 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
             const int i = idx / dv;
             const int c = idx - i * dv;
             const float* si = shh + (i / b) * dv + c;
-            const float f = gamma * __ldcg(wh + i);
-            uint4 raw = __ldcg(reinterpret_cast<const uint4*>(yh + idx));
+            const float f = gamma * wh[i];
+            uint4 raw = *reinterpret_cast<const uint4*>(yh + idx);
             T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
-            for (int k = 0; k < V; ++k) e[k] = from_f<T>((1.0f - gamma) * (to_f(e[k]) + f * __ldcg(si + k)));
+            for (int k = 0; k < V; ++k) e[k] = from_f<T>((1.0f - gamma) * (to_f(e[k]) + f * si[k]));
             *reinterpret_cast<uint4*>(yh + idx) = raw;
         }
         return;
@@ -34,14 +32,14 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
         const int i = idx / dv;
         const int c = idx - i * dv;
-        const float si = __ldcg(shh + (i / b) * dv + c);
-        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + gamma * __ldcg(wh + i) * si));
+        const float si = shh[(i / b) * dv + c];
+        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + gamma * wh[i] * si));
     }
 }
 
 #define COMBINE(T, S)                                                                       \
     extern "C" __global__ void combine_##S(const CombineParams p) {                          \
-        ready_wait(p.ready, 2 * gridDim.y + blockIdx.y, p.ready_count);                      \
+        pdl_wait();                                                                          \
         combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma);            \
     }
 BLOCKRES_FOR_TYPES(COMBINE)

@@ -58,8 +58,6 @@ struct LocalParams {
     const float *sigma, *gsum, *h;
     float *kbar, *vbar, *g;
     u64* bad;
-    // Per-head counters of finished blocks (ready_signal), or null: see ReadyCounters.
-    u64* ready;
     int H, Hkv, n, dk, dv, b, m;
     float scale, gamma;
     int first, fused;
@@ -72,7 +70,6 @@ struct LocalParams {
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;
-    u64* ready;  // the call's readiness counters (causal), or null
     int m, dv;
     float gamma;
     int p0;
@@ -82,10 +79,8 @@ struct ReducedParams {
 struct CombineParams {
     void* y;
     const float *w, *s;
-    u64* ready;  // the call's readiness counters (causal), or null
     int n, dv, b, m;
     float gamma;
-    int ready_count;  // reduced_causal CTAs a head (column groups)
 };
 
 // The local family's body arguments, in its kernels' parameter order.
@@ -262,47 +257,6 @@ __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-}
-
-// Publishing what a CTA wrote to other CTAs, after a __syncthreads: an acquire-release
-// fence at GPU scope, then a relaxed atomic (the pattern of CUTLASS's barriers). The
-// fence is cumulative over the writes the barrier ordered before it; __threadfence()
-// would be a sequentially consistent fence, more than the other CTA's acquire needs.
-__device__ __forceinline__ void gpu_release_add(u64* c) {
-    asm volatile("fence.acq_rel.gpu;\n\tred.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(c) : "memory");
-}
-
-// Readiness counters (causal calls on the tensor-core path): instead of waiting at
-// pdl_wait for the whole kernel before it, a CTA of the reduced solve or the combine
-// waits only for its own head. ready[0, BH): local blocks finished; [BH, 2BH): panel
-// inverses formed; [2BH, 3BH): column groups of the reduced solve finished, BH =
-// gridDim.y of every kernel that uses them, all zeroed before the call. With
-// programmatic dependent launch the next kernel's CTAs start once every CTA of the one
-// before has started (each calls pdl_trigger first), so the heads finished early are
-// solved and combined while the last wave of local blocks still runs, and no CTA waits
-// for one that has not started. Each CTA's signal is its last memory operation, so when
-// the combine has finished, every CTA of the call has done all its writes.
-__device__ __forceinline__ void ready_signal(u64* c) {
-    __syncthreads();  // the CTA's writes before thread 0's release
-    if (threadIdx.x == 0) gpu_release_add(c);
-}
-// Waits until counter c reaches want (then reads of what the counted CTAs wrote go
-// through L2, ld.global.cg: L1 is not coherent with other SMs' stores), or, with no
-// counters, for the kernels before (pdl_wait).
-__device__ __forceinline__ void ready_wait(const u64* ready, long long at, u64 want) {
-    if (!ready) {
-        pdl_wait();
-        return;
-    }
-    if (threadIdx.x == 0) {
-        u64 v;
-        for (;;) {
-            asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(ready + at) : "memory");
-            if (v >= want) break;
-            __nanosleep(100);
-        }
-    }
-    __syncthreads();
 }
 
 // The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose

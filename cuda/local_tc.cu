@@ -174,6 +174,9 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
 //
 // Every thread returns σ_I and gsum_I. `red`: 32 floats of shared memory; `part`: the
 // dws region, NWM·(DWS + DM + 8) floats, free until the inverses go there.
+__device__ __forceinline__ void flag_release(u64* f) {
+    asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(f), "l"(1ull) : "memory");
+}
 __device__ __forceinline__ u64 flag_acquire(const u64* f) {
     u64 v;
     asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(f) : "memory");
@@ -244,7 +247,10 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     }
     u64* flags = bad + 4;
     __syncthreads();  // every k̄_I, v̄_I store of the CTA is done
-    if (tid == 0) gpu_release_add(flags + bi);  // the flag: 0 → 1
+    if (tid == 0) {
+        __threadfence();
+        flag_release(flags + bi);
+    }
     float* grow = g + bi * m;
     for (int J = I + tid; J < m; J += nt) grow[J] = 0.0f;
     if (I == 0) {
@@ -369,7 +375,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
                          int b, int m, float scale, float gamma, float* __restrict__ kbar,
                          float* __restrict__ vbar, float* __restrict__ gout, u64* bad, int first,
-                         int fused, u64* ready) {
+                         int fused) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
@@ -847,7 +853,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         else
             cvec[bi] = sum * inv;
     }
-    if (ready) ready_signal(ready + bh);  // block I of head bh is done (common.cuh)
 }
 
 // Entry points local_tc_{f16,bf16}_{W}_{D}: W = warps at most (b ≤ 16·W), D = bound of
@@ -862,7 +867,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.kbar, p.vbar, p.g, p.bad, p.first,     \
-                          p.fused, p.ready);                                                  \
+                          p.fused);                                                           \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)

@@ -43,10 +43,10 @@ __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, cons
     const int rows = min(PANEL, m - a);
     float tmp[PANEL];
 #pragma unroll
-    for (int r = 0; r < PANEL; ++r) tmp[r] = (r < rows && lane < rows) ? __ldcg(gh + (long long)(a + r) * m + a + lane) : 0.0f;
+    for (int r = 0; r < PANEL; ++r) tmp[r] = (r < rows && lane < rows) ? gh[(long long)(a + r) * m + a + lane] : 0.0f;
 #pragma unroll
     for (int r = 0; r < PANEL; ++r) gp[r * (PANEL + 1) + lane] = tmp[r];
-    cp[lane] = lane < rows ? gamma * __ldcg(ch + a + lane) : 0.0f;
+    cp[lane] = lane < rows ? gamma * ch[a + lane] : 0.0f;
     __syncwarp();
     // Column `lane` of M_P⁻¹: x_i = δ_i,lane + γ·c_i·Σ_{j<i} G̃_ij·x_j.
     float x[PANEL];
@@ -66,14 +66,13 @@ __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, cons
 // Not launched for m ≤ SMALL_M: reduced_causal then forms them itself.
 extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedParams p) {
     pdl_trigger();
-    ready_wait(p.ready, blockIdx.y, p.m);  // every local block of the head
+    pdl_wait();
     __shared__ float gp[PANEL * (PANEL + 1)];
     __shared__ float cp[PANEL];
     const int P = blockIdx.x, bh = blockIdx.y;
     const int np = (p.m + PANEL - 1) / PANEL;
     panel_inverse(p.g + (long long)bh * p.m * p.m, p.cvec + (long long)bh * p.m, p.m, P * PANEL, p.gamma,
                   threadIdx.x, gp, cp, p.minv + ((long long)bh * np + P) * PANEL * PANEL, PANEL);
-    if (p.ready) ready_signal(p.ready + gridDim.y + bh);
 }
 
 // The update of the rows after a panel (rows [e, m), the panel's columns [a, e)): each
@@ -98,12 +97,12 @@ __device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, 
         if (q < PANEL / 4 / sp.tpr && r < m) {
             const int c = c0 + 4 * q;
             if ((m & 3) == 0 && c + 4 <= e) {
-                w[q] = __ldcg(reinterpret_cast<const float4*>(gr + 4 * q));
+                w[q] = *reinterpret_cast<const float4*>(gr + 4 * q);
             } else {
-                if (c < e) w[q].x = __ldcg(gr + 4 * q);
-                if (c + 1 < e) w[q].y = __ldcg(gr + 4 * q + 1);
-                if (c + 2 < e) w[q].z = __ldcg(gr + 4 * q + 2);
-                if (c + 3 < e) w[q].w = __ldcg(gr + 4 * q + 3);
+                if (c < e) w[q].x = gr[4 * q];
+                if (c + 1 < e) w[q].y = gr[4 * q + 1];
+                if (c + 2 < e) w[q].z = gr[4 * q + 2];
+                if (c + 3 < e) w[q].w = gr[4 * q + 3];
             }
         }
     }
@@ -111,10 +110,7 @@ __device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, 
 
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
     pdl_trigger();
-    // The head's local blocks (m ≤ SMALL_M), else its panel inverses, which waited for them.
-    const bool small0 = p.m <= SMALL_M;
-    ready_wait(p.ready, small0 ? blockIdx.y : gridDim.y + blockIdx.y,
-               small0 ? p.m : (p.m + PANEL - 1) / PANEL);
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
@@ -151,14 +147,14 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     float gt[PB], mt[PB], pv, cv;
     auto prefetch = [&](int a) {
         const int e = min(a + PANEL, m), i = a + ri;
-        pv = (i < e && c0 + cc < dv) ? __ldcg(ph + (long long)i * dv + c0 + cc) : 0.0f;
-        cv = i < e ? __ldcg(ch + i) : 0.0f;
+        pv = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
+        cv = i < e ? ch[i] : 0.0f;
         const float* mg = minv + ((long long)bh * np + a / PANEL) * PANEL * PANEL;
 #pragma unroll
         for (int u = 0; u < PB; ++u) {
             const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
-            gt[u] = (a + r < e && a + k < e) ? __ldcg(gh + (long long)(a + r) * m + a + k) : 0.0f;
-            mt[u] = small ? 0.0f : __ldcg(mg + idx);
+            gt[u] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
+            mt[u] = small ? 0.0f : mg[idx];
         }
     };
     prefetch(0);
@@ -245,5 +241,4 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
         }
         __syncthreads();
     }
-    if (p.ready) ready_signal(p.ready + 2 * gridDim.y + bh);
 }

@@ -114,14 +114,6 @@ fn fused_allowed() -> bool {
     *A.get_or_init(|| std::env::var("BLOCKRES_GPU_FUSED").map_or(true, |v| v != "0"))
 }
 
-/// Causal tensor-core calls wait head by head (`Plan::ready`, cuda/common.cuh): a head's
-/// reduced solve and combine run while the local kernel's last blocks still do;
-/// `BLOCKRES_GPU_READY=0` waits for each whole kernel instead, for comparisons.
-fn ready_allowed() -> bool {
-    static A: OnceLock<bool> = OnceLock::new();
-    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_READY").map_or(true, |v| v != "0"))
-}
-
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
 /// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
 /// (row-major, shapes in `dims`). Structures: [`Structure::Block`](crate::Structure::Block) and
@@ -288,11 +280,6 @@ fn enqueue_heads<T: GpuElement>(
         unreachable!("ensure made 12 buffers")
     };
     let bad = ws.bad_ptr;
-    // The counters are u64s of the record, zeroed with it below.
-    let ready = match plan.ready {
-        Some(at) if ready_allowed() => bad + 8 * at as u64,
-        _ => 0,
-    };
     st.context()
         .bind_to_thread()
         // SAFETY: `bad` is the workspace's record buffer of at least `plan.record` u64s
@@ -417,7 +404,6 @@ fn enqueue_heads<T: GpuElement>(
             vbar,
             g,
             bad,
-            ready,
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -440,7 +426,6 @@ fn enqueue_heads<T: GpuElement>(
             // (local_tc only): k̄ and v̄ hold B·H·m rows, the record the plan's `record`
             // u64s, zeroed above; the grid has exactly the m·B·H CTAs its ticket counts.
             // It is then the call's first kernel, so fully ordered after the memset.
-            // A non-zero `ready` is the plan's three counters a head in that record.
             unsafe {
                 enqueue(
                     st,
@@ -462,7 +447,6 @@ fn enqueue_heads<T: GpuElement>(
         cvec,
         minv,
         s,
-        ready: if cfg.causal { ready } else { 0 },
         m: mi,
         dv: dvi,
         gamma,
@@ -487,10 +471,7 @@ fn enqueue_heads<T: GpuElement>(
             // passed here), `s` bh·m·dv; `p0` is a panel's first pivot, < m. The callers pass each kernel's launch bounds
             // and the grids their indexing assumes; for reduced_causal, the plan's
             // m·REDUCED_CW floats, within the device limit it checked and allowed; the
-            // others use static shared memory only. With `ready` (causal), a CTA waits for counters
-            // that only CTAs of the kernels enqueued before it in this call advance, and
-            // those have all started before it can (each calls pdl_trigger first), so
-            // the waits end; its grid's y is B·H, as the counters' layout assumes.
+            // others use static shared memory only.
             unsafe { enqueue(st, f, c, rp, pdl) },
             what,
         )
@@ -547,21 +528,17 @@ fn enqueue_heads<T: GpuElement>(
             y,
             w,
             s,
-            ready,
             n: ni,
             dv: dvi,
             b: bi,
             m: mi,
             gamma,
-            ready_count: to_i32(dv.div_ceil(plan::REDUCED_CW), "dv")?,
         };
         let blocks = plan::combine_blocks(n, dv, std::mem::size_of::<T>());
         launch(
             // SAFETY: `combine_*` (cuda/combine.cu) takes one CombineParams; Y was
             // checked against the shapes, `w` and `s` hold the plan's sizes; the kernel
-            // strides over the n·dv values of a head, no shared memory. With `ready`,
-            // it waits for `ready_count` = the reduced solve's column groups of its head,
-            // as the reduced launch above (grid y = B·H).
+            // strides over the n·dv values of a head, no shared memory.
             unsafe {
                 enqueue(
                     st,

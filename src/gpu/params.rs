@@ -76,9 +76,6 @@ pub(crate) struct LocalParams {
     pub g: Ptr,
     /// The non-finite record, then (with `fused`) the CTA ticket and per-block flags.
     pub bad: Ptr,
-    /// The call's readiness counters (`Plan::ready`), or 0: the causal tensor-core
-    /// kernel then counts each finished block against its head.
-    pub ready: Ptr,
     pub heads: i32,
     pub kv_heads: i32,
     pub n: i32,
@@ -104,9 +101,6 @@ pub(crate) struct ReducedParams {
     pub cvec: Ptr,
     pub minv: Ptr,
     pub s: Ptr,
-    /// The call's readiness counters, or 0 (bidirectional): the causal kernels then wait
-    /// for their own head's blocks instead of for the whole kernel before.
-    pub ready: Ptr,
     pub m: i32,
     pub dv: i32,
     pub gamma: f32,
@@ -122,14 +116,11 @@ pub(crate) struct CombineParams {
     pub y: Ptr,
     pub w: Ptr,
     pub s: Ptr,
-    /// As in [`ReducedParams`]; `ready_count` column groups of `reduced_causal` a head.
-    pub ready: Ptr,
     pub n: i32,
     pub dv: i32,
     pub b: i32,
     pub m: i32,
     pub gamma: f32,
-    pub ready_count: i32,
 }
 
 /// `DecodeParams`: `decode_{keys,step,prefill}_*` (cuda/decode.cu). A pointer a kernel
@@ -221,9 +212,9 @@ mod tests {
     fn sizes_match_the_c_layout() {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
-        assert_eq!(size_of::<LocalParams>(), 168);
-        assert_eq!(size_of::<ReducedParams>(), 64);
-        assert_eq!(size_of::<CombineParams>(), 56);
+        assert_eq!(size_of::<LocalParams>(), 160);
+        assert_eq!(size_of::<ReducedParams>(), 56);
+        assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
         assert_eq!(align_of::<LocalParams>(), 8);
     }

@@ -282,13 +282,9 @@ pub(crate) struct Plan {
     /// The causal tensor-core local kernel also does the means and coarse stages (no
     /// launches of their own; k̄ and v̄ then per query head).
     pub fused: bool,
-    /// u64s of the record buffer: the non-finite record (3), with `fused` the CTA
-    /// ticket and one flag per block of every head, then the readiness counters.
+    /// u64s of the record buffer: the non-finite record (3), and with `fused` the CTA
+    /// ticket and one flag per block of every head.
     pub record: usize,
-    /// Where the readiness counters start in the record (causal tensor-core calls: three
-    /// per head, cuda/common.cuh), so that the reduced solve and the combine of a head
-    /// wait only for that head's blocks.
-    pub ready: Option<usize>,
     /// Shared memory of the causal reduced solve.
     pub reduced_smem: usize,
 }
@@ -430,8 +426,6 @@ impl Plan {
         }
         let fused = fuse && matches!(local, Local::Tc { .. }) && m <= FUSED_MAX_BLOCKS;
         let kvm = if fused { bh } else { bhkv } * m;
-        let flags = if fused { 4 + bh * m } else { 3 };
-        let ready = (cfg.causal && matches!(local, Local::Tc { .. })).then_some(flags);
         let scratch = [
             bh * m * dk,
             kvm * dk,
@@ -460,8 +454,7 @@ impl Plan {
             local_threads,
             local_smem,
             fused,
-            record: flags + if ready.is_some() { 3 * bh } else { 0 },
-            ready,
+            record: if fused { 4 + bh * m } else { 3 },
             reduced_smem: m * REDUCED_CW * 4,
         })
     }
@@ -670,22 +663,15 @@ mod tests {
         };
         let q = p(64 * FUSED_MAX_BLOCKS, 2, true, true);
         assert!(q.fused && matches!(q.local, Local::Tc { .. }));
-        // B·H = 2 heads of m blocks: the record holds 3 + 1 + 2m u64s, then 3 readiness
-        // counters a head; k̄ and v̄ one copy per query head (dims has Hkv = 1).
-        assert_eq!(q.record, 4 + 2 * FUSED_MAX_BLOCKS + 3 * 2);
-        assert_eq!(q.ready, Some(4 + 2 * FUSED_MAX_BLOCKS));
+        // B·H = 2 heads of m blocks: the record holds 3 + 1 + 2m u64s, k̄ and v̄ one copy
+        // per query head (dims has Hkv = 1).
+        assert_eq!(q.record, 4 + 2 * FUSED_MAX_BLOCKS);
         assert_eq!(q.scratch[1], 2 * FUSED_MAX_BLOCKS * 64);
         assert!(!p(64 * FUSED_MAX_BLOCKS + 1, 2, true, true).fused);
         assert!(!p(4096, 0, true, true).fused, "f32: the general kernel");
         assert!(!p(4096, 2, false, true).fused, "bidirectional");
         let off = p(4096, 2, true, false);
-        assert!(!off.fused && off.record == 3 + 3 * 2 && off.ready == Some(3));
-        assert_eq!(
-            p(4096, 0, true, true).ready,
-            None,
-            "f32: the general kernel"
-        );
-        assert_eq!(p(4096, 2, false, true).ready, None, "bidirectional");
+        assert!(!off.fused && off.record == 3);
     }
 
     #[test]
