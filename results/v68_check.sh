@@ -21,3 +21,10 @@ for r in 1 2; do
   echo "ready.pdl.$r d128: $(BLOCKRES_GPU_PDL=1 timeout 40 $bin/gpu_bench_93d1857 --d 128 4096 32768 | row)"
   echo "fence.$r d128:     $(timeout 40 $bin/gpu_bench_760887d --d 128 4096 32768 | row)"
 done
+# Per-kernel times of main at 4096 and 32768 with L2 left warm between kernels
+# (--cache-control none), as in the pipeline; v61's profile flushed the caches.
+for n in 4096 32768; do
+  timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
+    --metrics gpu__time_duration.sum --csv $bin/gpu_bench_1b0b075 $n > $OUT/ncu_warm_$n.csv 2>> $OUT/ncu.err
+  echo "ncu warm $n: $(grep -E '"gpu__time_duration' $OUT/ncu_warm_$n.csv | awk -F'","' '{printf "%s %s µs; ", $5, $NF}' | tr -d '"')"
+done
