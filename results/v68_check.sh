@@ -26,5 +26,5 @@ done
 for n in 4096 32768; do
   timeout 60 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 6 \
     --metrics gpu__time_duration.sum --csv $bin/gpu_bench_1b0b075 $n > $OUT/ncu_warm_$n.csv 2>> $OUT/ncu.err
-  echo "ncu warm $n: $(grep -E '"gpu__time_duration' $OUT/ncu_warm_$n.csv | awk -F'","' '{printf "%s %s µs; ", $5, $NF}' | tr -d '"')"
+  echo "ncu warm $n: $(grep -E '"gpu__time_duration' $OUT/ncu_warm_$n.csv | awk -F'","' '{printf "%s %s ns; ", $5, $NF}' | tr -d '"')"
 done
