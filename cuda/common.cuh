@@ -259,6 +259,12 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Publishing what a CTA wrote to other CTAs, after a __syncthreads: an acquire-release
+// fence at GPU scope, then a relaxed atomic (the pattern of CUTLASS's barriers).
+__device__ __forceinline__ void gpu_release_add(u64* c) {
+    asm volatile("fence.acq_rel.gpu;\n\tred.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(c) : "memory");
+}
+
 // The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose
 // formulas mirror the kernels' layouts. Each kernel checks that the layout it is about
 // to carve fits what it was given (%dynamic_smem_size), so a mismatch between the two

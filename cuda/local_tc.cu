@@ -174,9 +174,6 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
 //
 // Every thread returns σ_I and gsum_I. `red`: 32 floats of shared memory; `part`: the
 // dws region, NWM·(DWS + DM + 8) floats, free until the inverses go there.
-__device__ __forceinline__ void flag_release(u64* f) {
-    asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(f), "l"(1ull) : "memory");
-}
 __device__ __forceinline__ u64 flag_acquire(const u64* f) {
     u64 v;
     asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(f) : "memory");
@@ -247,10 +244,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     }
     u64* flags = bad + 4;
     __syncthreads();  // every k̄_I, v̄_I store of the CTA is done
-    if (tid == 0) {
-        __threadfence();
-        flag_release(flags + bi);
-    }
+    if (tid == 0) gpu_release_add(flags + bi);  // the flag: 0 → 1
     float* grow = g + bi * m;
     for (int J = I + tid; J < m; J += nt) grow[J] = 0.0f;
     if (I == 0) {
