@@ -1,4 +1,5 @@
-// SPEC §2 step 1b: coarse logits, the shifted coarse matrix G̃ and h = G̃·v̄.
+// SPEC §2 step 1b: coarse logits, the shifted coarse matrix G̃ and h = G̃·v̄ (h = 0 in the
+// parameters: deferred h, common.cuh, and the v̄ passes are skipped).
 //
 // For the allowed J of block row I (J < I when causal, J ≠ I otherwise):
 // L_IJ = scale·q̄_I·k̄_J + ln n_J, σ_I = max_J L_IJ, G̃_IJ = exp(L_IJ − σ_I) (0 where not
@@ -71,6 +72,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
     const int H = p.H, Hkv = p.Hkv, n = p.n, dk = p.dk, dv = p.dv, b = p.b, m = p.m;
     const float scale = p.scale;
     const int causal = p.causal;
+    const bool defer = p.h == nullptr;  // deferred h: G̃, σ, gsum only, v̄ not read
     const int tid = threadIdx.x, lane = tid & 31, warp = warp_index();
     const int I0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * RG;
     const int bh = blockIdx.y;
@@ -97,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
             const int t = s < T ? s : s - T, nj = min(TJ, jend - t * TJ);
             float* dst = slot(s);
             if (s < T) stage(dst, kb + (long long)t * TJ * dk, nj, dk, dk4, ldk);
-            else stage(dst, vb + (long long)t * TJ * dv, nj, dv, dv4, ldv);
+            else if (!defer) stage(dst, vb + (long long)t * TJ * dv, nj, dv, dv4, ldv);
         }
         asm volatile("cp.async.commit_group;");
     };
@@ -173,10 +175,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
                     sum[i] += e[i];
                     if (in) gh[(long long)I * m + J] = e[i];
                 }
-                *reinterpret_cast<Rows*>(gT + jl * GT + r0) = ev;
+                if (!defer) *reinterpret_cast<Rows*>(gT + jl * GT + r0) = ev;
             }
             __syncwarp();
-            for (int jl = 0; jl < nj; ++jl) {
+            for (int jl = 0; jl < (defer ? 0 : nj); ++jl) {
                 const Rows gv = *reinterpret_cast<const Rows*>(gT + jl * GT + r0);
                 const float* vr = st + jl * ldv + lane;
 #pragma unroll
@@ -207,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) coarse(const CoarseParams p
         }
 #pragma unroll
         for (int u = 0; u < 4; ++u)
-            if (lane + 32 * u < dv) p.h[row * dv + lane + 32 * u] = hacc[i][u];
+            if (!defer && lane + 32 * u < dv) p.h[row * dv + lane + 32 * u] = hacc[i][u];
         // Columns past the last tile: no J there is allowed.
         for (int J = T * TJ + lane; J < m; J += 32) gh[(long long)I * m + J] = 0.0f;
     }

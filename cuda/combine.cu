@@ -1,4 +1,5 @@
-// SPEC §2 step 7: Y_I = (1−γ)·(P_I + γ·w_I ⊗ s_I), in place over y (which holds P).
+// SPEC §2 step 7: Y_I = (1−γ)·(P_I + γ·w_I ⊗ s_I), in place over y (which holds P); with
+// deferred h (common.cuh, CombineParams) coef = 1 in place of γ.
 // Grid (row chunks, head); each thread walks elements of one head with 32-bit
 // indices (a head holds n·dv < 2^31 elements, checked on the host); 16-byte accesses
 // when dv is a multiple of 16 bytes' worth of elements.
@@ -6,7 +7,8 @@
 
 template <class T>
 __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
-                        const float* __restrict__ s, int n, int dv, int b, int m, float gamma) {
+                        const float* __restrict__ s, int n, int dv, int b, int m, float gamma,
+                        float coef) {
     const long long bh = blockIdx.y;
     T* yh = y + bh * n * dv;
     const float* wh = w + bh * n;
@@ -20,7 +22,7 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
             const int i = idx / dv;
             const int c = idx - i * dv;
             const float* si = shh + (i / b) * dv + c;
-            const float f = gamma * wh[i];
+            const float f = coef * wh[i];
             uint4 raw = *reinterpret_cast<const uint4*>(yh + idx);
             T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
@@ -33,13 +35,13 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
         const int i = idx / dv;
         const int c = idx - i * dv;
         const float si = shh[(i / b) * dv + c];
-        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + gamma * wh[i] * si));
+        yh[idx] = from_f<T>((1.0f - gamma) * (to_f(yh[idx]) + coef * wh[i] * si));
     }
 }
 
 #define COMBINE(T, S)                                                                       \
     extern "C" __global__ void combine_##S(const CombineParams p) {                          \
         pdl_wait();                                                                          \
-        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma);            \
+        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma, p.coef);            \
     }
 BLOCKRES_FOR_TYPES(COMBINE)

@@ -36,7 +36,8 @@ struct MeansParams {
     int first;  // 1: Q's block's first row instead of its mean (coarse_query = first)
 };
 
-// coarse: G̃, σ, gsum and h from the block means.
+// coarse: G̃, σ, gsum and h from the block means. h = 0 (deferred h, see LocalParams):
+// G̃, σ, gsum only, and v̄ is not read.
 struct CoarseParams {
     const float *qbar, *kbar, *vbar;
     float *g, *sigma, *gsum, *h;
@@ -50,7 +51,10 @@ struct CoarseParams {
 // causal local_tc only) the kernel also does the means and the coarse row (cuda/local_tc.cu):
 // then sigma, gsum, h are unused, and it writes k̄, v̄ (one copy per query head) and G̃, and
 // uses bad[0..3) (non-finite record), bad[3] (CTA ticket) and bad[4 ..) (per-block flags),
-// all zeroed before the launch.
+// all zeroed before the launch. Without `fused`, h = 0 (the causal local_tc only) defers
+// h: P leaves out z⊗h (P′ = P − w⊗h, SPEC §2 step 3 without its second term), the kernel
+// writes v̄ (one copy per query head) and V's non-finite record (bad[2]) itself, and the
+// reduced and combine stages put h back (ReducedParams.vbar).
 struct LocalParams {
     const void *q, *k, *v;
     void* y;
@@ -66,21 +70,25 @@ struct LocalParams {
 // reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
 // minv holds the causal panels' inverses, or the bidirectional augmented matrices and
 // their side buffers; p0 is the first pivot of the bidirectional elimination's current
-// (step) or last (apply) panel.
+// (step) or last (apply) panel. vbar ≠ 0 (causal, deferred h): P̄ holds p̄′, the means of
+// P′ = P − w⊗h, and the solve is for x = v̄ + γ·u, R·x = v̄ + γ·p̄′ (R·u = p̄′ + c⊙h with
+// h = G̃·v̄ gives R·(v̄ + γu) = v̄ − γc⊙h + γp̄′ + γc⊙h), so s = G̃·x = h + γ·G̃·u.
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;
+    const float* vbar;
     int m, dv;
     float gamma;
     int p0;
 };
 
-// combine_*: y ← y + the cross-block term, in place.
+// combine_*: y ← (1−γ)·(y + coef·w⊗s), in place: coef = γ, or 1 with deferred h (where
+// y holds P′ and s = h + γ·G̃·u, which gives the same Y).
 struct CombineParams {
     void* y;
     const float *w, *s;
     int n, dv, b, m;
-    float gamma;
+    float gamma, coef;
 };
 
 // The local family's body arguments, in its kernels' parameter order.

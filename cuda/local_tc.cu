@@ -28,8 +28,8 @@
 // 64 or 128. The launch uses ceil(min(b, n)/16) warps. Shared memory, mirrored by
 // local_tc_smem() in src/gpu/plan.rs: Q (later R_p hi), K (later R_p lo) and V tiles
 // (16·NWM × (DM + 8) 16-bit each), the inverses of the diagonal blocks (NWM × DWS
-// f32), the warps' column sums (NWM × (DM + 8) f32), h_I (DM + 8 f32) and 2·NWM + 2
-// mbarriers.
+// f32), the warps' column sums of P and of V (2 × NWM × (DM + 8) f32), h_I (DM + 8 f32)
+// and 2·NWM + 2 mbarriers.
 #include "common.cuh"
 
 #define DWS 384  // floats per warp for the inverse of its diagonal block: 16-bit hi, lo tiles
@@ -386,10 +386,11 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     u16* pl = ks;  // R_p, lo
     float* dws = reinterpret_cast<float*>(vs + R * LD);  // NWM × DWS
     float* csum = dws + NWM * DWS;                  // NWM × LD: per-warp column sums
+    float* vsum = csum + NWM * LD;                  // NWM × LD: the same of V (deferred h)
     // mbar[p]: L_p⁻¹ is in dws; mbar[NWM + p]: R_p is in ph/pl (32 arrivals, one warp);
     // mbar[2·NWM]: every warp is past its logits, K's tile is free (32·nw arrivals);
     // mbar[2·NWM + 1]: V's tile has landed (one arrival per thread).
-    float* hs = csum + NWM * LD;                    // LD: h_I
+    float* hs = vsum + NWM * LD;                    // LD: h_I
     u64* mbar = reinterpret_cast<u64*>(hs + LD);
     float* red = reinterpret_cast<float*>(mbar + 2 * NWM + 2);  // 32 floats, then the ticket
     int* tk = reinterpret_cast<int*>(red + 32);
@@ -434,12 +435,17 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     // before (programmatic dependent launch, common.cuh).
     pdl_wait();
     float sig, gs;
+    // Deferred h (common.cuh, LocalParams): v̄_I from V's tile here, and h left to the
+    // reduced and combine stages, so the means pass reads Q and K only and the coarse
+    // stage skips its G̃·v̄ product.
+    const bool defer = !fused && hvec == nullptr;
     if (!fused) {
         sig = sigma[bi];
         gs = gsum[bi];
         // h_I through shared memory: its load overlaps the Q, K, V copies still in flight
         // instead of stalling every warp after D·V.
-        for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
+        if (!defer)
+            for (int c = threadIdx.x; c < dv; c += blockDim.x) hs[c] = hvec[bi * dv + c];
     }
     asm volatile("cp.async.wait_group 1;" ::: "memory");  // Q and K (and V unless vlate)
     __syncthreads();
@@ -576,17 +582,35 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                     ldsm_x4_t(bb, va + 2 * (j * 16 * LD + np * 16));
                     Mma<T>::run(x[2 * np], da[j], bb);
                     Mma<T>::run(x[2 * np + 1], da[j], bb + 2);
+                    if (defer && j == w) {
+                        // The column sums of the warp's own 16 rows of V: a matrix of
+                        // ones times these fragments (every row of the product is them).
+                        const u32 one = pack2<T>(1.0f, 1.0f);
+                        const u32 ones[4] = {one, one, one, one};
+                        float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                        Mma<T>::run(c0, ones, bb);
+                        Mma<T>::run(c1, ones, bb + 2);
+                        if (g == 0) {
+                            float* o = vsum + w * LD + np * 16 + 2 * t;
+                            o[0] = c0[0];
+                            o[1] = c0[1];
+                            o[8] = c1[0];
+                            o[9] = c1[1];
+                        }
+                    }
                 }
             }
         }
     }
+    if (!defer) {
 #pragma unroll
-    for (int nt = 0; nt < VT; ++nt)
+        for (int nt = 0; nt < VT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int c = nt * 8 + 2 * t + (e & 1);
-            if (c < dv) x[nt][e] += zr[e >> 1] * hs[c];
-        }
+            for (int e = 0; e < 4; ++e) {
+                const int c = nt * 8 + 2 * t + (e & 1);
+                if (c < dv) x[nt][e] += zr[e >> 1] * hs[c];
+            }
+    }
 #pragma unroll
     for (int e = 0; e < 4; ++e) x[VT][e] = (t == 0 && (e & 1) == 0) ? zr[e >> 1] : 0.0f;
 
@@ -846,6 +870,19 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             pbar[bi * dv + c] = sum * inv;
         else
             cvec[bi] = sum * inv;
+        if (defer && c < dv) {
+            float sv = 0.0f;
+            for (int j = 0; j < nw; ++j) sv += vsum[j * LD + c];
+            if (!finite_f(sv)) {  // V's non-finite record, as block_means keeps it
+                for (int r = 0; r < nb; ++r) {
+                    T e;
+                    e.x = vs[r * LD + c];
+                    if (!finite_f(to_f(e)))
+                        atomicMax(bad + 2, FLAG - (u64)((kvh * n + (long long)base + r) * dv + c));
+                }
+            }
+            vbar[bi * dv + c] = sv * inv;
+        }
     }
 }
 

@@ -392,7 +392,7 @@ fn split_by_heads_matches_cpu_path() {
         ("V", 3 * n * d + 99, 3 * n * d + 100),
     ] {
         let x = [q.clone(), k.clone(), v.clone()];
-        assert_reports_first_non_finite(x, [sq, sk, sk], tensor, first, second);
+        assert_reports_first_non_finite(x, [sq, sk, sk], tensor, first, second, &Config::default());
     }
 }
 
@@ -428,6 +428,7 @@ fn assert_reports_first_non_finite(
     tensor: &'static str,
     first: usize,
     second: usize,
+    cfg: &Config,
 ) {
     let i = ["Q", "K", "V"].iter().position(|&t| t == tensor).unwrap();
     x[i][second] = bf16::INFINITY;
@@ -437,7 +438,7 @@ fn assert_reports_first_non_finite(
         TensorRef::new(q, shapes[0]).unwrap(),
         TensorRef::new(k, shapes[1]).unwrap(),
         TensorRef::new(v, shapes[2]).unwrap(),
-        &Config::default(),
+        cfg,
     )
     .unwrap_err();
     let want = Error::NonFinite {
@@ -466,15 +467,23 @@ fn non_finite_input_is_reported() {
     );
     // bf16, causal: the tensor-core kernel's own scan (fused means), GQA; one tensor at a
     // time, the smaller of two indices, in a block past the first.
+    // Then n = 200 in blocks of 2 (m = 100, past the fused path's 64 blocks): the separate
+    // kernels with h deferred, where the local kernel scans V and the means pass Q and K.
     let (hkv, dk, dv) = (1, 16, 24);
-    for (tensor, first, second) in [("Q", 2800, 3000), ("K", 1234, 1300), ("V", 1900, 2390)] {
-        let x = [
-            vec![bf16::from_f32(0.1); h * n * dk],
-            vec![bf16::from_f32(0.2); hkv * n * dk],
-            vec![bf16::from_f32(0.3); hkv * n * dv],
-        ];
-        let shapes = [[1, h, n, dk], [1, hkv, n, dk], [1, hkv, n, dv]];
-        assert_reports_first_non_finite(x, shapes, tensor, first, second);
+    let deferred = Config {
+        block_size: 2,
+        ..Config::default()
+    };
+    for (n, cfg) in [(100, Config::default()), (200, deferred)] {
+        for (tensor, first, second) in [("Q", 2800, 3000), ("K", 1234, 1300), ("V", 1900, 2390)] {
+            let x = [
+                vec![bf16::from_f32(0.1); h * n * dk],
+                vec![bf16::from_f32(0.2); hkv * n * dk],
+                vec![bf16::from_f32(0.3); hkv * n * dv],
+            ];
+            let shapes = [[1, h, n, dk], [1, hkv, n, dk], [1, hkv, n, dv]];
+            assert_reports_first_non_finite(x, shapes, tensor, first, second, &cfg);
+        }
     }
 }
 

@@ -114,6 +114,14 @@ fn fused_allowed() -> bool {
     *A.get_or_init(|| std::env::var("BLOCKRES_GPU_FUSED").map_or(true, |v| v != "0"))
 }
 
+/// Where the plan defers h (`Plan::defer_h`: the separate causal tensor-core path),
+/// `BLOCKRES_GPU_DEFER_H=0` keeps it in the local stage instead (the means pass then
+/// reads V too, and the coarse stage forms h = G̃·v̄), for comparisons.
+fn defer_h_allowed() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| std::env::var("BLOCKRES_GPU_DEFER_H").map_or(true, |v| v != "0"))
+}
+
 /// Enqueue resolvent attention on `gpu`'s stream: `y ← (1−γ)·A·(I−γA)⁻¹·V` for device
 /// tensors `q: [B,H,n,dk]`, `k: [B,Hkv,n,dk]`, `v: [B,Hkv,n,dv]`, `y: [B,H,n,dv]`
 /// (row-major, shapes in `dims`). Structures: [`Structure::Block`](crate::Structure::Block) and
@@ -302,12 +310,14 @@ fn enqueue_heads<T: GpuElement>(
     let causal = i32::from(cfg.causal);
     let kx = &gpu.k;
     let pdl = gpu.pdl;
+    let defer = plan.defer_h && defer_h_allowed();
     let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
         r.map(|_| ()).map_err(|e| dev_err(what, e))
     };
 
     // 1. Block means (and the non-finite scan) of Q, K, V, in one launch. (Fused: in the
-    // local kernel, with the coarse stage.)
+    // local kernel, with the coarse stage. Deferred h: Q and K only, the local kernel
+    // does V's.)
     if !plan.fused {
         let p = MeansParams {
             x: [q, k, v],
@@ -325,7 +335,7 @@ fn enqueue_heads<T: GpuElement>(
             first: i32::from(cfg.coarse_query == CoarseQuery::First),
         };
         let c = LaunchConfig {
-            grid_dim: (m as u32, bh as u32, 3),
+            grid_dim: (m as u32, bh as u32, if defer { 2 } else { 3 }),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -347,11 +357,11 @@ fn enqueue_heads<T: GpuElement>(
         let p = CoarseParams {
             qbar,
             kbar,
-            vbar,
+            vbar: if defer { 0 } else { vbar },
             g,
             sigma,
             gsum,
-            h,
+            h: if defer { 0 } else { h },
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -399,7 +409,7 @@ fn enqueue_heads<T: GpuElement>(
             cvec,
             sigma,
             gsum,
-            h,
+            h: if defer { 0 } else { h },
             kbar,
             vbar,
             g,
@@ -447,6 +457,7 @@ fn enqueue_heads<T: GpuElement>(
         cvec,
         minv,
         s,
+        vbar: if defer { vbar } else { 0 },
         m: mi,
         dv: dvi,
         gamma,
@@ -533,6 +544,7 @@ fn enqueue_heads<T: GpuElement>(
             b: bi,
             m: mi,
             gamma,
+            coef: if defer { 1.0 } else { gamma },
         };
         let blocks = plan::combine_blocks(n, dv, std::mem::size_of::<T>());
         launch(

@@ -101,6 +101,9 @@ pub(crate) struct ReducedParams {
     pub cvec: Ptr,
     pub minv: Ptr,
     pub s: Ptr,
+    /// Deferred h (causal; 0 otherwise): v̄ per query head, and the solve is for
+    /// x = v̄ + γ·u with s = G̃·x (cuda/common.cuh).
+    pub vbar: Ptr,
     pub m: i32,
     pub dv: i32,
     pub gamma: f32,
@@ -121,6 +124,8 @@ pub(crate) struct CombineParams {
     pub b: i32,
     pub m: i32,
     pub gamma: f32,
+    /// The factor of w⊗s: γ, or 1 with deferred h.
+    pub coef: f32,
 }
 
 /// `DecodeParams`: `decode_{keys,step,prefill}_*` (cuda/decode.cu). A pointer a kernel
@@ -213,7 +218,7 @@ mod tests {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
         assert_eq!(size_of::<LocalParams>(), 160);
-        assert_eq!(size_of::<ReducedParams>(), 56);
+        assert_eq!(size_of::<ReducedParams>(), 64);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
         assert_eq!(align_of::<LocalParams>(), 8);

@@ -229,7 +229,7 @@ pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    3 * rows * ld * 2 + warps * 384 * 4 + (warps + 1) * ld * 4 + (2 * warps + 2) * 8 + 32 * 4 + 8
+    3 * rows * ld * 2 + warps * 384 * 4 + (2 * warps + 1) * ld * 4 + (2 * warps + 2) * 8 + 32 * 4 + 8
 }
 
 /// Block rows per CTA of the coarse kernel (RG in cuda/coarse.cu).
@@ -282,6 +282,10 @@ pub(crate) struct Plan {
     /// The causal tensor-core local kernel also does the means and coarse stages (no
     /// launches of their own; k̄ and v̄ then per query head).
     pub fused: bool,
+    /// The separate causal tensor-core path leaves h out of the local stage (cuda/common.cuh,
+    /// LocalParams): the means pass reads Q and K only, the local kernel writes v̄ (per
+    /// query head), the reduced solve and the combine put h back.
+    pub defer_h: bool,
     /// u64s of the record buffer: the non-finite record (3), and with `fused` the CTA
     /// ticket and one flag per block of every head.
     pub record: usize,
@@ -425,11 +429,12 @@ impl Plan {
             ));
         }
         let fused = fuse && matches!(local, Local::Tc { .. }) && m <= FUSED_MAX_BLOCKS;
+        let defer_h = !fused && matches!(local, Local::Tc { .. });
         let kvm = if fused { bh } else { bhkv } * m;
         let scratch = [
             bh * m * dk,
             kvm * dk,
-            kvm * dv,
+            if defer_h { bh * m } else { kvm } * dv,
             bh * m * m,
             bh * m,
             bh * m,
@@ -454,6 +459,7 @@ impl Plan {
             local_threads,
             local_smem,
             fused,
+            defer_h,
             record: if fused { 4 + bh * m } else { 3 },
             reduced_smem: m * REDUCED_CW * 4,
         })
