@@ -229,7 +229,12 @@ pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
 /// Shared memory of a `local_tc` variant (mirrors the layout in cuda/local_tc.cu).
 pub(crate) fn local_tc_smem(warps: usize, d: usize) -> usize {
     let (rows, ld) = (16 * warps, d + 8);
-    3 * rows * ld * 2 + warps * 384 * 4 + (2 * warps + 1) * ld * 4 + (2 * warps + 2) * 8 + 32 * 4 + 8
+    3 * rows * ld * 2
+        + warps * 384 * 4
+        + (2 * warps + 1) * ld * 4
+        + (2 * warps + 2) * 8
+        + 32 * 4
+        + 8
 }
 
 /// Block rows per CTA of the coarse kernel (RG in cuda/coarse.cu).
