@@ -582,22 +582,6 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                     ldsm_x4_t(bb, va + 2 * (j * 16 * LD + np * 16));
                     Mma<T>::run(x[2 * np], da[j], bb);
                     Mma<T>::run(x[2 * np + 1], da[j], bb + 2);
-                    if (defer && j == w) {
-                        // The column sums of the warp's own 16 rows of V: a matrix of
-                        // ones times these fragments (every row of the product is them).
-                        const u32 one = pack2<T>(1.0f, 1.0f);
-                        const u32 ones[4] = {one, one, one, one};
-                        float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                        Mma<T>::run(c0, ones, bb);
-                        Mma<T>::run(c1, ones, bb + 2);
-                        if (g == 0) {
-                            float* o = vsum + w * LD + np * 16 + 2 * t;
-                            o[0] = c0[0];
-                            o[1] = c0[1];
-                            o[8] = c1[0];
-                            o[9] = c1[1];
-                        }
-                    }
                 }
             }
         }
@@ -795,6 +779,31 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     if (w + 1 < nw) mbar_arrive(&mbar[NWM + w]);
     product(pha + 2 * r0 * LD, pla + 2 * r0 * LD, lh, ll, true);
 
+    if (defer) {
+        // The column sums of the warp's own 16 rows of V (v̄_I), a matrix of ones times
+        // their fragments (every row of the product is them). Here, off the chain and
+        // out of D·V's unrolled loop: a branch inside it cost the 8-warp kernel about as
+        // much as the deferral saved (v69).
+        const u32 one = pack2<T>(1.0f, 1.0f);
+        const u32 ones[4] = {one, one, one, one};
+#pragma unroll
+        for (int np = 0; np < VT / 2; ++np) {
+            if (2 * np < nvt) {
+                u32 bb[4];
+                ldsm_x4_t(bb, va + 2 * (r0 * LD + np * 16));
+                float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                Mma<T>::run(c0, ones, bb);
+                Mma<T>::run(c1, ones, bb + 2);
+                if (g == 0) {
+                    float* o = vsum + w * LD + np * 16 + 2 * t;
+                    o[0] = c0[0];
+                    o[1] = c0[1];
+                    o[8] = c1[0];
+                    o[9] = c1[1];
+                }
+            }
+        }
+    }
     // Outputs. w and the column sums from the fragments; P through shared memory for
     // 16-byte stores, in the warp's own rows of ph once every warp is past the chain
     // (later warps read R_w there until then).
