@@ -53,8 +53,8 @@ struct CoarseParams {
 // uses bad[0..3) (non-finite record), bad[3] (CTA ticket) and bad[4 ..) (per-block flags),
 // all zeroed before the launch. Without `fused`, h = 0 (the causal local_tc only) defers
 // h: P leaves out z⊗h (P′ = P − w⊗h, SPEC §2 step 3 without its second term), the kernel
-// writes v̄ (one copy per query head) and V's non-finite record (bad[2]) itself, and the
-// reduced and combine stages put h back (ReducedParams.vbar).
+// keeps V's non-finite record (bad[2]) itself and writes v̄_I + γ·p̄′_I where p̄_I goes,
+// and the reduced and combine stages put h back (ReducedParams, CombineParams).
 struct LocalParams {
     const void *q, *k, *v;
     void* y;
@@ -70,13 +70,13 @@ struct LocalParams {
 // reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
 // minv holds the causal panels' inverses, or the bidirectional augmented matrices and
 // their side buffers; p0 is the first pivot of the bidirectional elimination's current
-// (step) or last (apply) panel. vbar ≠ 0 (causal, deferred h): P̄ holds p̄′, the means of
-// P′ = P − w⊗h, and the solve is for x = v̄ + γ·u, R·x = v̄ + γ·p̄′ (R·u = p̄′ + c⊙h with
-// h = G̃·v̄ gives R·(v̄ + γu) = v̄ − γc⊙h + γp̄′ + γc⊙h), so s = G̃·x = h + γ·G̃·u.
+// (step) or last (apply) panel. With deferred h (causal, LocalParams) pbar holds
+// v̄ + γ·p̄′, p̄′ the means of P′ = P − w⊗h, and the same solve gives x = v̄ + γ·u
+// (R·u = p̄′ + c⊙h with h = G̃·v̄ makes R·(v̄ + γu) = v̄ − γc⊙h + γp̄′ + γc⊙h), so
+// s = G̃·x = h + γ·G̃·u: the kernels do not know which.
 struct ReducedParams {
     const float *g, *pbar, *cvec;
     float *minv, *s;
-    const float* vbar;
     int m, dv;
     float gamma;
     int p0;

@@ -437,7 +437,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     float sig, gs;
     // Deferred h (common.cuh, LocalParams): v̄_I from V's tile here, and h left to the
     // reduced and combine stages, so the means pass reads Q and K only and the coarse
-    // stage skips its G̃·v̄ product.
+    // stage skips its G̃·v̄ product (v70: 0.368–0.370 against 0.401–0.402 ms at n = 32768,
+    // H100, BENCHMARKS.md).
     const bool defer = !fused && hvec == nullptr;
     if (!fused) {
         sig = sigma[bi];
@@ -782,8 +783,8 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     if (defer) {
         // The column sums of the warp's own 16 rows of V (v̄_I), a matrix of ones times
         // their fragments (every row of the product is them). Here, off the chain and
-        // out of D·V's unrolled loop: a branch inside it cost the 8-warp kernel about as
-        // much as the deferral saved (v69).
+        // out of D·V's unrolled loop: inside it (a branch on j = w), the 8-warp kernel
+        // took 238–242 µs at n = 32768 against 216–221 here (ncu, v69 and v70).
         const u32 one = pack2<T>(1.0f, 1.0f);
         const u32 ones[4] = {one, one, one, one};
 #pragma unroll
@@ -875,11 +876,13 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         const int cc = c < dv ? c : VT * 8;
         float sum = 0.0f;
         for (int j = 0; j < nw; ++j) sum += csum[j * LD + cc];
-        if (c < dv)
-            pbar[bi * dv + c] = sum * inv;
-        else
+        if (c == dv) {
             cvec[bi] = sum * inv;
-        if (defer && c < dv) {
+        } else if (!defer) {
+            pbar[bi * dv + c] = sum * inv;
+        } else {
+            // Deferred h: the reduced system's right side v̄_I + γ·p̄′_I in place of p̄_I
+            // (common.cuh, ReducedParams), so the solve reads nothing more.
             float sv = 0.0f;
             for (int j = 0; j < nw; ++j) sv += vsum[j * LD + c];
             if (!finite_f(sv)) {  // V's non-finite record, as block_means keeps it
@@ -890,7 +893,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                         atomicMax(bad + 2, FLAG - (u64)((kvh * n + (long long)base + r) * dv + c));
                 }
             }
-            vbar[bi * dv + c] = sv * inv;
+            pbar[bi * dv + c] = fmaf(gamma, sum * inv, sv * inv);
         }
     }
 }

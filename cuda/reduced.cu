@@ -1,6 +1,5 @@
 // SPEC §2 step 6, causal: the m×m reduced system (I − γ·diag(c)·G̃)·u = p̄ by blocked
-// forward substitution, and s = G̃·u (what step 7 needs); with deferred h the same system
-// for x = v̄ + γu, s = G̃·x (common.cuh, ReducedParams).
+// forward substitution, and s = G̃·u (what step 7 needs).
 //
 // Rows go in panels of 32. With f_P = G̃_{P,<P}·u_{<P} (the finished panels' part) and
 // e_P = p̄_P + γ·c_P ⊙ f_P, the panel's own rows satisfy M_P·u_P = e_P with M_P =
@@ -137,7 +136,6 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     const int np = (m + PANEL - 1) / PANEL;
     const float* gh = g + (long long)bh * m * m;
     const float* ph = pbar + (long long)bh * m * dv;
-    const float* vh = p.vbar ? p.vbar + (long long)bh * m * dv : nullptr;
     const float* ch = cvec + (long long)bh * m;
     float* sh = s + (long long)bh * m * dv;
     const int tid = threadIdx.x;
@@ -149,9 +147,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     float gt[PB], mt[PB], pv, cv;
     auto prefetch = [&](int a) {
         const int e = min(a + PANEL, m), i = a + ri;
-        // Deferred h (p.vbar set): the right side v̄ + γ·p̄′, the solution x = v̄ + γu.
-        const long long o = (long long)i * dv + c0 + cc;
-        pv = (i < e && c0 + cc < dv) ? (vh ? fmaf(gamma, ph[o], vh[o]) : ph[o]) : 0.0f;
+        pv = (i < e && c0 + cc < dv) ? ph[(long long)i * dv + c0 + cc] : 0.0f;
         cv = i < e ? ch[i] : 0.0f;
         const float* mg = minv + ((long long)bh * np + a / PANEL) * PANEL * PANEL;
 #pragma unroll

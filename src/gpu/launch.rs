@@ -457,7 +457,6 @@ fn enqueue_heads<T: GpuElement>(
         cvec,
         minv,
         s,
-        vbar: if defer { vbar } else { 0 },
         m: mi,
         dv: dvi,
         gamma,

@@ -101,9 +101,6 @@ pub(crate) struct ReducedParams {
     pub cvec: Ptr,
     pub minv: Ptr,
     pub s: Ptr,
-    /// Deferred h (causal; 0 otherwise): v̄ per query head, and the solve is for
-    /// x = v̄ + γ·u with s = G̃·x (cuda/common.cuh).
-    pub vbar: Ptr,
     pub m: i32,
     pub dv: i32,
     pub gamma: f32,
@@ -218,7 +215,7 @@ mod tests {
         assert_eq!(size_of::<MeansParams>(), 96);
         assert_eq!(size_of::<CoarseParams>(), 96);
         assert_eq!(size_of::<LocalParams>(), 160);
-        assert_eq!(size_of::<ReducedParams>(), 64);
+        assert_eq!(size_of::<ReducedParams>(), 56);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
         assert_eq!(align_of::<LocalParams>(), 8);

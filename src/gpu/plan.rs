@@ -288,8 +288,8 @@ pub(crate) struct Plan {
     /// launches of their own; k̄ and v̄ then per query head).
     pub fused: bool,
     /// The separate causal tensor-core path leaves h out of the local stage (cuda/common.cuh,
-    /// LocalParams): the means pass reads Q and K only, the local kernel writes v̄ (per
-    /// query head), the reduced solve and the combine put h back.
+    /// LocalParams): the means pass reads Q and K only, the local kernel forms v̄ and the
+    /// reduced system's right side, the reduced solve and the combine put h back.
     pub defer_h: bool,
     /// u64s of the record buffer: the non-finite record (3), and with `fused` the CTA
     /// ticket and one flag per block of every head.
@@ -439,7 +439,7 @@ impl Plan {
         let scratch = [
             bh * m * dk,
             kvm * dk,
-            if defer_h { bh * m } else { kvm } * dv,
+            kvm * dv,
             bh * m * m,
             bh * m,
             bh * m,
