@@ -437,7 +437,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     float sig, gs;
     // Deferred h (common.cuh, LocalParams): v̄_I from V's tile here, and h left to the
     // reduced and combine stages, so the means pass reads Q and K only and the coarse
-    // stage skips its G̃·v̄ product (v70: 0.368–0.370 against 0.401–0.402 ms at n = 32768,
+    // stage skips its G̃·v̄ product (v71: 0.364–0.365 against 0.400 ms at n = 32768,
     // H100, BENCHMARKS.md).
     const bool defer = !fused && hvec == nullptr;
     if (!fused) {
