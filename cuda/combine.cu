@@ -42,6 +42,6 @@ __device__ void combine(T* __restrict__ y, const float* __restrict__ w,
 #define COMBINE(T, S)                                                                       \
     extern "C" __global__ void combine_##S(const CombineParams p) {                          \
         pdl_wait();                                                                          \
-        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma, p.coef);            \
+        combine<T>(static_cast<T*>(p.y), p.w, p.s, p.n, p.dv, p.b, p.m, p.gamma, p.coef);    \
     }
 BLOCKRES_FOR_TYPES(COMBINE)

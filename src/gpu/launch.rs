@@ -311,6 +311,9 @@ fn enqueue_heads<T: GpuElement>(
     let kx = &gpu.k;
     let pdl = gpu.pdl;
     let defer = plan.defer_h && defer_h_allowed();
+    // Deferred h: the coarse and local kernels take h = 0 (cuda/common.cuh), and the
+    // coarse kernel then reads no v̄ either.
+    let (h_arg, vbar_coarse) = if defer { (0, 0) } else { (h, vbar) };
     let launch = |r: std::result::Result<_, cudarc::driver::DriverError>, what: &str| {
         r.map(|_| ()).map_err(|e| dev_err(what, e))
     };
@@ -357,11 +360,11 @@ fn enqueue_heads<T: GpuElement>(
         let p = CoarseParams {
             qbar,
             kbar,
-            vbar: if defer { 0 } else { vbar },
+            vbar: vbar_coarse,
             g,
             sigma,
             gsum,
-            h: if defer { 0 } else { h },
+            h: h_arg,
             heads: hi,
             kv_heads: hkvi,
             n: ni,
@@ -409,7 +412,7 @@ fn enqueue_heads<T: GpuElement>(
             cvec,
             sigma,
             gsum,
-            h: if defer { 0 } else { h },
+            h: h_arg,
             kbar,
             vbar,
             g,
