@@ -157,6 +157,47 @@ __device__ __forceinline__ void load_block(u16* dst, const T* src, int rows, int
     }
 }
 
+// Column sums of a warp's 16 rows of a 16-bit tile on the tensor cores: with a matrix
+// of ones as the A operand every row of the product is the column sums of B, so the
+// sums cost two mma per 16 columns and no shuffles. `a`: the lane's ldmatrix address of
+// the rows' first column (row lr, column lc of the usual lane roles); the first 16·np
+// columns go to out[0, 16·np), written by the lanes of group 0.
+template <class T, int NP>
+__device__ __forceinline__ void ones_colsums(u32 a, int np, float* out, int gq, int t) {
+    const u32 one = pack2<T>(1.0f, 1.0f);
+    const u32 ones[4] = {one, one, one, one};
+#pragma unroll
+    for (int j = 0; j < NP; ++j) {
+        if (j < np) {
+            u32 bb[4];
+            ldsm_x4_t(bb, a + 2 * j * 16);
+            float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            Mma<T>::run(c0, ones, bb);
+            Mma<T>::run(c1, ones, bb + 2);
+            if (gq == 0) {
+                float* o = out + j * 16 + 2 * t;
+                o[0] = c0[0];
+                o[1] = c0[1];
+                o[8] = c1[0];
+                o[9] = c1[1];
+            }
+        }
+    }
+}
+
+// Column c of a tile's nb rows (stride LD), whose column sum came out non-finite: the
+// flat index of its first non-finite element into *bad, as means.cu keeps it (max of
+// FLAG − index, so the smallest index wins). Row r is row row0 + r of a tensor of width d.
+template <class T, int LD>
+__device__ __forceinline__ void record_nonfinite(const u16* tile, int nb, int c, long long row0, int d,
+                                                 u64* bad) {
+    for (int r = 0; r < nb; ++r) {
+        T e;
+        e.x = tile[r * LD + c];
+        if (!finite_f(to_f(e))) atomicMax(bad, FLAG - (u64)((row0 + r) * d + c));
+    }
+}
+
 // The fused prologue (LocalParams.fused, the causal tensor-core path): SPEC §2 steps 1a
 // and 1b for block row I inside the local kernel, so Q, K and V make one trip from memory
 // and the call needs no means or coarse launch. With the block's tiles in shared memory:
@@ -190,30 +231,12 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     const int tid = threadIdx.x, nt = blockDim.x, nw = nt >> 5;
     const int w = warp_index(), lane = tid & 31, gq = lane >> 2, t = lane & 3;
     {
-        // Ones as the A operand: every row of the product is the column sums of B.
-        const u32 one = pack2<T>(1.0f, 1.0f);
-        const u32 ones[4] = {one, one, one, one};
         const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
         const u16* tiles[3] = {qs, ks, vs};
 #pragma unroll
-        for (int x = 0; x < 3; ++x) {
-            const u32 xa = smem_addr(tiles[x] + (16 * w + lr) * LD + lc);
-#pragma unroll
-            for (int np = 0; np < DM / 16; ++np) {
-                float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                u32 bb[4];
-                ldsm_x4_t(bb, xa + 2 * np * 16);
-                Mma<T>::run(c0, ones, bb);
-                Mma<T>::run(c1, ones, bb + 2);
-                if (gq == 0) {
-                    float* o = part + (w * 3 + x) * DM + np * 16 + 2 * t;
-                    o[0] = c0[0];
-                    o[1] = c0[1];
-                    o[8] = c1[0];
-                    o[9] = c1[1];
-                }
-            }
-        }
+        for (int x = 0; x < 3; ++x)
+            ones_colsums<T, DM / 16>(smem_addr(tiles[x] + (16 * w + lr) * LD + lc), DM / 16,
+                                     part + (w * 3 + x) * DM, gq, t);
     }
     __syncthreads();
     const long long bi = (long long)bh * m + I;
@@ -224,16 +247,9 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         if (c >= d) continue;
         float s = 0.0f;
         for (int j = 0; j < nw; ++j) s += part[(j * 3 + x) * DM + c];
-        if (!finite_f(s)) {
-            const u16* tile = x == 0 ? qs : x == 1 ? ks : vs;
-            const long long head = x == 0 ? bh : kvh;
-            for (int r = 0; r < nb; ++r) {
-                T e;
-                e.x = tile[r * LD + c];
-                if (!finite_f(to_f(e)))
-                    atomicMax(bad + x, FLAG - (u64)((head * n + (long long)I * b + r) * d + c));
-            }
-        }
+        if (!finite_f(s))
+            record_nonfinite<T, LD>(x == 0 ? qs : x == 1 ? ks : vs, nb, c,
+                                    (x == 0 ? bh : kvh) * n + (long long)I * b, d, bad + x);
         if (x == 0) {
             T e;
             e.x = qs[c];
@@ -781,29 +797,10 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     product(pha + 2 * r0 * LD, pla + 2 * r0 * LD, lh, ll, true);
 
     if (defer) {
-        // The column sums of the warp's own 16 rows of V (v̄_I), a matrix of ones times
-        // their fragments (every row of the product is them). Here, off the chain and
+        // The column sums of the warp's own 16 rows of V (v̄_I). Here, off the chain and
         // out of D·V's unrolled loop: inside it (a branch on j = w), the 8-warp kernel
         // took 238–242 µs at n = 32768 against 216–221 here (ncu, v69 and v70).
-        const u32 one = pack2<T>(1.0f, 1.0f);
-        const u32 ones[4] = {one, one, one, one};
-#pragma unroll
-        for (int np = 0; np < VT / 2; ++np) {
-            if (2 * np < nvt) {
-                u32 bb[4];
-                ldsm_x4_t(bb, va + 2 * (r0 * LD + np * 16));
-                float c0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, c1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                Mma<T>::run(c0, ones, bb);
-                Mma<T>::run(c1, ones, bb + 2);
-                if (g == 0) {
-                    float* o = vsum + w * LD + np * 16 + 2 * t;
-                    o[0] = c0[0];
-                    o[1] = c0[1];
-                    o[8] = c1[0];
-                    o[9] = c1[1];
-                }
-            }
-        }
+        ones_colsums<T, VT / 2>(va + 2 * r0 * LD, (nvt + 1) / 2, vsum + w * LD, g, t);
     }
     // Outputs. w and the column sums from the fragments; P through shared memory for
     // 16-byte stores, in the warp's own rows of ph once every warp is past the chain
@@ -885,14 +882,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             // (common.cuh, ReducedParams), so the solve reads nothing more.
             float sv = 0.0f;
             for (int j = 0; j < nw; ++j) sv += vsum[j * LD + c];
-            if (!finite_f(sv)) {  // V's non-finite record, as block_means keeps it
-                for (int r = 0; r < nb; ++r) {
-                    T e;
-                    e.x = vs[r * LD + c];
-                    if (!finite_f(to_f(e)))
-                        atomicMax(bad + 2, FLAG - (u64)((kvh * n + (long long)base + r) * dv + c));
-                }
-            }
+            if (!finite_f(sv)) record_nonfinite<T, LD>(vs, nb, c, kvh * n + base, dv, bad + 2);
             pbar[bi * dv + c] = fmaf(gamma, sum * inv, sv * inv);
         }
     }

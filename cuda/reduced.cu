@@ -33,29 +33,60 @@ __device__ __forceinline__ float4 lds4(const float* p) {
     return v;
 }
 
+// Row stride of a panel in shared memory: 16-byte aligned rows for vector loads.
+#define GS (PANEL + 4)
+
 // M_P⁻¹ of panel P (rows a = 32·P on) of head bh by one warp, a column per lane, into
-// out[i·ld + lane]; rows and columns past m are those of the identity. gp, cp: the warp's
-// scratch (the panel of G̃, γ·c); gp may be out itself (the columns stay in registers
-// until the end).
+// out[i·ld + lane]; rows and columns past m are those of the identity. gp (PANEL·GS
+// floats), cp: the warp's scratch (the panel of G̃ transposed, γ·c); gp may be out itself
+// (the columns stay in registers until the end).
+//
+// Right-looking: once x_j is known every later x_i's sum takes G̃_ij·x_j, so the chain
+// from x_j to x_{j+1} is two FMAs, and the rest of step j is independent FMAs on
+// broadcast vector loads of column j. (Left-looking, x_i = δ + γc_i·Σ_{j<i} G̃_ij·x_j as
+// one accumulator per row, the 496 FMAs and 496 scalar loads formed a single in-order
+// chain.)
 __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, const float* __restrict__ ch,
                                               int m, int a, float gamma, int lane, float* gp, float* cp,
                                               float* out, int ld) {
     const int rows = min(PANEL, m - a);
+    // Lane i reads row a + i of the panel and writes it as column i of gp: gp[j·GS + i]
+    // = G̃_{a+i, a+j}, so that step j below reads column j of G̃ contiguously.
     float tmp[PANEL];
+    const float* gr = gh + (long long)(a + lane) * m + a;
 #pragma unroll
-    for (int r = 0; r < PANEL; ++r) tmp[r] = (r < rows && lane < rows) ? gh[(long long)(a + r) * m + a + lane] : 0.0f;
+    for (int q = 0; q < PANEL / 4; ++q) {
+        if (lane < rows && (m & 3) == 0 && 4 * q + 4 <= rows) {
+            const float4 v = *reinterpret_cast<const float4*>(gr + 4 * q);
+            tmp[4 * q] = v.x;
+            tmp[4 * q + 1] = v.y;
+            tmp[4 * q + 2] = v.z;
+            tmp[4 * q + 3] = v.w;
+        } else {
 #pragma unroll
-    for (int r = 0; r < PANEL; ++r) gp[r * (PANEL + 1) + lane] = tmp[r];
+            for (int u = 0; u < 4; ++u) tmp[4 * q + u] = (lane < rows && 4 * q + u < rows) ? gr[4 * q + u] : 0.0f;
+        }
+    }
+    __syncwarp();  // gp may be out itself: every lane is past its reads of an earlier use
+#pragma unroll
+    for (int r = 0; r < PANEL; ++r) gp[r * GS + lane] = tmp[r];
     cp[lane] = lane < rows ? gamma * ch[a + lane] : 0.0f;
     __syncwarp();
-    // Column `lane` of M_P⁻¹: x_i = δ_i,lane + γ·c_i·Σ_{j<i} G̃_ij·x_j.
-    float x[PANEL];
+    // Column `lane` of M_P⁻¹: x_j = δ_j,lane + γ·c_j·acc_j, acc_i += G̃_ij·x_j for i > j.
+    float x[PANEL], acc[PANEL];
 #pragma unroll
-    for (int i = 0; i < PANEL; ++i) {
-        float acc = 0.0f;
+    for (int i = 0; i < PANEL; ++i) acc[i] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < i; ++j) acc = fmaf(gp[i * (PANEL + 1) + j], x[j], acc);
-        x[i] = (i == lane ? 1.0f : 0.0f) + cp[i] * acc;
+    for (int j = 0; j < PANEL; ++j) {
+        x[j] = (j == lane ? 1.0f : 0.0f) + cp[j] * acc[j];
+#pragma unroll
+        for (int q = (j + 1) / 4; q < PANEL / 4; ++q) {
+            const float4 g4 = *reinterpret_cast<const float4*>(gp + j * GS + 4 * q);
+            const float gv[4] = {g4.x, g4.y, g4.z, g4.w};
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                if (4 * q + u > j) acc[4 * q + u] = fmaf(gv[u], x[j], acc[4 * q + u]);
+        }
     }
     __syncwarp();
 #pragma unroll
@@ -67,7 +98,7 @@ __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, cons
 extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedParams p) {
     pdl_trigger();
     pdl_wait();
-    __shared__ float gp[PANEL * (PANEL + 1)];
+    __shared__ __align__(16) float gp[PANEL * GS];
     __shared__ float cp[PANEL];
     const int P = blockIdx.x, bh = blockIdx.y;
     const int np = (p.m + PANEL - 1) / PANEL;
@@ -109,8 +140,10 @@ __device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, 
 }
 
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
-    pdl_trigger();
+    // Signalled only once the kernels before have finished: the combine after it loads
+    // P and w before its own wait (combine.cu).
     pdl_wait();
+    pdl_trigger();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
@@ -124,12 +157,12 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     extern __shared__ __align__(16) float fin[];
     require_smem(4ll * m * CW);
     __shared__ float gp[PANEL][PANEL + 1];          // G̃_PP
-    __shared__ float mi[PANEL][PANEL + 1];          // M_P⁻¹
+    __shared__ float mi[PANEL][GS];                 // M_P⁻¹
     __shared__ float ep[PANEL][CW];                 // e_P
     __shared__ __align__(16) float up[PANEL][CW];   // u_P
     // m ≤ SMALL_M: every M_P⁻¹ formed here at the start, one warp a panel (a launch of
     // reduced_inverses saved: about 5 µs of a 70 µs call at n = 4096 on the H100).
-    __shared__ float mis[SMALL_M / PANEL][PANEL][PANEL + 1];
+    __shared__ __align__(16) float mis[SMALL_M / PANEL][PANEL][GS];
     __shared__ float cps[SMALL_M / PANEL][PANEL];
     const int bh = blockIdx.y;
     const int c0 = blockIdx.x * CW;
@@ -165,7 +198,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     }
     if (small) {
         const int wp = tid >> 5;
-        if (wp < np) panel_inverse(gh, ch, m, wp * PANEL, gamma, tid & 31, &mis[wp][0][0], cps[wp], &mis[wp][0][0], PANEL + 1);
+        if (wp < np) panel_inverse(gh, ch, m, wp * PANEL, gamma, tid & 31, &mis[wp][0][0], cps[wp], &mis[wp][0][0], GS);
     }
     __syncthreads();  // fin zeroed, the small path's inverses formed
     for (int a = 0; a < m; a += PANEL) {
@@ -191,16 +224,21 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
             load_weights(wn, gh, m, e, e2, s2.row, s2);
         }
         // u_P = M_P⁻¹·e_P (lower triangular).
-        const float(*mp)[PANEL + 1] = small ? mis[a / PANEL] : mi;
-        float u = 0.0f;
-        for (int j = 0; j <= ri; ++j) u = fmaf(mp[ri][j], ep[j][cc], u);
-        up[ri][cc] = i < e ? u : 0.0f;
+        // Over all 32 columns (M_P⁻¹ is zero above its diagonal), in four partial sums:
+        // a 32-step chain of FMAs on loads that waited in turn was most of the panel's time.
+        const float(*mp)[GS] = small ? mis[a / PANEL] : mi;
+        float u4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < PANEL; ++j) u4[j & 3] = fmaf(mp[ri][j], ep[j][cc], u4[j & 3]);
+        up[ri][cc] = i < e ? (u4[0] + u4[1]) + (u4[2] + u4[3]) : 0.0f;
         __syncthreads();
-        // s_P = (finished panels' part) + G̃_PP·u_P (strictly lower).
+        // s_P = (finished panels' part) + G̃_PP·u_P (strictly lower: the mask keeps
+        // whatever G̃ holds on and above the diagonal out).
         if (i < e) {
-            float sv = fi;
-            for (int j = 0; j < ri; ++j) sv = fmaf(gp[ri][j], up[j][cc], sv);
-            if (c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = sv;
+            float s4[4] = {fi, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int j = 0; j < PANEL; ++j) s4[j & 3] = fmaf(j < ri ? gp[ri][j] : 0.0f, up[j][cc], s4[j & 3]);
+            if (c0 + cc < dv) sh[(long long)i * dv + c0 + cc] = (s4[0] + s4[1]) + (s4[2] + s4[3]);
         }
         // Every later row r: fin_r += G̃_{r,P}·u_P.
         const int nq = PANEL / 4 / sp.tpr, j0 = sp.pt * (PANEL / sp.tpr);

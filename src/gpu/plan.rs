@@ -211,15 +211,19 @@ pub(crate) const BIDIR_TILE: usize = 64;
 /// m × (m + dv) matrix per head, solved in O(m³).
 pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 
+/// 16-byte accesses of Y a combine thread loads at once, before it waits for the reduced
+/// solve (`CU` in cuda/combine.cu).
+pub(crate) const COMBINE_UNROLL: usize = 2;
+
 /// CTAs per head of the combine kernel (256 threads, grid-striding): one thread per
-/// 16-byte access of Y, or per element when `dv` is not a multiple of one (as
-/// cuda/combine.cu chooses), at most 1024. Sizing it by elements left 7 of 8 threads
-/// of the 16-bit kernels idle, and at small n launching those CTAs, not moving the
-/// memory, was the cost.
+/// [`COMBINE_UNROLL`] 16-byte accesses of Y, or per element when `dv` is not a multiple
+/// of one (as cuda/combine.cu chooses), at most 1024. Sizing it by elements left 7 of 8
+/// threads of the 16-bit kernels idle, and at small n launching those CTAs, not moving
+/// the memory, was the cost.
 pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
     let per = 16 / elem_bytes;
     let items = if dv.is_multiple_of(per) {
-        n * dv / per
+        (n * dv / per).div_ceil(COMBINE_UNROLL)
     } else {
         n * dv
     };
@@ -647,10 +651,11 @@ mod tests {
     }
 
     #[test]
-    fn combine_has_a_thread_per_access_up_to_its_cap() {
-        // bf16, dv = 64: 8 elements per access; n = 4096 → 32768 accesses → 128 CTAs.
-        assert_eq!(combine_blocks(4096, 64, 2), 128);
-        assert_eq!(combine_blocks(4096, 64, 4), 256); // f32: 4 per access
+    fn combine_has_a_thread_per_two_accesses_up_to_its_cap() {
+        // bf16, dv = 64: 8 elements per access; n = 4096 → 32768 accesses, 2 a thread → 64 CTAs.
+        assert_eq!(combine_blocks(4096, 64, 2), 64);
+        assert_eq!(combine_blocks(4096, 64, 4), 128); // f32: 4 per access
+        assert_eq!(combine_blocks(4096, 8, 2), 8); // one access a row
         assert_eq!(combine_blocks(4096, 5, 2), 80); // dv not a multiple: per element
         assert_eq!(combine_blocks(1, 1, 2), 1);
         assert_eq!(combine_blocks(1 << 20, 128, 2), 1024);
