@@ -495,10 +495,8 @@ extern "C" __global__ void __launch_bounds__(256) reduced_bidir_step(const Reduc
 // on, in its side buffer), a TW × TW tile of s per CTA. Grid (⌈m/TW⌉, ⌈dv/TW⌉, heads),
 // 256 threads, each 4 rows × 4 columns; G̃ and u through shared memory in chunks of KP.
 extern "C" __global__ void __launch_bounds__(256) reduced_bidir_apply(const ReducedParams p) {
-    // Signalled only once the kernels before have finished: the combine after it loads
-    // P and w before its own wait (combine.cu).
-    pdl_wait();
     pdl_trigger();
+    pdl_wait();
     __shared__ __align__(16) float gs[KP][TW + 4];  // G̃ tile, transposed: gs[j][i]
     __shared__ __align__(16) float us[KP][TW + 4];
     const int m = p.m, dv = p.dv, w = m + dv, pl = p.p0;

@@ -140,10 +140,8 @@ __device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, 
 }
 
 extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
-    // Signalled only once the kernels before have finished: the combine after it loads
-    // P and w before its own wait (combine.cu).
-    pdl_wait();
     pdl_trigger();
+    pdl_wait();
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;

@@ -90,7 +90,6 @@ impl Device {
             // CU_STREAM_PER_THREAD = 2), whose implicit synchronization with other
             // streams is the ordering a host relying on them expects.
             pdl: self.base.pdl && stream as usize > 2,
-            pdl_tail: self.base.pdl_tail && stream as usize > 2,
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),

@@ -559,7 +559,7 @@ fn enqueue_heads<T: GpuElement>(
                     &kx.combine[T::INDEX],
                     cfg1((blocks, bh as u32), 256, 0),
                     &p,
-                    gpu.pdl_tail,
+                    pdl,
                 )
             },
             "launching combine",

@@ -113,9 +113,6 @@ pub struct Gpu {
     /// Enqueue a call's kernels after the first with programmatic dependent launch
     /// (compute capability 9.0+ and `BLOCKRES_GPU_PDL=1`; see launch.rs).
     pdl: bool,
-    /// Enqueue the combine that way (`pdl`, or `BLOCKRES_GPU_PDL=tail`): it loads P
-    /// while the reduced solve runs (cuda/combine.cu).
-    pdl_tail: bool,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -165,9 +162,7 @@ impl Gpu {
         // Off unless asked for: on the H200 it measured 0.5–4% slower than plain launches
         // in the same run (results/v26_perf_summary.txt), the early CTAs of the next
         // kernel competing with the latency-bound coarse and reduced stages.
-        let mode = std::env::var("BLOCKRES_GPU_PDL").unwrap_or_default();
-        let pdl = cc_major >= 9 && mode == "1";
-        let pdl_tail = pdl || (cc_major >= 9 && mode == "tail");
+        let pdl = cc_major >= 9 && std::env::var("BLOCKRES_GPU_PDL").is_ok_and(|v| v == "1");
         Ok(Self {
             ctx,
             stream,
@@ -175,7 +170,6 @@ impl Gpu {
             name,
             smem,
             pdl,
-            pdl_tail,
         })
     }
 

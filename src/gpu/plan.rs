@@ -50,15 +50,19 @@ pub(crate) const FUSED_MAX_BLOCKS: usize = 64;
 /// A group's means (bandwidth-bound) and coarse and reduced stages (one partial wave of
 /// small CTAs) then run beside another group's local kernel instead of leaving most of
 /// the GPU idle. Measured on the H100 with the library split (B = 1, H = 16, d = 64,
-/// bf16, automatic b, `BLOCKRES_GPU_GROUPS` = 1 / 2 / 4 alternated twice in one call,
-/// `results/v56_groups_sweep.txt`), ms: n = 65536 0.804–0.806 / 0.791–0.796 / 0.762–0.763;
-/// n = 32768 (B·H·m = 4096) 0.401–0.414 / 0.399–0.403 / 0.426–0.433; n = 16384 (b = 64)
-/// 0.222–0.226 / 0.219–0.220 / 0.278–0.335. Below 8192 blocks the groups' shorter
-/// launches cost more than the overlap gives, so no split. (A gpu_bench prototype with
-/// the previous coarse kernel had found 4 groups 1.05× faster at 32768 too, v54.)
-pub(crate) const HEAD_GROUPS: usize = 4;
+/// bf16, automatic b, `BLOCKRES_GPU_GROUPS` = 1 / 2 / 4 alternated twice in one call), ms:
+/// - with h deferred (`results/v72b_perf.log`, 2026-12-07): n = 65536 0.724–0.726 /
+///   0.705–0.707 / 0.715–0.718; n = 32768 (B·H·m = 4096) 0.368 / 0.358 / 0.391–0.397.
+/// - before it (`results/v56_groups_sweep.txt`): n = 65536 0.804–0.806 / 0.791–0.796 /
+///   0.762–0.763; n = 32768 0.401–0.414 / 0.399–0.403 / 0.426–0.433; n = 16384 (b = 64)
+///   0.222–0.226 / 0.219–0.220 / 0.278–0.335.
+///
+/// Deferring h made each group's means and coarse stages shorter, so two groups now
+/// overlap enough from 4096 blocks on, and four split the local kernel into launches too
+/// short for it. (A gpu_bench prototype had found 4 groups 1.05× faster at 32768, v54.)
+pub(crate) const HEAD_GROUPS: usize = 2;
 /// See [`HEAD_GROUPS`].
-pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 8192;
+pub(crate) const HEAD_GROUP_MIN_BLOCKS: usize = 4096;
 
 /// The query-head ranges `[h0, h1)` of `B·H = bh` heads a call is split into (one range:
 /// no split). Groups take whole sets of `r = H/Hkv` query heads, so each reads a
@@ -211,19 +215,15 @@ pub(crate) const BIDIR_TILE: usize = 64;
 /// m × (m + dv) matrix per head, solved in O(m³).
 pub const MAX_BIDIRECTIONAL_BLOCKS: usize = 4096;
 
-/// 16-byte accesses of Y a combine thread loads at once, before it waits for the reduced
-/// solve (`CU` in cuda/combine.cu).
-pub(crate) const COMBINE_UNROLL: usize = 2;
-
 /// CTAs per head of the combine kernel (256 threads, grid-striding): one thread per
-/// [`COMBINE_UNROLL`] 16-byte accesses of Y, or per element when `dv` is not a multiple
-/// of one (as cuda/combine.cu chooses), at most 1024. Sizing it by elements left 7 of 8
-/// threads of the 16-bit kernels idle, and at small n launching those CTAs, not moving
-/// the memory, was the cost.
+/// 16-byte access of Y, or per element when `dv` is not a multiple of one (as
+/// cuda/combine.cu chooses), at most 1024. Sizing it by elements left 7 of 8 threads
+/// of the 16-bit kernels idle, and at small n launching those CTAs, not moving the
+/// memory, was the cost.
 pub(crate) fn combine_blocks(n: usize, dv: usize, elem_bytes: usize) -> u32 {
     let per = 16 / elem_bytes;
     let items = if dv.is_multiple_of(per) {
-        (n * dv / per).div_ceil(COMBINE_UNROLL)
+        n * dv / per
     } else {
         n * dv
     };
@@ -651,11 +651,10 @@ mod tests {
     }
 
     #[test]
-    fn combine_has_a_thread_per_two_accesses_up_to_its_cap() {
-        // bf16, dv = 64: 8 elements per access; n = 4096 → 32768 accesses, 2 a thread → 64 CTAs.
-        assert_eq!(combine_blocks(4096, 64, 2), 64);
-        assert_eq!(combine_blocks(4096, 64, 4), 128); // f32: 4 per access
-        assert_eq!(combine_blocks(4096, 8, 2), 8); // one access a row
+    fn combine_has_a_thread_per_access_up_to_its_cap() {
+        // bf16, dv = 64: 8 elements per access; n = 4096 → 32768 accesses → 128 CTAs.
+        assert_eq!(combine_blocks(4096, 64, 2), 128);
+        assert_eq!(combine_blocks(4096, 64, 4), 256); // f32: 4 per access
         assert_eq!(combine_blocks(4096, 5, 2), 80); // dv not a multiple: per element
         assert_eq!(combine_blocks(1, 1, 2), 1);
         assert_eq!(combine_blocks(1 << 20, 128, 2), 1024);
@@ -724,13 +723,16 @@ mod tests {
 
     #[test]
     fn head_groups_take_whole_kv_sets_and_only_large_causal_calls() {
-        // H = 16, n = 65536, b = 128: four groups of four heads.
+        // H = 16, n = 65536 or 32768 (B·H·m = 4096), b = 128: two groups of eight heads.
         assert_eq!(
             head_groups(16, 1, 512, 128, true, None),
-            vec![(0, 4), (4, 8), (8, 12), (12, 16)]
+            vec![(0, 8), (8, 16)]
         );
-        // n = 32768 (B·H·m = 4096), b = 64, too few blocks, or not eligible: one.
-        assert_eq!(head_groups(16, 1, 256, 128, true, None).len(), 1);
+        assert_eq!(
+            head_groups(16, 1, 256, 128, true, None),
+            vec![(0, 8), (8, 16)]
+        );
+        // b = 64, too few blocks, or not eligible: one.
         assert_eq!(head_groups(16, 1, 512, 64, true, None).len(), 1);
         assert_eq!(head_groups(8, 1, 256, 128, true, None).len(), 1);
         assert_eq!(head_groups(16, 1, 256, 128, false, None).len(), 1);
