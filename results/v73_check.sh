@@ -1,46 +1,27 @@
 #!/usr/bin/env bash
 # v73 (device), written 2026-12-07 (sixth session): the build to keep after v72a/v72b:
 # the reduced solve's shorter latency chains, local_tc's helpers, two head groups from
-# 4096 blocks (b ≥ 128); the combine back as in c2f9882. Tests (default, separate
-# kernels), memcheck; timing alternated three times against c2f9882; SDPA in the same
-# call; Nsight Compute per kernel (4096, 32768) and reduced_causal's source view at 4096.
+# 4096 blocks (b ≥ 128); the combine back as in c2f9882. A test subset, memcheck;
+# timing alternated twice against c2f9882; SDPA in the same call. (Trimmed to what the
+# 297 s of device time left after seven refused starts allow: the whole test suite, the
+# separate kernels and memcheck of the reduced change ran in v72a.)
 # Staging, here: bash cuda/stage_bins.sh .dev/chk c2f9882; cp results/v73_check.sh .dev/chk/v73.sh
-# There (carry [".dev/chk"]): OUT=$OUT bash .dev/chk/call.sh 420 bash .dev/chk/v73.sh
+# There (carry [".dev/chk"]): OUT=$OUT bash .dev/chk/call.sh 170 bash .dev/chk/v73.sh
 bin=$(bash cuda/unpack_bins.sh .dev/chk)
 B=$bin/gpu_bench; O=$bin/gpu_bench_c2f9882
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 row() { grep -E '^\| +[0-9]' | awk -F'|' '{printf "%s:%s/%s ", $2, $5, $6}'; }
 res() { grep -E 'test result|FAILED|panicked' "$1" | head -6 | paste -sd' '; }
 echo "--- tests"
-timeout 100 $bin/gpu_test --test-threads=1 > $OUT/tests.txt 2>&1; echo "default: $(res $OUT/tests.txt)"
-SUB="f16_matches bf16_matches small_mixed non_finite split constant"
-BLOCKRES_GPU_FUSED=0 timeout 60 $bin/gpu_test $SUB --test-threads=1 > $OUT/tests_sep.txt 2>&1; echo "FUSED=0: $(res $OUT/tests_sep.txt)"
+timeout 60 $bin/gpu_test split small_mixed non_finite constant --test-threads=1 > $OUT/tests.txt 2>&1; echo "tests: $(res $OUT/tests.txt)"
 timeout 40 compute-sanitizer --tool memcheck $bin/gpu_test small_mixed_case non_finite --test-threads=1 > $OUT/san.txt 2>&1
 echo "memcheck: $(grep -E 'ERROR SUMMARY|test result' $OUT/san.txt | paste -sd' ')"
-BLOCKRES_GPU_FUSED=0 timeout 40 compute-sanitizer --tool memcheck $bin/gpu_test small_mixed_case non_finite --test-threads=1 > $OUT/san_sep.txt 2>&1
-echo "memcheck FUSED=0: $(grep -E 'ERROR SUMMARY|test result' $OUT/san_sep.txt | paste -sd' ')"
 echo "--- timing, ms median/best"
-N="2048 4096 8192 16384 32768 65536"
-for r in 1 2 3; do
+N="2048 4096 8192 32768 65536"
+for r in 1 2; do
   echo "base.$r:  $(timeout 40 $O $N | row)"
   echo "new.$r:   $(timeout 40 $B $N | row)"
 done
-echo "base d128: $(timeout 30 $O --d 128 4096 32768 | row)"
-echo "new d128:  $(timeout 30 $B --d 128 4096 32768 | row)"
-echo "--- SDPA"; timeout 90 python3 cuda/bench_torch.py --sdpa 4096 32768 > $OUT/sdpa.txt 2>&1
+echo "--- SDPA"; timeout 70 python3 cuda/bench_torch.py --sdpa 4096 32768 > $OUT/sdpa.txt 2>&1
 grep -E "^\| +[0-9]|SDPA" $OUT/sdpa.txt | head -4
-k() { awk -F'","' '/gpu__time_duration/ {printf "%s %s; ", $5, $NF}' "$1" | tr -d '"' | sed 's/(const [A-Za-z]*Params)//g'; }
-timeout 45 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 3 \
-  --metrics gpu__time_duration.sum --csv $B 4096 > $OUT/ncu_4096.csv 2>> $OUT/ncu.err
-timeout 45 ncu --clock-control none --cache-control none --launch-skip 60 --launch-count 6 \
-  --metrics gpu__time_duration.sum --csv $B 32768 > $OUT/ncu_32768.csv 2>> $OUT/ncu.err
-echo "ncu 4096:  $(k $OUT/ncu_4096.csv)"
-echo "ncu 32768: $(k $OUT/ncu_32768.csv)"
-timeout 60 ncu --clock-control none -k regex:reduced_causal --launch-skip 5 --launch-count 1 --set full \
-  --import-source no -o "$OUT/reduced_4096" $B 4096 > "$OUT/ncu_reduced.log" 2>&1
-timeout 30 ncu -i "$OUT/reduced_4096.ncu-rep" --section WarpStateStats --section SchedulerStats \
-  --section Occupancy --section LaunchStats --section SpeedOfLight --print-details all > "$OUT/ncu_reduced_4096_stalls.txt" 2>&1
-timeout 30 ncu -i "$OUT/reduced_4096.ncu-rep" --page source --print-source sass --csv \
-  > "$OUT/ncu_reduced_4096_sass.csv" 2>&1; gzip -f "$OUT/ncu_reduced_4096_sass.csv"; rm -f "$OUT"/*.ncu-rep
-grep -E "Warp Cycles Per Issued|Issued Warp|Eligible Warps|Active Warps Per|Duration" "$OUT/ncu_reduced_4096_stalls.txt" | head -8
 tar czf /tmp/all.tgz -C $OUT . && find $OUT -mindepth 1 ! -name perf.log -delete && mv /tmp/all.tgz $OUT/
