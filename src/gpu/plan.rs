@@ -97,7 +97,11 @@ pub(crate) fn head_groups(
 /// 32768, 1.154 / 1.075 / 0.885 at 65536; d = 128: 0.387 / 0.391 / 0.488 at 16384,
 /// 0.814 / 0.752 / 0.941 at 32768, 1.964 / 1.610 / 1.925 at 65536. The switch sits
 /// between the measured lengths. (Larger blocks keep the m×m stages small; smaller ones
-/// let the 4-warp local kernel run 5 CTAs per SM at d ≤ 64, 3 at d ≤ 128.)
+/// let the 4-warp local kernel run 5 CTAs per SM at d ≤ 64, 3 at d ≤ 128.) Swept again on
+/// the H100 after h was deferred (2026-12-07, `results/v72b_perf.log`), b = 64 / 96 / 128:
+/// d = 64: 0.109 / 0.136 / 0.118 at 8192, 0.196 / 0.235 / 0.202 at 16384, 0.391 / 0.438
+/// / 0.364 at 32768; d = 128: 0.178 / 0.189 / 0.254, 0.327 / 0.329 / 0.413, 0.652 /
+/// 0.629 / 0.781; at 4096 (d = 64) 64 against 128: 0.060–0.062 / 0.062–0.064.
 ///
 /// It differs from the CPU rule ([`crate::auto_block_size`], 1.5·n^(1/3)), which was
 /// tuned for the CPU kernels: the same attributes with `block_size = 0` give slightly
