@@ -67,7 +67,9 @@ __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, cons
             for (int u = 0; u < 4; ++u) tmp[4 * q + u] = (lane < rows && 4 * q + u < rows) ? gr[4 * q + u] : 0.0f;
         }
     }
-    __syncwarp();  // gp may be out itself: every lane is past its reads of an earlier use
+    // Neither caller uses gp before this; the barrier keeps a warp that reused it (gp may
+    // be out itself) from overwriting what another lane still reads. Kept as v72a tested it.
+    __syncwarp();
 #pragma unroll
     for (int r = 0; r < PANEL; ++r) gp[r * GS + lane] = tmp[r];
     cp[lane] = lane < rows ? gamma * ch[a + lane] : 0.0f;
