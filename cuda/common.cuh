@@ -34,6 +34,7 @@ struct MeansParams {
     int d[3];
     int n, b, m;
     int first;  // 1: Q's block's first row instead of its mean (coarse_query = first)
+    u64 epoch;  // the call's epoch in its workspace (rec_value)
 };
 
 // coarse: G̃, σ, gsum and h from the block means. h = 0 (deferred h, see LocalParams):
@@ -50,8 +51,9 @@ struct CoarseParams {
 // local_causal_*, local_tc_*, local_bidir_*: the within-block stage. With `fused` (the
 // causal local_tc only) the kernel also does the means and the coarse row (cuda/local_tc.cu):
 // then sigma, gsum, h are unused, and it writes k̄, v̄ (one copy per query head) and G̃, and
-// uses bad[0..3) (non-finite record), bad[3] (CTA ticket) and bad[4 ..) (per-block flags),
-// all zeroed before the launch. Without `fused`, h = 0 (the causal local_tc only) defers
+// uses bad[0..3) (non-finite record), bad[3] (CTA ticket counter, never reset: the CTA's
+// ticket is its count less ticket0, the workspace's count before the call) and bad[4 ..)
+// (per-block flags, set to the call's epoch when published). Without `fused`, h = 0 (the causal local_tc only) defers
 // h: P leaves out z⊗h (P′ = P − w⊗h, SPEC §2 step 3 without its second term), the kernel
 // keeps V's non-finite record (bad[2]) itself and writes v̄_I + γ·p̄′_I where p̄_I goes,
 // and the reduced and combine stages put h back (ReducedParams, CombineParams).
@@ -65,6 +67,7 @@ struct LocalParams {
     int H, Hkv, n, dk, dv, b, m;
     float scale, gamma;
     int first, fused;
+    u64 epoch, ticket0;
 };
 
 // reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
@@ -130,8 +133,17 @@ template <> __device__ __forceinline__ f16_t from_f<f16_t>(float v) {
 
 // Non-finite records (the host's `bad` buffers) hold max(FLAG − flat index) over the
 // non-finite elements found, so 0 means none and the smallest index wins (atomicMax);
-// src/gpu/mod.rs counts down from the same value.
+// src/gpu/decode.rs counts down from the same value.
 #define FLAG (1ull << 62)
+
+// The block path's records carry the call's epoch above REC_MASK − flat index: a record
+// left by an earlier call is always smaller, the call's smallest index wins, and the host
+// clears the buffer when it allocates it (and when epochs wrap), not before every call
+// (a memset and its gap before the first kernel). src/gpu/mod.rs decodes the same way.
+// Flat indices stay below 2^40: no device holds a tensor of 2^40 elements.
+#define REC_SHIFT 40
+#define REC_MASK ((1ull << REC_SHIFT) - 1)
+__device__ __forceinline__ u64 rec_value(u64 epoch, u64 index) { return (epoch << REC_SHIFT) | (REC_MASK - index); }
 
 // True for finite values; written without isfinite() so it needs no header.
 __device__ __forceinline__ bool finite_f(float x) { return (x - x) == 0.0f; }
@@ -269,8 +281,8 @@ __device__ __forceinline__ void pdl_wait() {
 
 // Publishing what a CTA wrote to other CTAs, after a __syncthreads: an acquire-release
 // fence at GPU scope, then a relaxed atomic (the pattern of CUTLASS's barriers).
-__device__ __forceinline__ void gpu_release_add(u64* c) {
-    asm volatile("fence.acq_rel.gpu;\n\tred.relaxed.gpu.global.add.u64 [%0], 1;" ::"l"(c) : "memory");
+__device__ __forceinline__ void gpu_release_store(u64* c, u64 v) {
+    asm volatile("fence.acq_rel.gpu;\n\tst.relaxed.gpu.global.u64 [%0], %1;" ::"l"(c), "l"(v) : "memory");
 }
 
 // The launcher sizes each launch's dynamic shared memory from src/gpu/plan.rs, whose

@@ -187,14 +187,15 @@ __device__ __forceinline__ void ones_colsums(u32 a, int np, float* out, int gq, 
 
 // Column c of a tile's nb rows (stride LD), whose column sum came out non-finite: the
 // flat index of its first non-finite element into *bad, as means.cu keeps it (max of
-// FLAG − index, so the smallest index wins). Row r is row row0 + r of a tensor of width d.
+// rec_value, so the call's smallest index wins). Row r is row row0 + r of a tensor of
+// width d.
 template <class T, int LD>
 __device__ __forceinline__ void record_nonfinite(const u16* tile, int nb, int c, long long row0, int d,
-                                                 u64* bad) {
+                                                 u64* bad, u64 epoch) {
     for (int r = 0; r < nb; ++r) {
         T e;
         e.x = tile[r * LD + c];
-        if (!finite_f(to_f(e))) atomicMax(bad, FLAG - (u64)((row0 + r) * d + c));
+        if (!finite_f(to_f(e))) atomicMax(bad, rec_value(epoch, (u64)((row0 + r) * d + c)));
     }
 }
 
@@ -226,7 +227,8 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
                                  float* red, float* hs, float* __restrict__ kbar,
                                  float* __restrict__ vbar, float* __restrict__ g, u64* bad,
                                  int I, int bh, long long kvh, int n, int dk, int dv, int b,
-                                 int m, int nb, float scale, int first, float& sig, float& gs) {
+                                 int m, int nb, float scale, int first, u64 epoch, float& sig,
+                                 float& gs) {
     constexpr int LD = DM + 8;
     const int tid = threadIdx.x, nt = blockDim.x, nw = nt >> 5;
     const int w = warp_index(), lane = tid & 31, gq = lane >> 2, t = lane & 3;
@@ -249,7 +251,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
         for (int j = 0; j < nw; ++j) s += part[(j * 3 + x) * DM + c];
         if (!finite_f(s))
             record_nonfinite<T, LD>(x == 0 ? qs : x == 1 ? ks : vs, nb, c,
-                                    (x == 0 ? bh : kvh) * n + (long long)I * b, d, bad + x);
+                                    (x == 0 ? bh : kvh) * n + (long long)I * b, d, bad + x, epoch);
         if (x == 0) {
             T e;
             e.x = qs[c];
@@ -260,7 +262,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     }
     u64* flags = bad + 4;
     __syncthreads();  // every k̄_I, v̄_I store of the CTA is done
-    if (tid == 0) gpu_release_add(flags + bi);  // the flag: 0 → 1
+    if (tid == 0) gpu_release_store(flags + bi, epoch);  // the flag: the call's epoch
     float* grow = g + bi * m;
     for (int J = I + tid; J < m; J += nt) grow[J] = 0.0f;
     if (I == 0) {
@@ -282,7 +284,7 @@ __device__ void fused_coarse_row(const u16* qs, const u16* ks, const u16* vs, fl
     const float* kb = kbar + (long long)bh * m * dk;
     float mx = neg_inf();
     for (int J = tid; J < I; J += nt) {
-        while (flag_acquire(hf + J) == 0) __nanosleep(32);
+        while (flag_acquire(hf + J) != epoch) __nanosleep(32);
         const float* kr = kb + (long long)J * dk;
         float acc = 0.0f;
         if (dk % 4 == 0) {
@@ -385,7 +387,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
                          const float* __restrict__ hvec, int H, int Hkv, int n, int dk, int dv,
                          int b, int m, float scale, float gamma, float* __restrict__ kbar,
                          float* __restrict__ vbar, float* __restrict__ gout, u64* bad, int first,
-                         int fused) {
+                         int fused, u64 epoch, u64 ticket0) {
     constexpr int LD = DM + 8;      // stride (16-bit) of every tile; odd in 16-byte units
     constexpr int VT = DM / 8;      // value n-tiles at most; the w column is tile VT
     constexpr int XT = VT + 1;
@@ -417,7 +419,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         if (m > FUSED_MAX) asm volatile("trap;");  // the coarse row's shared-memory bound
         // (I, bh) in the order CTAs start, so every block a CTA waits for (fused_coarse_row)
         // belongs to a CTA already running.
-        if (threadIdx.x == 0) *tk = (int)atomicAdd(bad + 3, 1ull);
+        if (threadIdx.x == 0) *tk = (int)(atomicAdd(bad + 3, 1ull) - ticket0);
         __syncthreads();
         I = *tk % m;
         bh = *tk / m;
@@ -468,7 +470,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
     __syncthreads();
     if (fused)
         fused_coarse_row<T, NWM, DM>(qs, ks, vs, dws, red, hs, kbar, vbar, gout, bad, I, bh, kvh, n,
-                                     dk, dv, b, m, nb, scale, first, sig, gs);
+                                     dk, dv, b, m, nb, scale, first, epoch, sig, gs);
 
     const int w = warp_index();
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -882,7 +884,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
             // (common.cuh, ReducedParams), so the solve reads nothing more.
             float sv = 0.0f;
             for (int j = 0; j < nw; ++j) sv += vsum[j * LD + c];
-            if (!finite_f(sv)) record_nonfinite<T, LD>(vs, nb, c, kvh * n + base, dv, bad + 2);
+            if (!finite_f(sv)) record_nonfinite<T, LD>(vs, nb, c, kvh * n + base, dv, bad + 2, epoch);
             pbar[bi * dv + c] = fmaf(gamma, sum * inv, sv * inv);
         }
     }
@@ -900,7 +902,7 @@ __device__ void local_tc(const T* __restrict__ q, const T* __restrict__ k,
         local_tc_##S##_##W##_##D(const LocalParams p) {                                       \
         pdl_trigger();                                                                        \
         local_tc<T, W, D>(BLOCKRES_LOCAL_ARGS(T, p), p.kbar, p.vbar, p.g, p.bad, p.first,     \
-                          p.fused);                                                           \
+                          p.fused, p.epoch, p.ticket0);                                       \
     }
 #define LOCAL_TC_ALL(T, S) \
     LOCAL_TC(T, S, 4, 64, 5) LOCAL_TC(T, S, 8, 64, 2) LOCAL_TC(T, S, 4, 128, 3) LOCAL_TC(T, S, 8, 128, 1) LOCAL_TC(T, S, 6, 128, 2)

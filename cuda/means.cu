@@ -8,15 +8,15 @@
 // element, so the inputs are read once for both purposes: a non-finite element makes
 // its column's sum non-finite, and only then does the thread look at its elements again
 // (an f32 overflow of finite values, the other way to a non-finite sum, finds nothing
-// there). `bad` (zeroed by the host) gets max(FLAG − index), i.e. 0 means none and the
-// smallest index wins. (Checking every element as it was summed cost the hot loop 64-bit
+// there). `bad` gets max(rec_value(epoch, index)) (common.cuh): the call's smallest index
+// wins over it and over every earlier call's record. (Checking every element as it was summed cost the hot loop 64-bit
 // index math and 58 registers: 4 CTAs per SM, 91 µs for Q, K, V at n = 32768.)
 #include "common.cuh"
 
 template <class T>
 __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
                             u64* __restrict__ bad, long long head, int n, int d, int b, int m,
-                            int first) {
+                            int first, u64 epoch) {
     __shared__ float part[256 * 8];
     const int J = blockIdx.x;
     const int r0 = J * b;
@@ -58,7 +58,7 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
                 for (int r = r0 + g; r < r1; r += groups)
                     for (int k = 0; k < V; ++k) {
                         const long long off = (long long)r * d + cv * V + k;
-                        if (!finite_f(to_f(xh[off]))) atomicMax(bad, FLAG - (u64)(head * n * d + off));
+                        if (!finite_f(to_f(xh[off]))) atomicMax(bad, rec_value(epoch, (u64)(head * n * d + off)));
                     }
             }
 #pragma unroll
@@ -74,7 +74,7 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
             if (!finite_f(s)) {
                 for (int r = r0 + g; r < r1; r += groups)
                     if (!finite_f(to_f(base[(long long)r * d])))
-                        atomicMax(bad, FLAG - (u64)(head * n * d + (long long)r * d + c));
+                        atomicMax(bad, rec_value(epoch, (u64)(head * n * d + (long long)r * d + c)));
             }
             part[g * d + c] = s;
         }
@@ -111,6 +111,6 @@ __device__ void block_means(const T* __restrict__ x, float* __restrict__ out,
         if (head >= (q ? p.heads[0] : k ? p.heads[1] : p.heads[2])) return; /* GQA */         \
         block_means<T>(static_cast<const T*>(q ? p.x[0] : k ? p.x[1] : p.x[2]),               \
                        q ? p.out[0] : k ? p.out[1] : p.out[2], p.bad + t, head, p.n,          \
-                       q ? p.d[0] : k ? p.d[1] : p.d[2], p.b, p.m, q ? p.first : 0);          \
+                       q ? p.d[0] : k ? p.d[1] : p.d[2], p.b, p.m, q ? p.first : 0, p.epoch); \
     }
 BLOCKRES_FOR_TYPES(MEANS)

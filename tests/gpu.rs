@@ -124,6 +124,11 @@ fn gpu() -> Gpu {
 /// Run one case on the GPU (output poisoned with NaN first) and return the relative
 /// Frobenius error against the f64 reference.
 fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
+    run_case_in::<T>(g, c, seed, &mut GpuWorkspace::new())
+}
+
+/// [`run_case`] on a caller's workspace.
+fn run_case_in<T: GpuElement>(g: &Gpu, c: Case, seed: u64, ws: &mut GpuWorkspace) -> f64 {
     let mut rng = Rng::new(seed | 1);
     let Case {
         batch,
@@ -168,8 +173,7 @@ fn run_case<T: GpuElement>(g: &Gpu, c: Case, seed: u64) -> f64 {
     let dvv = g.upload(&v).unwrap();
     let poison = vec![T::from_f32(f32::NAN); batch * heads * n * dv];
     let mut dy = g.upload(&poison).unwrap();
-    let mut ws = GpuWorkspace::new();
-    gpu::resolvent_attention_device(g, &dq, &dkk, &dvv, &mut dy, &dims, &cfg, &mut ws).unwrap();
+    gpu::resolvent_attention_device(g, &dq, &dkk, &dvv, &mut dy, &dims, &cfg, ws).unwrap();
     ws.check_finite(g).unwrap();
     let y = to64(&g.download(&dy).unwrap());
     assert!(
@@ -291,6 +295,45 @@ fn check_all<T: GpuElement>(bar: f64) {
                 T::SUFFIX
             );
         }
+    }
+}
+
+/// One workspace for every case in turn, with calls on non-finite input between them:
+/// its record is cleared only when allocated, so each call's non-finite values and the
+/// fused kernel's flags carry that call's epoch, and its tickets count on from the
+/// calls before (src/gpu/mod.rs). A stale record would report a NaN a call did not
+/// have, or miss one it had; a stale ticket count would leave blocks unwritten (NaN).
+#[test]
+fn one_workspace_serves_every_shape_in_turn() {
+    let g = gpu();
+    let mut ws = GpuWorkspace::new();
+    let nan_call = |ws: &mut GpuWorkspace, n: usize, block: usize, index: Option<usize>| {
+        let (h, d) = (2, 16);
+        let mut k = vec![bf16::from_f32(0.2); h * n * d];
+        if let Some(i) = index {
+            k[i] = bf16::NAN;
+        }
+        let x = g.upload(&vec![bf16::from_f32(0.1); h * n * d]).unwrap();
+        let kk = g.upload(&k).unwrap();
+        let mut y = g.upload(&vec![bf16::from_f32(0.0); h * n * d]).unwrap();
+        let dims = Dims::from_shapes([1, h, n, d], [1, h, n, d], [1, h, n, d]).unwrap();
+        let cfg = Config {
+            block_size: block,
+            ..Config::default()
+        };
+        gpu::resolvent_attention_device(&g, &x, &kk, &x, &mut y, &dims, &cfg, ws).unwrap();
+        ws.check_finite(&g)
+    };
+    for (i, c) in cases().into_iter().enumerate() {
+        let err = run_case_in::<bf16>(&g, c, 0xE90C ^ ((i as u64) << 8), &mut ws);
+        assert!(err <= 1e-2, "case {i} {c:?}: relative error {err:.3e}");
+        // A NaN in K on the fused path (m = 5) and on the separate one (m = 100), then
+        // the same shapes without: only the call that had it reports it.
+        let (n, block) = if i % 2 == 0 { (300, 0) } else { (200, 2) };
+        let index = 37 * i + 5;
+        let e = nan_call(&mut ws, n, block, Some(index)).unwrap_err();
+        assert_eq!(e, Error::NonFinite { tensor: "K", index }, "after case {i}");
+        nan_call(&mut ws, n, block, None).unwrap();
     }
 }
 

@@ -288,15 +288,11 @@ fn enqueue_heads<T: GpuElement>(
         unreachable!("ensure made 12 buffers")
     };
     let bad = ws.bad_ptr;
-    st.context()
-        .bind_to_thread()
-        // SAFETY: `bad` is the workspace's record buffer of at least `plan.record` u64s
-        // (ensure), alive while the workspace is; the memset is ordered on `st` like the
-        // kernels that use it.
-        .and_then(|_| unsafe {
-            cudarc::driver::result::memset_d8_async(bad, 0, plan.record * 8, st.cu_stream())
-        })
-        .map_err(|e| dev_err("clearing the non-finite record", e))?;
+    // The record is not cleared before the call: its values carry the call's epoch
+    // (cuda/common.cuh, rec_value), and the fused kernel's tickets count on from the
+    // workspace's total. That saves a memset and its gap before the first kernel.
+    let epoch = ws.next_epoch(st)?;
+    let ticket0 = ws.tickets;
     let (ni, dki, dvi, bi, mi) = (
         to_i32(n, "n")?,
         to_i32(dk, "dk")?,
@@ -336,6 +332,7 @@ fn enqueue_heads<T: GpuElement>(
             b: bi,
             m: mi,
             first: i32::from(cfg.coarse_query == CoarseQuery::First),
+            epoch,
         };
         let c = LaunchConfig {
             grid_dim: (m as u32, bh as u32, if defer { 2 } else { 3 }),
@@ -348,7 +345,7 @@ fn enqueue_heads<T: GpuElement>(
             // heads' m blocks of d, `bad` holds three u64; grid (m, B·H ≥ B·Hkv, 3 tensors)
             // within the limits the plan checked; 256 threads as its launch bounds, no
             // dynamic shared memory. The call's first kernel: fully ordered after the
-            // work before it (and after the memset above).
+            // work before it.
             unsafe { enqueue(st, &kx.means[T::INDEX], c, &p, false) },
             "launching block_means",
         )?;
@@ -428,6 +425,8 @@ fn enqueue_heads<T: GpuElement>(
             gamma,
             first: i32::from(cfg.coarse_query == CoarseQuery::First),
             fused: i32::from(plan.fused),
+            epoch,
+            ticket0,
         };
         launch(
             // SAFETY: `local_causal_*` (cuda/local.cu), `local_tc_*` (cuda/local_tc.cu),
@@ -437,8 +436,9 @@ fn enqueue_heads<T: GpuElement>(
             // plan picked `threads` within the chosen kernel's launch bounds and `smem`
             // for its layout, within the device limit it checked and allowed above. Fused
             // (local_tc only): k̄ and v̄ hold B·H·m rows, the record the plan's `record`
-            // u64s, zeroed above; the grid has exactly the m·B·H CTAs its ticket counts.
-            // It is then the call's first kernel, so fully ordered after the memset.
+            // u64s, cleared when allocated, its flags below this call's epoch; the grid
+            // has exactly the m·B·H CTAs its tickets count from `ticket0`. It is then the
+            // call's first kernel, so fully ordered after the work before the call.
             unsafe {
                 enqueue(
                     st,
@@ -450,6 +450,9 @@ fn enqueue_heads<T: GpuElement>(
             },
             "launching the local kernel",
         )?;
+        if plan.fused {
+            ws.tickets += (m * bh) as u64;
+        }
     }
     // 6. Reduced system. Causal: the panels' inverses (all at once), then the blocked
     // solve. Bidirectional: blocked Gauss–Jordan on [I − γ·diag(c)·G̃ | p̄] (one launch

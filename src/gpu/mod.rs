@@ -244,6 +244,11 @@ pub struct GpuWorkspace {
     fork: Option<CudaEvent>,
     /// How many of `parts` the last call used (0: it ran on this workspace's own buffers).
     parts_used: usize,
+    /// The last call's epoch (0: none since `bad` was cleared): its non-finite records
+    /// and flags carry it, so `bad` is cleared only when allocated and when epochs wrap.
+    epoch: u64,
+    /// Tickets the fused local kernels have taken from `bad[3]` since it was cleared.
+    tickets: u64,
 }
 
 /// One head group's stream and scratch; `offsets`: where its heads start in Q, K, V
@@ -263,9 +268,13 @@ impl std::fmt::Debug for GpuWorkspace {
     }
 }
 
-/// Offset the non-finite record counts down from: the kernels store `FLAG − index`
-/// with atomicMax, so 0 means "none" and the smallest index wins.
-const FLAG: u64 = 1 << 62;
+/// The non-finite record (`rec_value` in cuda/common.cuh): the call's epoch above
+/// `REC_MASK − index`, taken with atomicMax, so the call's smallest index wins and a
+/// record of an earlier call is smaller than any of the call's own.
+const REC_SHIFT: u32 = 40;
+const REC_MASK: u64 = (1 << REC_SHIFT) - 1;
+/// Epochs before the record buffer is cleared and they start again at 1.
+const EPOCHS: u64 = 1 << (64 - REC_SHIFT);
 
 impl GpuWorkspace {
     /// An empty workspace; device memory is allocated by the first call.
@@ -340,6 +349,7 @@ impl GpuWorkspace {
                     .alloc_zeros::<u64>(record.max(3))
                     .map_err(|e| dev_err("allocating device memory", e))?,
             );
+            (self.epoch, self.tickets) = (0, 0);
         }
         self.ptrs = self.bufs.iter().map(|b| b.device_ptr(&alloc).0).collect();
         self.bad_ptr = self.bad.as_ref().map_or(0, |b| b.device_ptr(&alloc).0);
@@ -351,30 +361,54 @@ impl GpuWorkspace {
         Ok(())
     }
 
+    /// The next call's epoch on `st` (after `ensure`). When epochs run out, the record
+    /// is cleared on `st` first and they start again.
+    fn next_epoch(&mut self, st: &Arc<CudaStream>) -> Result<u64> {
+        if self.epoch + 1 >= EPOCHS {
+            let len = self.bad.as_ref().map_or(0, |b| b.len());
+            st.context()
+                .bind_to_thread()
+                // SAFETY: `bad_ptr` is the record buffer of `len` u64s (ensure), alive
+                // while the workspace is; the memset is ordered on `st` before the call.
+                .and_then(|_| unsafe {
+                    cudarc::driver::result::memset_d8_async(
+                        self.bad_ptr,
+                        0,
+                        len * 8,
+                        st.cu_stream(),
+                    )
+                })
+                .map_err(|e| dev_err("clearing the non-finite record", e))?;
+            (self.epoch, self.tickets) = (0, 0);
+        }
+        self.epoch += 1;
+        Ok(self.epoch)
+    }
+
     /// Wait for the last call and report the first NaN or infinity it found in Q, K or
     /// V as [`Error::NonFinite`] (flat index into that tensor); `Ok` when all were
     /// finite. The output of a call with non-finite input is not meaningful.
     pub fn check_finite(&self, gpu: &Gpu) -> Result<()> {
         // Per tensor, the smallest flagged index over the call's groups (one: this one).
         let mut first: [Option<usize>; 3] = [None; 3];
-        let mut note = |bad: &Option<CudaSlice<u64>>, st: &Arc<CudaStream>, off: [usize; 3]| {
-            let Some(bad) = bad else { return Ok(()) };
+        let mut note = |ws: &GpuWorkspace, st: &Arc<CudaStream>, off: [usize; 3]| {
+            let Some(bad) = &ws.bad else { return Ok(()) };
             let v = st
                 .clone_dtoh(&bad.slice(..3))
                 .map_err(|e| dev_err("copying from the device", e))?;
             for ((f, &x), o) in first.iter_mut().zip(&v).zip(off) {
-                if x != 0 {
-                    let i = o + (FLAG - x) as usize;
+                if ws.epoch != 0 && x >> REC_SHIFT == ws.epoch {
+                    let i = o + (REC_MASK - (x & REC_MASK)) as usize;
                     *f = Some(f.map_or(i, |j| j.min(i)));
                 }
             }
             Ok::<(), Error>(())
         };
         if self.parts_used == 0 {
-            note(&self.bad, &gpu.stream, [0; 3])?;
+            note(self, &gpu.stream, [0; 3])?;
         }
         for p in &self.parts[..self.parts_used] {
-            note(&p.ws.bad, &p.stream, p.offsets)?;
+            note(&p.ws, &p.stream, p.offsets)?;
         }
         for (name, f) in ["Q", "K", "V"].iter().zip(first) {
             if let Some(index) = f {

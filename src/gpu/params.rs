@@ -30,6 +30,8 @@ pub(crate) struct MeansParams {
     pub b: i32,
     pub m: i32,
     pub first: i32,
+    /// The call's epoch in its workspace (`rec_value` in cuda/common.cuh).
+    pub epoch: u64,
 }
 
 /// `CoarseParams`: `coarse` (cuda/coarse.cu).
@@ -89,6 +91,10 @@ pub(crate) struct LocalParams {
     pub first: i32,
     /// 1: the causal tensor-core kernel does the means and coarse stages itself.
     pub fused: i32,
+    /// The call's epoch: its non-finite records and (with `fused`) its flags carry it.
+    pub epoch: u64,
+    /// With `fused`: the workspace's ticket count before the call.
+    pub ticket0: u64,
 }
 
 /// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
@@ -212,9 +218,9 @@ mod tests {
     /// written out so a change on either side is a visible decision.
     #[test]
     fn sizes_match_the_c_layout() {
-        assert_eq!(size_of::<MeansParams>(), 96);
+        assert_eq!(size_of::<MeansParams>(), 104);
         assert_eq!(size_of::<CoarseParams>(), 96);
-        assert_eq!(size_of::<LocalParams>(), 160);
+        assert_eq!(size_of::<LocalParams>(), 176);
         assert_eq!(size_of::<ReducedParams>(), 56);
         assert_eq!(size_of::<CombineParams>(), 48);
         assert_eq!(size_of::<DecodeParams>(), 128);
