@@ -96,7 +96,7 @@ __device__ __forceinline__ void panel_inverse(const float* __restrict__ gh, cons
 }
 
 // M_P⁻¹ of every 32-row panel: minv[((bh·np + P)·32 + i)·32 + j], np = ceil(m/32).
-// Not launched for m ≤ SMALL_M: reduced_causal then forms them itself.
+// Not launched for m ≤ SMALL_M: reduced_causal_small then forms them itself.
 extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedParams p) {
     pdl_trigger();
     pdl_wait();
@@ -114,9 +114,11 @@ extern "C" __global__ void __launch_bounds__(32) reduced_inverses(const ReducedP
 struct Split {
     int tpr, row, pt;  // threads a row; this thread's first row (≥ m: none); its part
 };
+// SMALL (m ≤ SMALL_M): at most 32 rows follow a panel, so tpr is 8 at compile time.
+template <bool SMALL>
 __device__ __forceinline__ Split split_rows(int e, int m, int tid) {
     const int left = m - e;
-    const int tpr = left <= 32 ? 8 : left <= 64 ? 4 : left <= 128 ? 2 : 1;
+    const int tpr = SMALL || left <= 32 ? 8 : left <= 64 ? 4 : left <= 128 ? 2 : 1;
     return {tpr, e + tid / tpr, tid % tpr};
 }
 // Row r's weights G̃_{r, a + pt·32/tpr + 0..}, zero past e, as float4 (w[q], q < 8/tpr).
@@ -141,9 +143,11 @@ __device__ __forceinline__ void load_weights(float4* w, const float* gh, int m, 
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
-    pdl_trigger();
-    pdl_wait();
+// SMALL: m ≤ SMALL_M, every M_P⁻¹ formed here (no reduced_inverses launch). A template
+// rather than a flag, so that each entry holds only its own path: with both in one
+// kernel it was 5.8 k instructions (93 KB of code, run about once at m = 64).
+template <bool SMALL>
+__device__ __forceinline__ void reduced_causal_body(const ReducedParams& p) {
     const float* __restrict__ g = p.g;
     const float* __restrict__ pbar = p.pbar;
     const float* __restrict__ cvec = p.cvec;
@@ -157,13 +161,13 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     extern __shared__ __align__(16) float fin[];
     require_smem(4ll * m * CW);
     __shared__ float gp[PANEL][PANEL + 1];          // G̃_PP
-    __shared__ float mi[PANEL][GS];                 // M_P⁻¹
+    __shared__ float mi[SMALL ? 1 : PANEL][GS];     // M_P⁻¹
     __shared__ float ep[PANEL][CW];                 // e_P
     __shared__ __align__(16) float up[PANEL][CW];   // u_P
     // m ≤ SMALL_M: every M_P⁻¹ formed here at the start, one warp a panel (a launch of
     // reduced_inverses saved: about 5 µs of a 70 µs call at n = 4096 on the H100).
-    __shared__ __align__(16) float mis[SMALL_M / PANEL][PANEL][GS];
-    __shared__ float cps[SMALL_M / PANEL][PANEL];
+    __shared__ __align__(16) float mis[SMALL ? SMALL_M / PANEL : 1][PANEL][GS];
+    __shared__ float cps[SMALL ? SMALL_M / PANEL : 1][PANEL];
     const int bh = blockIdx.y;
     const int c0 = blockIdx.x * CW;
     const int np = (m + PANEL - 1) / PANEL;
@@ -173,7 +177,7 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     float* sh = s + (long long)bh * m * dv;
     const int tid = threadIdx.x;
     const int ri = tid >> 3, cc = tid & 7;  // row of the panel; column
-    const bool small = m <= SMALL_M;
+    constexpr bool small = SMALL;
     for (int idx = tid; idx < m * CW; idx += blockDim.x) fin[idx] = 0.0f;
     // The next panel's own blocks, p̄ and c in registers, loaded one step ahead.
     constexpr int PB = PANEL * PANEL / 256;
@@ -193,10 +197,10 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
     prefetch(0);
     float4 wn[PANEL / 4];  // the weights of this thread's first row in the next update
     {
-        const Split s0 = split_rows(min(PANEL, m), m, tid);
+        const Split s0 = split_rows<SMALL>(min(PANEL, m), m, tid);
         load_weights(wn, gh, m, 0, min(PANEL, m), s0.row, s0);
     }
-    if (small) {
+    if constexpr (SMALL) {
         const int wp = tid >> 5;
         if (wp < np) panel_inverse(gh, ch, m, wp * PANEL, gamma, tid & 31, &mis[wp][0][0], cps[wp], &mis[wp][0][0], GS);
     }
@@ -208,25 +212,25 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
         for (int u = 0; u < PB; ++u) {
             const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
             gp[r][k] = gt[u];
-            if (!small) mi[r][k] = mt[u];
+            if constexpr (!SMALL) mi[r][k] = mt[u];
         }
         const float fi = i < e ? fin[i * CW + cc] : 0.0f;
         ep[ri][cc] = pv + gamma * cv * fi;
         __syncthreads();
-        const Split sp = split_rows(e, m, tid);
+        const Split sp = split_rows<SMALL>(e, m, tid);
         float4 w[PANEL / 4];
 #pragma unroll
         for (int q = 0; q < PANEL / 4; ++q) w[q] = wn[q];
         if (e < m) {
             const int e2 = min(e + PANEL, m);
             prefetch(e);
-            const Split s2 = split_rows(e2, m, tid);
+            const Split s2 = split_rows<SMALL>(e2, m, tid);
             load_weights(wn, gh, m, e, e2, s2.row, s2);
         }
         // u_P = M_P⁻¹·e_P (lower triangular).
         // Over all 32 columns (M_P⁻¹ is zero above its diagonal), in four partial sums:
         // a 32-step chain of FMAs on loads that waited in turn was most of the panel's time.
-        const float(*mp)[GS] = small ? mis[a / PANEL] : mi;
+        const float(*mp)[GS] = small ? mis[min(a / PANEL, SMALL_M / PANEL - 1)] : mi;
         float u4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < PANEL; ++j) u4[j & 3] = fmaf(mp[ri][j], ep[j][cc], u4[j & 3]);
@@ -279,4 +283,16 @@ extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedPa
         }
         __syncthreads();
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256) reduced_causal(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
+    reduced_causal_body<false>(p);
+}
+extern "C" __global__ void __launch_bounds__(256) reduced_causal_small(const ReducedParams p) {
+    pdl_trigger();
+    pdl_wait();
+    if (p.m > SMALL_M) asm volatile("trap;");  // its shared memory holds SMALL_M / 32 inverses
+    reduced_causal_body<true>(p);
 }

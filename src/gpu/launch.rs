@@ -480,7 +480,7 @@ fn enqueue_heads<T: GpuElement>(
             shared_mem_bytes: smem as u32,
         };
         launch(
-            // SAFETY: the five reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
+            // SAFETY: the six reduced kernels (cuda/reduced.cu, cuda/bidir.cu) take one
             // ReducedParams; `minv` holds the plan's ⌈m/32⌉ 32×32 panels per head
             // (causal) or its m × (m + dv) systems and two 32 × (m + dv) side buffers per
             // head (bidirectional, whose kernels take the head count from the grid as
@@ -517,8 +517,14 @@ fn enqueue_heads<T: GpuElement>(
         reduced(apply, &rp, grid, 256, 0, "launching reduced_bidir_apply")?;
     } else {
         let (panels, smem) = (m.div_ceil(32), plan.reduced_smem);
-        kx.allow_smem(&kx.reduced, smem)?;
-        if m > plan::REDUCED_SMALL_M {
+        let small = m <= plan::REDUCED_SMALL_M;
+        let f = if small {
+            &kx.reduced_small
+        } else {
+            &kx.reduced
+        };
+        kx.allow_smem(f, smem)?;
+        if !small {
             reduced(
                 &kx.reduced_inverses,
                 &rp,
@@ -530,12 +536,16 @@ fn enqueue_heads<T: GpuElement>(
         }
         let cols = dv.div_ceil(plan::REDUCED_CW);
         reduced(
-            &kx.reduced,
+            f,
             &rp,
             (cols, bh, 1),
             256,
             smem,
-            "launching reduced_causal",
+            if small {
+                "launching reduced_causal_small"
+            } else {
+                "launching reduced_causal"
+            },
         )?;
     }
     // 7. Combine in place.

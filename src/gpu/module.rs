@@ -40,6 +40,8 @@ pub(crate) struct Kernels {
     /// of [`LOCAL_TC_VARIANTS`].
     pub local_tc: [[CudaFunction; 5]; 2],
     pub reduced: CudaFunction,
+    /// `reduced_causal_small`: m ≤ [`super::plan::REDUCED_SMALL_M`], inverses included.
+    pub reduced_small: CudaFunction,
     pub reduced_inverses: CudaFunction,
     pub combine: [CudaFunction; 3],
     /// `local_bidir_b{B}v{D}_{type}`: [type][variant], variants in the order of
@@ -166,10 +168,10 @@ const LOCAL_TC: Family = Family {
     ],
     params: size_of::<LocalParams>(),
 };
-/// `reduced_inverses`, `reduced_causal`.
+/// `reduced_inverses`, `reduced_causal`, `reduced_causal_small`.
 const REDUCED: Family = Family {
     unit: "reduced",
-    entries: &["reduced_inverses", "reduced_causal"],
+    entries: &["reduced_inverses", "reduced_causal", "reduced_causal_small"],
     params: size_of::<ReducedParams>(),
 };
 const COMBINE: Family = Family {
@@ -333,7 +335,7 @@ impl Kernels {
             bf_d,
             bf_e,
         ] = load(ctx, u, &LOCAL_TC)?;
-        let [reduced_inverses, reduced] = load(ctx, u, &REDUCED)?;
+        let [reduced_inverses, reduced, reduced_small] = load(ctx, u, &REDUCED)?;
         let [coarse] = load(ctx, u, &COARSE)?;
         // The largest shared-memory carveout, so that its CTAs (53 KB at d = 64, 94 KB
         // at d = 128) are not held back by the driver's own choice, which for the
@@ -355,6 +357,7 @@ impl Kernels {
                 [bf_a, bf_b, bf_c, bf_d, bf_e],
             ],
             reduced,
+            reduced_small,
             reduced_inverses,
             combine: load(ctx, u, &COMBINE)?,
             local_bidir: [[b0, b1, b2, b3], [b4, b5, b6, b7], [b8, b9, b10, b11]],

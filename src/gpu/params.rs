@@ -97,7 +97,7 @@ pub(crate) struct LocalParams {
     pub ticket0: u64,
 }
 
-/// `ReducedParams`: `reduced_inverses`, `reduced_causal` (cuda/reduced.cu) and
+/// `ReducedParams`: `reduced_inverses`, `reduced_causal`, `reduced_causal_small` (cuda/reduced.cu) and
 /// `reduced_bidir_{build,step,apply}` (cuda/bidir.cu).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
