@@ -7,6 +7,7 @@
 # memcheck and racecheck on the last; timing alternated three times with SDPA in the same
 # call; d = 128, bidirectional and the copy-rate share; ncu per kernel at 4096; the local
 # kernel's launch and the small solve's stalls and source-level profile at 4096.
+# Ordered so that a call cut short still brings the quick tests, the timings and SDPA.
 # Staging, here: on `epoch-record` at its first commit, bash cuda/stage_bins.sh .dev/v74 1541eae;
 # at the second, bash cuda/stage_bins.sh .dev/v76; cp results/v76_check.sh .dev/v76/v76.sh
 # There (carry [".dev/v74", ".dev/v76"]): OUT=$OUT bash .dev/v74/call.sh 560 bash .dev/v76/v76.sh
@@ -17,6 +18,17 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 row() { grep -E '^\| +[0-9]' | awk -F'|' '{printf "%s:%s/%s ", $2, $5, $6}'; }
 share() { grep -E '^\| +[0-9]' | awk -F'|' '{printf "%s:%s(%s) ", $2, $5, $8}'; }
 res() { grep -E 'test result|FAILED|panicked' "$1" | head -6 | paste -sd' '; }
+echo "--- quick tests (epoch + small)"
+timeout 60 $bin/gpu_test split small_mixed non_finite constant one_workspace --test-threads=1 > $OUT/tests_quick.txt 2>&1; echo "quick: $(res $OUT/tests_quick.txt)"
+echo "--- timing, ms median/best"
+N="2048 4096 8192 16384 32768 65536"
+for r in 1 2 3; do
+  echo "main.$r:   $(timeout 40 $O $N | row)"
+  echo "epoch.$r:  $(timeout 40 $E $N | row)"
+  echo "small.$r:  $(timeout 40 $B $N | row)"
+done
+echo "--- SDPA"; timeout 100 python3 cuda/bench_torch.py --sdpa 2048 4096 8192 16384 32768 65536 > $OUT/sdpa.txt 2>&1
+grep -E "^\| +[0-9]|SDPA" $OUT/sdpa.txt | head -8
 echo "--- tests (epoch + small)"
 timeout 120 $bin/gpu_test --test-threads=1 > $OUT/tests.txt 2>&1; echo "default: $(res $OUT/tests.txt)"
 SUB="f16_matches bf16_matches small_mixed non_finite split constant one_workspace"
@@ -25,19 +37,10 @@ timeout 60 compute-sanitizer --tool memcheck $bin/gpu_test small_mixed_case non_
 echo "memcheck: $(grep -E 'ERROR SUMMARY|test result' $OUT/san.txt | paste -sd' ')"
 timeout 60 compute-sanitizer --tool racecheck $bin/gpu_test small_mixed_case --test-threads=1 > $OUT/race.txt 2>&1
 echo "racecheck: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|test result' $OUT/race.txt | paste -sd' ')"
-echo "--- timing, ms median/best"
-N="2048 4096 8192 16384 32768 65536"
-for r in 1 2 3; do
-  echo "main.$r:   $(timeout 40 $O $N | row)"
-  echo "epoch.$r:  $(timeout 40 $E $N | row)"
-  echo "small.$r:  $(timeout 40 $B $N | row)"
-done
 echo "copy share (small): $(timeout 30 $B 4096 32768 | tee $OUT/copy.txt | share) $(grep -o 'd2d copy [0-9]* GB/s' $OUT/copy.txt)"
 echo "main d128:  $(timeout 30 $O --d 128 4096 32768 | row)"
 echo "small d128: $(timeout 30 $B --d 128 4096 32768 | row)"
 echo "small bidir: $(timeout 60 $B --bidirectional 4096 16384 65536 | row)"
-echo "--- SDPA"; timeout 100 python3 cuda/bench_torch.py --sdpa 2048 4096 8192 16384 32768 65536 > $OUT/sdpa.txt 2>&1
-grep -E "^\| +[0-9]|SDPA" $OUT/sdpa.txt | head -8
 k() { awk -F'","' '/gpu__time_duration/ {printf "%s %s; ", $5, $NF}' "$1" | tr -d '"' | sed 's/(const [A-Za-z]*Params)//g'; }
 for x in O E B; do
   timeout 45 ncu --clock-control none --cache-control none --launch-skip 30 --launch-count 3 \
