@@ -806,3 +806,127 @@ fn host_stream_entry_matches_host_path() {
     };
     assert!(matches!(e, Err(Error::Shape { tensor: "Q", .. })), "{e:?}");
 }
+
+/// Relative Frobenius error of `y` (H heads of n × d, one batch, one KV head a query
+/// head) against the f64 reference, causal, block size `b`.
+#[allow(clippy::too_many_arguments)]
+fn rel_err_mha(
+    q: &[bf16],
+    k: &[bf16],
+    v: &[bf16],
+    y: &[bf16],
+    h: usize,
+    n: usize,
+    d: usize,
+    b: usize,
+    gamma: f64,
+) -> f64 {
+    let (q, k, v, y) = (to64(q), to64(k), to64(v), to64(y));
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for hh in 0..h {
+        let s = hh * n * d..(hh + 1) * n * d;
+        let r = reference_head(
+            &q[s.clone()],
+            &k[s.clone()],
+            &v[s.clone()],
+            n,
+            d,
+            d,
+            b,
+            1.0 / (d as f64).sqrt(),
+            gamma,
+            true,
+            false,
+        );
+        for (o, rr) in y[s].iter().zip(&r) {
+            num += (o - rr) * (o - rr);
+            den += rr * rr;
+        }
+    }
+    (num / den).sqrt()
+}
+
+#[test]
+fn a_captured_call_replays_on_new_inputs() {
+    // ONNX Runtime's CUDA graphs (`enable_cuda_graph`) capture the op's call once and
+    // replay it on new inputs. The call's epoch and ticket base are fixed in the graph,
+    // so each replay must clear the record itself: the fused path (m = 5) and the
+    // separate one (m = 100), three replays each, then a call outside the graph.
+    use cudarc::driver::{CudaContext, DevicePtr, result, sys};
+    let ctx = CudaContext::new(0).unwrap();
+    let mut rng = Rng::new(0xCA97);
+    for (n, block) in [(300usize, 64usize), (200, 2)] {
+        let (h, d) = (2, 32);
+        let len = h * n * d;
+        let stream = ctx.new_stream().unwrap();
+        let cfg = Config {
+            block_size: block,
+            ..Config::default()
+        };
+        let dims = Dims::from_shapes([1, h, n, d], [1, h, n, d], [1, h, n, d]).unwrap();
+        let bufs: Vec<_> = (0..4)
+            .map(|_| stream.alloc_zeros::<bf16>(len).unwrap())
+            .collect();
+        let guards: Vec<_> = bufs.iter().map(|b| b.device_ptr(&stream)).collect();
+        let [pq, pk, pv, py] = [0, 1, 2, 3].map(|i| guards[i].0);
+        // SAFETY (the three closures): `stream` is a live stream of device 0's primary
+        // context; the pointers are its allocations of `len` elements each, alive until
+        // the end of this round, and every host buffer outlives the synchronize after it.
+        let call = || {
+            unsafe {
+                gpu::resolvent_attention_on_stream::<bf16>(
+                    0,
+                    stream.cu_stream(),
+                    pq,
+                    pk,
+                    pv,
+                    py,
+                    &dims,
+                    &cfg,
+                )
+            }
+            .unwrap()
+        };
+        let fresh = |rng: &mut Rng| {
+            let x: [Vec<bf16>; 3] = std::array::from_fn(|_| rand_vec(rng, len, 1.0));
+            for (p, h) in [pq, pk, pv].into_iter().zip(&x) {
+                unsafe { result::memcpy_htod_async(p, h, stream.cu_stream()) }.unwrap();
+            }
+            stream.synchronize().unwrap();
+            x
+        };
+        let check = |x: &[Vec<bf16>; 3], what: &str| {
+            let mut y = vec![bf16::ZERO; len];
+            unsafe { result::memcpy_dtoh_async(&mut y, py, stream.cu_stream()) }.unwrap();
+            stream.synchronize().unwrap();
+            let err = rel_err_mha(&x[0], &x[1], &x[2], &y, h, n, d, block, 0.5);
+            println!("n = {n}, b = {block}, {what}: relative error {err:.3e}");
+            assert!(
+                err <= 1e-2,
+                "n = {n}, b = {block}, {what}: relative error {err:.3e}"
+            );
+        };
+        // The first call sizes the scratch, as ONNX Runtime's warm-up run does.
+        let x = fresh(&mut rng);
+        call();
+        check(&x, "before the capture");
+        stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .unwrap();
+        call();
+        let graph = stream
+            .end_capture(sys::CUgraphInstantiate_flags(0))
+            .unwrap()
+            .expect("the capture holds the call");
+        for replay in 0..3 {
+            let x = fresh(&mut rng);
+            graph.launch().unwrap();
+            check(&x, &format!("replay {replay}"));
+        }
+        let x = fresh(&mut rng);
+        call();
+        check(&x, "after the replays");
+        drop(graph);
+        drop(guards);
+    }
+}

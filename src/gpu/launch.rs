@@ -193,6 +193,12 @@ pub fn resolvent_attention_device<T: GpuElement>(
     let eligible = cfg.causal && !plan.fused && matches!(plan.local, Local::Tc { .. });
     let groups = plan::head_groups(bh, r, plan.m, plan.b, eligible, groups_forced());
     let st = &gpu.stream;
+    // A call captured into a CUDA graph is replayed with the epoch it was captured with
+    // (GpuWorkspace::next_epoch): it and every later call clear the record instead.
+    let capturing = st
+        .capture_status()
+        .map_err(|e| dev_err("asking whether the stream is capturing", e))?
+        != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
     // The tensors' addresses, taken once on the call's stream: with cudarc's event
     // tracking that orders the call after their pending work on other streams, and the
     // guards, dropped after the groups' join, record the whole call as their latest use.
@@ -200,7 +206,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
     let t = [a.r(q), a.r(k), a.r(v), a.w(&mut *y)];
     if groups.len() == 1 {
         ws.parts_used = 0;
-        let res = enqueue_heads::<T>(gpu, st, t, dims, cfg, &plan, ws);
+        let res = enqueue_heads::<T>(gpu, st, t, dims, cfg, &plan, ws, capturing);
         drop(a);
         return res;
     }
@@ -229,7 +235,16 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .map_err(|e| dev_err("ordering a head group after the call's stream", e))
             .and_then(|_| {
                 let pg = Plan::new(&dg, cfg, T::INDEX, gpu.smem, local_tc_allowed(), false)?;
-                enqueue_heads::<T>(gpu, &part.stream, tg, &dg, cfg, &pg, &mut part.ws)
+                enqueue_heads::<T>(
+                    gpu,
+                    &part.stream,
+                    tg,
+                    &dg,
+                    cfg,
+                    &pg,
+                    &mut part.ws,
+                    capturing,
+                )
             });
         // Joined even after a failure: whatever the group enqueued must finish before
         // the guards below let the tensors be reused or freed.
@@ -261,7 +276,9 @@ fn groups_forced() -> Option<usize> {
 }
 
 /// The kernels of one call, or of one head group of a split one, on `st`: `t` holds the
-/// addresses of Q, K, V, Y for `dims`' heads, which `plan` was made for.
+/// addresses of Q, K, V, Y for `dims`' heads, which `plan` was made for; `capturing`:
+/// the call's stream is capturing a CUDA graph.
+#[allow(clippy::too_many_arguments)]
 fn enqueue_heads<T: GpuElement>(
     gpu: &Gpu,
     st: &Arc<CudaStream>,
@@ -270,6 +287,7 @@ fn enqueue_heads<T: GpuElement>(
     cfg: &Config,
     plan: &Plan,
     ws: &mut GpuWorkspace,
+    capturing: bool,
 ) -> Result<()> {
     let (n, dk, dv) = (dims.n, dims.dk, dims.dv);
     let (heads, kv_heads) = (dims.heads, dims.kv_heads);
@@ -291,7 +309,7 @@ fn enqueue_heads<T: GpuElement>(
     // The record is not cleared before the call: its values carry the call's epoch
     // (cuda/common.cuh, rec_value), and the fused kernel's tickets count on from the
     // workspace's total. That saves a memset and its gap before the first kernel.
-    let epoch = ws.next_epoch(st)?;
+    let epoch = ws.next_epoch(st, capturing)?;
     let ticket0 = ws.tickets;
     let (ni, dki, dvi, bi, mi) = (
         to_i32(n, "n")?,

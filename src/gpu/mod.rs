@@ -249,6 +249,10 @@ pub struct GpuWorkspace {
     epoch: u64,
     /// Tickets the fused local kernels have taken from `bad[3]` since it was cleared.
     tickets: u64,
+    /// Set once a call on this workspace was captured into a CUDA graph: a graph replays
+    /// the epoch and ticket base it was captured with, so from then on every call clears
+    /// the record first (in a graph, a memset node before its kernels), as before epochs.
+    clear_each_call: bool,
 }
 
 /// One head group's stream and scratch; `offsets`: where its heads start in Q, K, V
@@ -361,10 +365,12 @@ impl GpuWorkspace {
         Ok(())
     }
 
-    /// The next call's epoch on `st` (after `ensure`). When epochs run out, the record
-    /// is cleared on `st` first and they start again.
-    fn next_epoch(&mut self, st: &Arc<CudaStream>) -> Result<u64> {
-        if self.epoch + 1 >= EPOCHS {
+    /// The next call's epoch on `st` (after `ensure`). When epochs run out, or for a
+    /// call being captured into a CUDA graph (`capturing`) and every call after one, the
+    /// record is cleared on `st` first and they start again.
+    fn next_epoch(&mut self, st: &Arc<CudaStream>, capturing: bool) -> Result<u64> {
+        self.clear_each_call |= capturing;
+        if self.clear_each_call || self.epoch + 1 >= EPOCHS {
             let len = self.bad.as_ref().map_or(0, |b| b.len());
             st.context()
                 .bind_to_thread()
