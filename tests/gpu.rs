@@ -850,8 +850,9 @@ fn rel_err_mha(
 fn a_captured_call_replays_on_new_inputs() {
     // ONNX Runtime's CUDA graphs (`enable_cuda_graph`) capture the op's call once and
     // replay it on new inputs. The call's epoch and ticket base are fixed in the graph,
-    // so each replay must clear the record itself: the fused path (m = 5) and the
-    // separate one (m = 100), three replays each, then a call outside the graph.
+    // so each replay must clear the record itself (the host-stream entry clears it
+    // before every call): the fused path (m = 5) and the separate one (m = 100), three
+    // replays each, then a call outside the graph.
     use cudarc::driver::{CudaContext, DevicePtr, result, sys};
     let ctx = CudaContext::new(0).unwrap();
     let mut rng = Rng::new(0xCA97);

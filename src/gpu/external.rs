@@ -93,6 +93,11 @@ impl Device {
         };
         let ws = GpuWorkspace {
             alloc: Some(self.null.clone()),
+            // The host may capture its calls into a CUDA graph (ONNX Runtime's
+            // `enable_cuda_graph`): clearing the record before every call keeps the path
+            // checked under graph replay on the device (cuda/ort_ep_check.sh), whether
+            // or not the capture is seen when the call is enqueued.
+            clear_each_call: true,
             ..GpuWorkspace::default()
         };
         let s = Arc::new(Mutex::new(OnStream { gpu, ws }));
