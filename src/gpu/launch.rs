@@ -211,6 +211,8 @@ pub fn resolvent_attention_device<T: GpuElement>(
         return res;
     }
     ws.ensure_parts(gpu, groups.len())?;
+    // The groups' own workspaces clear their records whenever the call's would.
+    let clear = capturing || ws.clear_each_call;
     let fork = ws.fork.as_ref().expect("ensure_parts made the fork event");
     fork.record(st)
         .map_err(|e| dev_err("recording the call's start", e))?;
@@ -235,16 +237,7 @@ pub fn resolvent_attention_device<T: GpuElement>(
             .map_err(|e| dev_err("ordering a head group after the call's stream", e))
             .and_then(|_| {
                 let pg = Plan::new(&dg, cfg, T::INDEX, gpu.smem, local_tc_allowed(), false)?;
-                enqueue_heads::<T>(
-                    gpu,
-                    &part.stream,
-                    tg,
-                    &dg,
-                    cfg,
-                    &pg,
-                    &mut part.ws,
-                    capturing,
-                )
+                enqueue_heads::<T>(gpu, &part.stream, tg, &dg, cfg, &pg, &mut part.ws, clear)
             });
         // Joined even after a failure: whatever the group enqueued must finish before
         // the guards below let the tensors be reused or freed.
