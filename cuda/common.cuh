@@ -51,12 +51,13 @@ struct CoarseParams {
 // local_causal_*, local_tc_*, local_bidir_*: the within-block stage. With `fused` (the
 // causal local_tc only) the kernel also does the means and the coarse row (cuda/local_tc.cu):
 // then sigma, gsum, h are unused, and it writes k̄, v̄ (one copy per query head) and G̃, and
-// uses bad[0..3) (non-finite record), bad[3] (CTA ticket counter, never reset: the CTA's
-// ticket is its count less ticket0, the workspace's count before the call) and bad[4 ..)
-// (per-block flags, set to the call's epoch when published). Without `fused`, h = 0 (the causal local_tc only) defers
-// h: P leaves out z⊗h (P′ = P − w⊗h, SPEC §2 step 3 without its second term), the kernel
-// keeps V's non-finite record (bad[2]) itself and writes v̄_I + γ·p̄′_I where p̄_I goes,
-// and the reduced and combine stages put h back (ReducedParams, CombineParams).
+// uses bad[0..3) (non-finite record), bad[3] (CTA ticket counter, not reset per call: the
+// CTA's ticket is its count less ticket0, the workspace's count before the call) and
+// bad[4 ..) (per-block flags, set to the call's epoch when published). Without `fused`,
+// h = 0 (the causal local_tc only) defers h: P leaves out z⊗h (P′ = P − w⊗h, SPEC §2
+// step 3 without its second term), the kernel keeps V's non-finite record (bad[2])
+// itself and writes v̄_I + γ·p̄′_I where p̄_I goes, and the reduced and combine stages
+// put h back (ReducedParams, CombineParams).
 struct LocalParams {
     const void *q, *k, *v;
     void* y;
@@ -70,7 +71,7 @@ struct LocalParams {
     u64 epoch, ticket0;
 };
 
-// reduced_inverses, reduced_causal, reduced_bidir_{build,step,apply}: the m×m system.
+// reduced_inverses, reduced_causal(_small), reduced_bidir_{build,step,apply}: the m×m system.
 // minv holds the causal panels' inverses, or the bidirectional augmented matrices and
 // their side buffers; p0 is the first pivot of the bidirectional elimination's current
 // (step) or last (apply) panel. With deferred h (causal, LocalParams) pbar holds

@@ -177,7 +177,6 @@ __device__ __forceinline__ void reduced_causal_body(const ReducedParams& p) {
     float* sh = s + (long long)bh * m * dv;
     const int tid = threadIdx.x;
     const int ri = tid >> 3, cc = tid & 7;  // row of the panel; column
-    constexpr bool small = SMALL;
     for (int idx = tid; idx < m * CW; idx += blockDim.x) fin[idx] = 0.0f;
     // The next panel's own blocks, p̄ and c in registers, loaded one step ahead.
     constexpr int PB = PANEL * PANEL / 256;
@@ -191,7 +190,7 @@ __device__ __forceinline__ void reduced_causal_body(const ReducedParams& p) {
         for (int u = 0; u < PB; ++u) {
             const int idx = tid + 256 * u, r = idx / PANEL, k = idx - r * PANEL;
             gt[u] = (a + r < e && a + k < e) ? gh[(long long)(a + r) * m + a + k] : 0.0f;
-            mt[u] = small ? 0.0f : mg[idx];
+            mt[u] = SMALL ? 0.0f : mg[idx];
         }
     };
     prefetch(0);
@@ -230,7 +229,7 @@ __device__ __forceinline__ void reduced_causal_body(const ReducedParams& p) {
         // u_P = M_P⁻¹·e_P (lower triangular).
         // Over all 32 columns (M_P⁻¹ is zero above its diagonal), in four partial sums:
         // a 32-step chain of FMAs on loads that waited in turn was most of the panel's time.
-        const float(*mp)[GS] = small ? mis[min(a / PANEL, SMALL_M / PANEL - 1)] : mi;
+        const float(*mp)[GS] = SMALL ? mis[min(a / PANEL, SMALL_M / PANEL - 1)] : mi;
         float u4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < PANEL; ++j) u4[j & 3] = fmaf(mp[ri][j], ep[j][cc], u4[j & 3]);
